@@ -1,0 +1,50 @@
+# vocolab: one command to install, one to test, one to run the main job.
+# `make quickstart` and `make test` create .venv with pinned versions on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CACHE  := $(CURDIR)/.cache
+PRESET ?= nano
+SEED   ?= 0
+
+# Everything a run writes besides its results stays inside the ignored .cache folder.
+export VOCOLAB_CACHE           := $(CACHE)
+export HF_HOME                 := $(CACHE)/hf
+export MPLCONFIGDIR            := $(CACHE)/mpl
+export TORCHINDUCTOR_CACHE_DIR := $(CACHE)/inductor
+export HF_HUB_OFFLINE          := 1
+export HF_DATASETS_OFFLINE     := 1
+export TOKENIZERS_PARALLELISM  := false
+
+.PHONY: help env quickstart test lab clean
+
+help:
+	@echo "make quickstart   create .venv (first time) and run the main job (preset $(PRESET))"
+	@echo "make test         create .venv (first time), run unit tests and every notebook (quick mode)"
+	@echo "make lab          open JupyterLab on notebooks/"
+	@echo "make clean        remove .venv and .cache"
+
+env: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "vocolab needs Python 3.10+"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(VENV)/bin/vocolab quickstart --preset $(PRESET) --seed $(SEED) --out figures/quickstart
+
+test: $(STAMP)
+	VOCOLAB_QUICK=1 $(PY) -m pytest -q tests --nbmake notebooks
+
+lab: $(STAMP)
+	$(PY) -m pip install --quiet "jupyterlab==4.6.6"
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf $(VENV) $(CACHE)

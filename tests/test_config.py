@@ -1,0 +1,63 @@
+import json
+
+import pytest
+
+from vocolab.config import Config, preset
+
+
+def test_presets_build_and_scale():
+    nano, small, base = (preset(n) for n in ("nano", "small", "base"))
+    assert nano.data.image_tokens == 64
+    assert small.data.image_tokens == 256
+    assert base.data.image_tokens == 576  # the paper's 336 px / 14 px
+    assert nano.llm.hidden_size < small.llm.hidden_size < base.llm.hidden_size
+
+
+@pytest.mark.parametrize("name", ["nano", "small", "base"])
+def test_json_round_trip(name, tmp_path):
+    cfg = preset(name, **{"voco.tokens": 4, "seed": 3})
+    path = tmp_path / "cfg.json"
+    cfg.to_json(path)
+    again = Config.from_json(path)
+    assert again == cfg
+    assert Config.from_json(cfg.to_json()) == cfg
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"data.imag_size": 3}, "data.imag_size"),  # unknown key
+        ({"nonsense": 1}, "nonsense"),
+        ({"voco.tokens": "one"}, "voco.tokens"),  # wrong type
+        ({"train.lr": "fast"}, "train.lr"),
+        ({"data.shapes": [1, 2]}, "data.shapes"),
+        ({"data.image_size": 60}, "data.image_size"),  # not divisible by patch 8
+        ({"voco.tokens": 65}, "voco.tokens"),  # more VoCo tokens than image tokens
+        ({"voco.mask": "sideways"}, "voco.mask"),
+        ({"llm.attn_implementation": "flash_attention_2"}, "llm.attn_implementation"),
+        ({"llm.heads": 3}, "llm.hidden_size"),
+    ],
+)
+def test_bad_overrides_name_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        preset("nano", **overrides)
+
+
+def test_unknown_preset_and_bad_json(tmp_path):
+    with pytest.raises(ValueError, match="preset"):
+        preset("huge")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="JSON"):
+        Config.from_json(bad)
+    tree = json.loads(preset("nano").to_json())
+    tree["llm"]["extra"] = 1
+    with pytest.raises(ValueError, match="llm.extra"):
+        Config.from_dict(tree)
+
+
+def test_override_keeps_original_and_coerces_int_to_float():
+    cfg = preset("nano")
+    other = cfg.override(**{"train.lr": 1})
+    assert other.train.lr == 1.0 and isinstance(other.train.lr, float)
+    assert cfg.train.lr != other.train.lr

@@ -1,0 +1,287 @@
+"""Typed configuration for every vocolab run.
+
+One nested dataclass tree (`Config`) describes data, vision tower, LLM, VoCo
+settings and training. Presets (`nano`, `small`, `base`) are plain functions
+returning a `Config`; overrides are validated so that a typo or a wrong type
+fails loudly with the offending field's dotted name instead of being silently
+ignored, and a config survives a JSON round trip unchanged (it is stored beside
+every checkpoint and results file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+MASK_MODES = ("causal", "voco", "video")
+ATTN_BACKENDS = ("sdpa", "eager", "flex_attention")
+
+
+@dataclass
+class DataConfig:
+    """Procedural scenes and clips; difficulty knobs live here."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    grid: int = 4  # objects sit on a grid x grid lattice of cells
+    min_objects: int = 3
+    max_objects: int = 6
+    shapes: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross")
+    colors: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "cyan", "white")
+    sizes: tuple[str, ...] = ("small", "large")
+    frames: int = 4  # frames per clip
+    train_scenes: int = 4000
+    heldout_scenes: int = 500
+    train_clips: int = 2000
+    heldout_clips: int = 300
+    questions_per_scene: int = 5
+    train_seed: int = 0
+    heldout_seed: int = 10_007  # a different seed: held-out scenes never appear in training
+
+    @property
+    def patches_per_side(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def image_tokens(self) -> int:
+        """V: patch tokens per image (CLS excluded)."""
+        return self.patches_per_side**2
+
+
+@dataclass
+class VisionConfig:
+    """Mini CLIP towers (vision and, for the contrastive stage, text)."""
+
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 4
+    intermediate_size: int = 256
+    text_hidden_size: int = 64
+    text_layers: int = 2
+    projection_dim: int = 64
+    feature_layer: int = -2  # penultimate layer, as LLaVA and VoCo-LLaMA
+
+
+@dataclass
+class LLMConfig:
+    """Mini LLaMA built from a `LlamaConfig`."""
+
+    hidden_size: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 4
+    intermediate_size: int = 384
+    max_positions: int = 512
+    rope_theta: float = 10_000.0
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class VoCoConfig:
+    """How the image is compressed: K VoCo tokens and the mask mode."""
+
+    tokens: int = 1  # K
+    mask: str = "voco"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by the training stages."""
+
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_frac: float = 0.03
+    steps: int = 1000
+    precision: str = "auto"  # "auto": bf16-mixed on GPU, 32 on CPU
+
+
+@dataclass
+class Config:
+    preset: str = "nano"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    voco: VoCoConfig = field(default_factory=VoCoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    # -- overrides and serialisation -------------------------------------------------
+    def override(self, **overrides: Any) -> "Config":
+        """A copy with dotted-key overrides applied, e.g. `override(**{"voco.tokens": 4})`."""
+        tree = self.to_dict()
+        for key, value in overrides.items():
+            _set_dotted(tree, key, value)
+        return Config.from_dict(tree)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_dict(cls, tree: dict[str, Any]) -> "Config":
+        return _build(cls, tree, prefix="")
+
+    @classmethod
+    def from_json(cls, path_or_text: str | os.PathLike) -> "Config":
+        text = str(path_or_text)
+        if not text.lstrip().startswith("{"):
+            try:
+                text = Path(path_or_text).read_text()
+            except OSError as err:
+                raise ValueError(f"cannot read config file {path_or_text}: {err}") from err
+        try:
+            tree = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"config is not valid JSON: {err}") from err
+        return cls.from_dict(tree)
+
+
+# -- presets ---------------------------------------------------------------------------
+
+
+def _nano() -> Config:
+    return Config(preset="nano")
+
+
+def _small() -> Config:
+    return Config(
+        preset="small",
+        data=DataConfig(image_size=128, patch_size=8, grid=6, max_objects=8,
+                        train_scenes=20_000, heldout_scenes=1000,
+                        train_clips=8000, heldout_clips=500, frames=6),
+        vision=VisionConfig(hidden_size=192, layers=6, heads=6, intermediate_size=768,
+                            text_hidden_size=192, text_layers=4, projection_dim=192),
+        llm=LLMConfig(hidden_size=384, layers=6, heads=6, kv_heads=6,
+                      intermediate_size=1536, max_positions=2048),
+        train=TrainConfig(batch_size=64, lr=5e-4, steps=6000),
+    )
+
+
+def _base() -> Config:
+    return Config(
+        preset="base",
+        data=DataConfig(image_size=336, patch_size=14, grid=8, max_objects=8,
+                        train_scenes=50_000, heldout_scenes=2000,
+                        train_clips=20_000, heldout_clips=1000, frames=8),
+        vision=VisionConfig(hidden_size=384, layers=8, heads=6, intermediate_size=1536,
+                            text_hidden_size=384, text_layers=6, projection_dim=384),
+        llm=LLMConfig(hidden_size=768, layers=8, heads=12, kv_heads=12,
+                      intermediate_size=3072, max_positions=8192),
+        train=TrainConfig(batch_size=64, lr=3e-4, steps=20_000),
+    )
+
+
+PRESETS: dict[str, typing.Callable[[], Config]] = {"nano": _nano, "small": _small, "base": _base}
+
+
+def preset(name: str, **overrides: Any) -> Config:
+    """The named preset with dotted-key overrides applied."""
+    if name not in PRESETS:
+        raise ValueError(f"preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    cfg = PRESETS[name]()
+    return cfg.override(**overrides) if overrides else cfg
+
+
+# -- validation ------------------------------------------------------------------------
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks; each failure is a ValueError naming the field."""
+    d, v, llm = cfg.data, cfg.vision, cfg.llm
+    if d.image_size % d.patch_size:
+        raise ValueError(
+            f"data.image_size: {d.image_size} is not divisible by data.patch_size={d.patch_size}")
+    if d.grid < 2 or d.image_size // d.grid < 8:
+        raise ValueError(f"data.grid: {d.grid} cells per side leave under 8 px per cell at image_size {d.image_size}")
+    if not 1 <= d.min_objects <= d.max_objects:
+        raise ValueError(f"data.min_objects: need 1 <= min_objects ({d.min_objects}) <= max_objects ({d.max_objects})")
+    if d.max_objects > d.grid**2:
+        raise ValueError(f"data.max_objects: {d.max_objects} objects do not fit on a {d.grid}x{d.grid} grid")
+    if d.frames < 2:
+        raise ValueError(f"data.frames: clips need at least 2 frames, got {d.frames}")
+    if len(set(d.shapes)) < 2 or len(set(d.colors)) < 2:
+        raise ValueError("data.shapes/data.colors: need at least two distinct shapes and colours")
+    if cfg.voco.tokens < 0 or cfg.voco.tokens > d.image_tokens:
+        raise ValueError(
+            f"voco.tokens: {cfg.voco.tokens} VoCo tokens for {d.image_tokens} image tokens; "
+            f"need 0 <= tokens <= image tokens")
+    if cfg.voco.mask not in MASK_MODES:
+        raise ValueError(f"voco.mask: {cfg.voco.mask!r} is not one of {MASK_MODES}")
+    if llm.attn_implementation not in ATTN_BACKENDS:
+        raise ValueError(
+            f"llm.attn_implementation: {llm.attn_implementation!r} is not one of {ATTN_BACKENDS} "
+            f"(other backends ignore custom attention masks)")
+    for name, hidden, heads in (("vision", v.hidden_size, v.heads), ("llm", llm.hidden_size, llm.heads)):
+        if hidden % heads:
+            raise ValueError(f"{name}.hidden_size: {hidden} is not divisible by {name}.heads={heads}")
+    if llm.heads % llm.kv_heads:
+        raise ValueError(f"llm.kv_heads: heads {llm.heads} is not a multiple of kv_heads {llm.kv_heads}")
+    if cfg.train.batch_size < 1 or cfg.train.steps < 0 or cfg.train.lr <= 0:
+        raise ValueError("train: batch_size >= 1, steps >= 0 and lr > 0 are required")
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    node = tree
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            raise ValueError(f"{key}: unknown config field {'.'.join(parts[: i + 1])!r}")
+        if i == len(parts) - 1:
+            node[part] = value
+        else:
+            node = node[part]
+
+
+def _build(cls: type, tree: Any, prefix: str) -> Any:
+    if not isinstance(tree, dict):
+        raise ValueError(f"{prefix or 'config'}: expected a mapping, got {type(tree).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(tree) - set(known))
+    if unknown:
+        raise ValueError(f"{prefix}{unknown[0]}: unknown config field")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in tree.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, name: str) -> Any:
+    if is_dataclass(hint):
+        return _build(hint, value, prefix=f"{name}.")
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
+            raise ValueError(f"{name}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise ValueError(f"{name}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    return value
+
+
+def quick_mode() -> bool:
+    """True when VOCOLAB_QUICK=1: notebooks and the CLI shrink steps and examples."""
+    return os.environ.get("VOCOLAB_QUICK", "0") not in ("", "0", "false", "False")
+
+
+__all__ = [
+    "ATTN_BACKENDS", "MASK_MODES", "Config", "DataConfig", "LLMConfig", "PRESETS",
+    "TrainConfig", "VisionConfig", "VoCoConfig", "preset", "quick_mode", "validate",
+]
