@@ -150,3 +150,21 @@ def position_ids(batch: int, length: int) -> torch.Tensor:
     """`[B, L]` positions: `arange` over each sample, so text keeps the positions it
     would have with every image token present (padding positions are never attended)."""
     return torch.arange(length).unsqueeze(0).expand(batch, length).contiguous()
+
+
+IGNORE_INDEX = -100  # the label value cross-entropy skips
+
+
+def labels_from_layouts(input_ids: torch.Tensor, layouts: Sequence[Layout]) -> torch.Tensor:
+    """Labels for `forward`: -100 everywhere except each sample's answer span (answer
+    tokens + EOS), which keeps its token ids. No shift here: the LLM shifts itself."""
+    if len(layouts) != input_ids.shape[0]:
+        raise ValueError(f"labels_from_layouts: {len(layouts)} layouts for a batch of {input_ids.shape[0]}")
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    for b, layout in enumerate(layouts):
+        if layout.length > input_ids.shape[1]:
+            raise ValueError(f"labels_from_layouts: sample {b} ({layout.length} tokens) is longer "
+                             f"than the batch ({input_ids.shape[1]})")
+        span = slice(layout.answer.start, layout.answer.stop)
+        labels[b, span] = input_ids[b, span]
+    return labels

@@ -1,0 +1,28 @@
+"""Shared fixtures for the data tests; import them explicitly:
+
+    from conftest_data import nano, RENDER_CONFIGS
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vocolab.config import DataConfig
+
+# the three presets' geometries: (image_size, grid); 128 / 6 has fractional cells
+RENDER_CONFIGS = [
+    DataConfig(),
+    DataConfig(image_size=128, grid=6, max_objects=8, frames=6),
+    DataConfig(image_size=336, patch_size=14, grid=8, max_objects=8, frames=8),
+]
+
+
+@pytest.fixture
+def nano() -> DataConfig:
+    return DataConfig()
+
+
+def rngs(n: int, seed: int = 0):
+    """n independent generators, one per item, as storage uses them."""
+    return [np.random.default_rng([seed, i]) for i in range(n)]

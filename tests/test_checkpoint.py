@@ -1,0 +1,147 @@
+"""Checkpoints: exact round trip, clear errors, and never a half-written directory."""
+
+import json
+
+import pytest
+import torch
+
+import vocolab.checkpoint as ckpt
+from vocolab.checkpoint import load_checkpoint, save_checkpoint
+from vocolab.config import preset
+from vocolab.layout import SpecialIds, assemble, pad_batch
+from vocolab.models import VoCoVLM
+
+SPECIAL = SpecialIds(bos=1, eos=3, pad=0, image=4, voco=5)
+VOCAB = 40
+
+
+def tiny_cfg(**overrides):
+    base = {"data.image_size": 16, "data.patch_size": 4, "data.grid": 2, "data.max_objects": 4,
+            "llm.hidden_size": 32, "llm.layers": 2, "llm.heads": 2, "llm.kv_heads": 2,
+            "llm.intermediate_size": 64, "llm.max_positions": 128,
+            "vision.hidden_size": 32, "vision.heads": 2, "vision.intermediate_size": 64,
+            "vision.text_hidden_size": 32, "vision.projection_dim": 16}
+    return preset("nano", **{**base, **overrides})
+
+
+def tiny_vlm(seed=0):
+    torch.manual_seed(seed)
+    return VoCoVLM(tiny_cfg(), SPECIAL, VOCAB).eval()
+
+
+def logits(model):
+    tokens, layout = assemble([10, 11], [12], SPECIAL, image_tokens=16, voco_tokens=1)
+    pix = torch.randint(0, 256, (1, 16, 16, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    with torch.no_grad():
+        return model(pad_batch([tokens], SPECIAL.pad), [layout], pixels=pix).logits
+
+
+def test_round_trip_gives_identical_logits(tmp_path):
+    model = tiny_vlm()
+    out = save_checkpoint(model, model.cfg, tmp_path / "ckpt", metadata={"stage": "instruct", "step": 7})
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "meta.json", "model.safetensors"]
+    loaded, cfg, meta = load_checkpoint(out)
+    assert torch.equal(logits(loaded), logits(model))
+    assert cfg == model.cfg and loaded.special == SPECIAL and loaded.vocab_size == VOCAB
+    assert meta["stage"] == "instruct" and meta["step"] == 7
+    assert {"vocolab_version", "torch_version", "transformers_version", "weights_sha256"} <= set(meta)
+    assert loaded.llm.lm_head.weight is loaded.llm.get_input_embeddings().weight  # still tied
+    # saving again replaces the previous checkpoint, leaving no temporary siblings
+    save_checkpoint(tiny_vlm(seed=1), model.cfg, out)
+    assert not torch.equal(logits(load_checkpoint(out)[0]), logits(model))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_round_trip_keeps_dtype(tmp_path):
+    model = tiny_vlm().to(torch.bfloat16)
+    loaded, _, meta = load_checkpoint(save_checkpoint(model, model.cfg, tmp_path / "bf16"))
+    assert meta["dtype"] == "bfloat16" and next(loaded.parameters()).dtype == torch.bfloat16
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_missing_and_corrupt_files_raise_value_error(tmp_path):
+    model = tiny_vlm()
+    good = save_checkpoint(model, model.cfg, tmp_path / "good")
+    with pytest.raises(ValueError, match="not a directory"):
+        load_checkpoint(tmp_path / "nowhere")
+
+    def broken(name, edit):
+        target = tmp_path / name
+        save_checkpoint(model, model.cfg, target)
+        edit(target)
+        return target
+
+    cases = {
+        "lacks": broken("no-weights", lambda d: (d / "model.safetensors").unlink()),
+        "lacks ": broken("no-meta", lambda d: (d / "meta.json").unlink()),
+        "corrupt": broken("truncated", lambda d: (d / "model.safetensors").write_bytes(b"\x08\x00")),
+    }
+    for match, target in cases.items():
+        with pytest.raises(ValueError, match=match.strip()):
+            load_checkpoint(target)
+
+    # one flipped byte in the tensor data (valid header) is caught by the checksum
+    flipped = broken("flipped", lambda d: None)
+    data = bytearray((flipped / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (flipped / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="corrupt"):
+        load_checkpoint(flipped)
+
+    # a garbage header without a checksum to compare against is still a ValueError
+    garbage = broken("garbage", lambda d: None)
+    meta = json.loads((garbage / "meta.json").read_text())
+    del meta["weights_sha256"]
+    (garbage / "meta.json").write_text(json.dumps(meta))
+    (garbage / "model.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(ValueError, match="corrupt"):
+        load_checkpoint(garbage)
+
+    # weights that do not fit the stored config
+    mismatch = broken("mismatch", lambda d: None)
+    cfg = json.loads((mismatch / "config.json").read_text())
+    cfg["llm"]["intermediate_size"] = 96
+    (mismatch / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="do not match"):
+        load_checkpoint(mismatch)
+
+    bad_meta = broken("bad-meta", lambda d: (d / "meta.json").write_text("{not json"))
+    with pytest.raises(ValueError, match="meta.json"):
+        load_checkpoint(bad_meta)
+    assert load_checkpoint(good)[0] is not None
+
+
+def test_save_refuses_bad_requests(tmp_path):
+    model = tiny_vlm()
+    with pytest.raises(ValueError, match="reserved"):
+        save_checkpoint(model, model.cfg, tmp_path / "a", metadata={"vocab_size": 1})
+    with pytest.raises(ValueError, match="does not describe"):
+        save_checkpoint(model, tiny_cfg(**{"llm.layers": 3}), tmp_path / "b")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "thesis.tex").write_text("precious")
+    with pytest.raises(ValueError, match="not a vocolab checkpoint"):
+        save_checkpoint(model, model.cfg, tmp_path / "notes")
+    assert (tmp_path / "notes" / "thesis.tex").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
+
+
+def test_a_failed_save_leaves_nothing_half_written(tmp_path, monkeypatch):
+    model = tiny_vlm()
+    previous = save_checkpoint(model, model.cfg, tmp_path / "ckpt", metadata={"run": "first"})
+
+    def crash(module, filename, *args, **kwargs):
+        with open(filename, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "save_model", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tiny_vlm(seed=1), model.cfg, tmp_path / "fresh")
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tiny_vlm(seed=1), model.cfg, previous, metadata={"run": "second"})
+    monkeypatch.undo()
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no "fresh", no temp dirs
+    loaded, _, meta = load_checkpoint(previous)  # the old checkpoint is intact
+    assert meta["run"] == "first" and torch.equal(logits(loaded), logits(model))

@@ -1,0 +1,249 @@
+"""Model pieces: mini CLIP, projector, mini LLaMA and VoCoVLM's embedding, labels and loss.
+
+Tiny configs and fake special ids only (no tokenizer, nothing downloaded); the parity
+tests compare against the plain `transformers` models vocolab wraps (minGPT-style).
+"""
+
+import numpy as np
+import pytest
+import torch
+from transformers import CLIPVisionModel, LlamaForCausalLM
+
+from vocolab.config import preset
+from vocolab.layout import SpecialIds, assemble, pad_batch
+from vocolab.models import (Projector, VoCoVLM, build_clip, clip_config, labels_from_layouts,
+                            llama_config, patch_features, pixels_to_tensor, vision_config)
+
+SPECIAL = SpecialIds(bos=1, eos=3, pad=0, image=4, voco=5)
+VOCAB = 40
+V = 16  # 16 px images, 4 px patches
+
+
+def tiny_cfg(**overrides):
+    base = {"data.image_size": 16, "data.patch_size": 4, "data.grid": 2, "data.max_objects": 4,
+            "llm.hidden_size": 32, "llm.layers": 2, "llm.heads": 2, "llm.kv_heads": 2,
+            "llm.intermediate_size": 64, "llm.max_positions": 128,
+            "vision.hidden_size": 32, "vision.heads": 2, "vision.intermediate_size": 64,
+            "vision.text_hidden_size": 32, "vision.projection_dim": 16}
+    return preset("nano", **{**base, **overrides})
+
+
+def tiny_vlm(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return VoCoVLM(tiny_cfg(**overrides), SPECIAL, VOCAB).eval()
+
+
+def images(n, seed=0, frames=None):
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, 16, 16, 3) if frames is None else (n, frames, 16, 16, 3)
+    return torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+
+
+# -- vision --------------------------------------------------------------------------------
+
+
+def test_clip_config_follows_cfg_and_pools_at_our_eos():
+    cfg = tiny_cfg()
+    cc = clip_config(cfg, VOCAB, eos_id=SPECIAL.eos, pad_id=SPECIAL.pad)
+    v, t = cc.vision_config, cc.text_config
+    assert (v.image_size, v.patch_size, v.hidden_size, v.num_hidden_layers) == (16, 4, 32, cfg.vision.layers)
+    assert (t.vocab_size, t.hidden_size, t.eos_token_id, t.pad_token_id) == (VOCAB, 32, 3, 0)
+    assert cc.projection_dim == 16 and t.max_position_embeddings >= 64
+    assert vision_config(cfg).to_dict() == v.to_dict()
+
+    torch.manual_seed(0)
+    clip = build_clip(cfg, VOCAB, SPECIAL.eos, SPECIAL.pad).eval()
+    ids = torch.tensor([[1, 20, 30, 3, 0, 0], [1, 39, 3, 0, 0, 0]])  # 39 > eos: argmax pooling would be wrong
+    out = clip.text_model(input_ids=ids, attention_mask=(ids != 0).long())
+    assert torch.equal(out.pooler_output[0], out.last_hidden_state[0, 3])
+    assert torch.equal(out.pooler_output[1], out.last_hidden_state[1, 2])
+
+
+def test_clip_config_refuses_legacy_eos_id():
+    with pytest.raises(ValueError, match="eos_id == 2"):
+        clip_config(tiny_cfg(), VOCAB, eos_id=2, pad_id=0)
+
+
+def test_pixels_to_tensor_layout_and_normalisation():
+    img = np.zeros((2, 16, 16, 3), dtype=np.uint8)
+    img[..., 0] = 255
+    x = pixels_to_tensor(img)
+    assert x.shape == (2, 3, 16, 16) and x.dtype == torch.float32
+    assert torch.allclose(x[:, 0], torch.full((2, 16, 16), (1 - 0.48145466) / 0.26862954))
+    assert pixels_to_tensor(images(2, frames=3)).shape == (2, 3, 3, 16, 16)
+    with pytest.raises(ValueError):
+        pixels_to_tensor(torch.zeros(2, 16, 16, 3))  # float: not uint8
+
+
+def test_patch_features_equal_clip_penultimate_layer_without_cls():
+    torch.manual_seed(0)
+    vision = CLIPVisionModel(vision_config(tiny_cfg())).eval()
+    x = pixels_to_tensor(images(3))
+    feats = patch_features(vision, x)
+    ref = vision(pixel_values=x, output_hidden_states=True).hidden_states[-2][:, 1:]
+    assert feats.shape == (3, V, 32)
+    torch.testing.assert_close(feats, ref, atol=0, rtol=0)
+
+
+def test_trained_clip_tower_loads_into_the_vlm():
+    cfg = tiny_cfg()
+    torch.manual_seed(1)
+    clip = build_clip(cfg, VOCAB, SPECIAL.eos, SPECIAL.pad).eval()
+    vlm = tiny_vlm()
+    vlm.load_vision_from_clip(clip)
+    x = images(2)
+    torch.testing.assert_close(vlm.encode_images(x), patch_features(clip.vision_model, pixels_to_tensor(x)))
+    # float [N, 3, H, W] input gives the same features as uint8 [N, H, W, 3]
+    torch.testing.assert_close(vlm.encode_images(pixels_to_tensor(x)), vlm.encode_images(x))
+    other = build_clip(tiny_cfg(**{"vision.hidden_size": 64}), VOCAB, SPECIAL.eos, SPECIAL.pad)
+    with pytest.raises(ValueError, match="different vision config"):
+        vlm.load_vision_from_clip(other)
+
+
+def test_frozen_vision_tower_runs_without_autograd():
+    vlm = tiny_vlm()
+    vlm.vision.requires_grad_(False)
+    assert not vlm.encode_images(images(1)).requires_grad
+    vlm.vision.requires_grad_(True)
+    assert vlm.encode_images(images(1)).requires_grad
+
+
+# -- projector and LLM ----------------------------------------------------------------------
+
+
+def test_projector_is_mlp2x_gelu():
+    proj = Projector(8, 16)
+    assert [type(m).__name__ for m in proj.children()] == ["Linear", "GELU", "Linear"]
+    assert proj(torch.randn(2, 5, 8)).shape == (2, 5, 16)
+
+
+def test_llama_config_from_cfg():
+    cfg = tiny_cfg(**{"llm.rope_theta": 5000.0, "llm.attn_implementation": "eager"})
+    lc = llama_config(cfg, VOCAB, SPECIAL)
+    assert lc.rope_parameters["rope_theta"] == 5000.0
+    assert (lc.hidden_size, lc.num_hidden_layers, lc.num_key_value_heads) == (32, 2, 2)
+    assert (lc.bos_token_id, lc.eos_token_id, lc.pad_token_id) == (1, 3, 0)
+    assert lc.tie_word_embeddings and lc._attn_implementation == "eager"
+    with pytest.raises(ValueError, match="special ids"):
+        llama_config(cfg, 5, SPECIAL)  # voco id 5 does not fit a vocab of 5
+
+
+def test_text_only_logits_equal_plain_llama():
+    """Parity: no image tokens + causal mask == LlamaForCausalLM with the same weights, no mask."""
+    vlm = tiny_vlm()
+    ref = LlamaForCausalLM(vlm.llm.config).eval()
+    ref.load_state_dict(vlm.llm.state_dict())
+    seqs = [assemble([10, 11, 12], [13, 14], SPECIAL, frames=0), assemble([20, 21, 22], [23, 24], SPECIAL, frames=0)]
+    ids = pad_batch([s for s, _ in seqs], SPECIAL.pad)
+    layouts = [l for _, l in seqs]
+    with torch.no_grad():
+        ours = vlm(ids, layouts, mask="causal").logits
+        theirs = ref(input_ids=ids).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+# -- embedding ----------------------------------------------------------------------------
+
+
+def _image_and_text_batch():
+    a, la = assemble([10, 11], [12], SPECIAL, image_tokens=V, voco_tokens=1)
+    b, lb = assemble([10, 11, 13, 14], [12, 15], SPECIAL, frames=0)
+    c, lc = assemble([16], [17], SPECIAL, image_tokens=V, voco_tokens=2)
+    return pad_batch([a, b, c], SPECIAL.pad), [la, lb, lc]
+
+
+def test_embed_places_projected_features_in_image_slots():
+    vlm = tiny_vlm()
+    ids, layouts = _image_and_text_batch()
+    pix = images(3)
+    with torch.no_grad():
+        emb = vlm.embed(ids, pixels=pix)
+        tokens = vlm.llm.get_input_embeddings()(ids)
+        feats = vlm.encode_images(pix)
+        for b in (0, 2):
+            img = layouts[b].frames[0].image
+            torch.testing.assert_close(emb[b, img.start:img.stop], vlm.projector(feats[b]))
+        slots = ids == SPECIAL.image
+        torch.testing.assert_close(emb[~slots], tokens[~slots], atol=0, rtol=0)
+        # the same batch from precomputed features, packed tensors and per-sample lists
+        for kwargs in ({"features": feats}, {"pixels": pix[[0, 2]]}, {"features": feats[[0, 2]]},
+                       {"pixels": [pix[0], None, pix[2].numpy()]}, {"features": [feats[0], None, feats[2]]}):
+            torch.testing.assert_close(vlm.embed(ids, **kwargs), emb)
+
+
+def test_embed_video_frames_fill_slots_in_order():
+    vlm = tiny_vlm()
+    ids, layout = assemble([10], [12], SPECIAL, frames=2, image_tokens=V, voco_tokens=1)
+    ids = torch.tensor([ids])
+    clip = images(1, frames=2)
+    with torch.no_grad():
+        emb = vlm.embed(ids, pixels=clip)
+        feats = vlm.encode_images(clip[0])
+        for t, frame in enumerate(layout.frames):
+            torch.testing.assert_close(emb[0, frame.image.start:frame.image.stop], vlm.projector(feats[t]))
+
+
+def test_embed_refuses_mismatched_image_inputs():
+    vlm = tiny_vlm()
+    ids, _ = _image_and_text_batch()
+    feats = torch.randn(3, V, 32)
+    text_ids = torch.tensor([[1, 10, 11, 3]])
+    cases = [
+        dict(input_ids=ids),                                          # image slots, no images
+        dict(input_ids=ids, features=torch.randn(3, V - 1, 32)),       # wrong patch count
+        dict(input_ids=ids, features=torch.randn(3, 2, V, 32)),        # two frames for one slot set
+        dict(input_ids=ids, features=torch.randn(3, V, 8)),            # wrong feature width
+        dict(input_ids=ids, features=torch.randn(4, V, 32)),           # neither B nor #image samples
+        dict(input_ids=ids, features=[feats[0], feats[1], feats[2]]),  # text-only sample given an entry
+        dict(input_ids=ids, features=[feats[0], None, None]),          # image sample given None
+        dict(input_ids=ids, pixels=images(3), features=feats),         # both
+        dict(input_ids=text_ids, features=feats[:1]),                  # features but no image slot
+    ]
+    for kwargs in cases:
+        with pytest.raises(ValueError):
+            vlm.embed(**kwargs)
+
+
+# -- labels, loss, bookkeeping ---------------------------------------------------------------
+
+
+def test_labels_keep_only_the_answer_span():
+    ids, layouts = _image_and_text_batch()
+    labels = labels_from_layouts(ids, layouts)
+    for b, layout in enumerate(layouts):
+        keep = torch.zeros(ids.shape[1], dtype=torch.bool)
+        keep[layout.answer.start:layout.answer.stop] = True
+        assert torch.equal(labels[b, keep], ids[b, keep])
+        assert (labels[b, ~keep] == -100).all()
+        assert labels[b, layout.answer.stop - 1] == SPECIAL.eos
+    with pytest.raises(ValueError):
+        labels_from_layouts(ids[:, :5], layouts)
+
+
+def test_loss_is_finite_and_a_few_steps_reduce_it():
+    vlm = tiny_vlm().train()
+    vlm.vision.requires_grad_(False)
+    ids, layouts = _image_and_text_batch()
+    labels = labels_from_layouts(ids, layouts)
+    pix = images(3)
+    opt = torch.optim.AdamW([p for p in vlm.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(6):
+        loss = vlm(ids, layouts, pixels=pix, labels=labels).loss
+        assert torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5, losses
+
+
+def test_parameter_report_counts_components_once():
+    vlm = tiny_vlm()
+    vlm.vision.requires_grad_(False)
+    r = vlm.parameter_report()
+    assert r["total"] == r["vision"] + r["projector"] + r["llm"]
+    assert r["projector"] == 32 * 32 + 32 + 32 * 32 + 32
+    assert r["llm"] == sum(p.numel() for p in vlm.llm.parameters())  # tied embedding counted once
+    assert r["trainable"]["vision"] == 0
+    assert r["trainable"]["total"] == r["projector"] + r["llm"]

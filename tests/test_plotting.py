@@ -1,0 +1,177 @@
+"""Figures, widgets and the runtime helper: the code every notebook calls first.
+
+Figures are checked structurally (axes, tick labels) rather than by pixels, so
+the tests survive style tweaks but catch a figure that lost its labels.
+"""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from vocolab import plotting, runtime, widgets  # noqa: E402
+from vocolab.layout import build_layout  # noqa: E402
+from vocolab.masks import build_mask  # noqa: E402
+
+
+def _labels(ticks):
+    return [t.get_text() for t in ticks]
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def image_layout():
+    return build_layout(5, 3, image_tokens=16, voco_tokens=2)
+
+
+@pytest.fixture
+def clip_layout():
+    return build_layout(4, 2, frames=3, image_tokens=6, voco_tokens=1)
+
+
+def test_layout_segments_cover_the_sequence(image_layout):
+    segs = plotting.layout_segments(image_layout, length=30)
+    assert [s[0] for s in segs] == ["BOS", "IMG", "VOCO", "Q", "A", "PAD"]
+    assert segs[0][1] == 0 and segs[-1][2] == 30
+    assert all(a[2] == b[1] for a, b in zip(segs, segs[1:]))  # contiguous, no gaps
+
+
+def test_plot_mask_labels_segments(image_layout):
+    fig = plotting.plot_mask(build_mask([image_layout], "voco")[0, 0], image_layout, title="voco")
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 2  # heatmap + colorbar legend
+    ax = fig.axes[0]
+    assert _labels(ax.get_xticklabels()) == ["BOS", "IMG", "VOCO", "Q", "A"]
+    assert _labels(ax.get_yticklabels()) == ["BOS", "IMG", "VOCO", "Q", "A"]
+    assert _labels(fig.axes[1].get_yticklabels()) == ["blocked", "may attend"]
+    assert ax.get_title() == "voco"
+
+
+def test_plot_mask_batch_sample_and_frames(image_layout, clip_layout):
+    assert clip_layout.length > image_layout.length  # so sample 1 is padded
+    batch = build_mask([clip_layout, image_layout], "video")
+    fig = plotting.plot_mask(batch, [clip_layout, image_layout], sample=0, legend=False)
+    assert len(fig.axes) == 1
+    labels = _labels(fig.axes[0].get_xticklabels())
+    assert labels == ["BOS", "IMG1", "VOCO1", "IMG2", "VOCO2", "IMG3", "VOCO3", "Q", "A"]
+    fig = plotting.plot_mask(batch, [clip_layout, image_layout], sample=1)
+    assert _labels(fig.axes[0].get_yticklabels()) == ["BOS", "IMG", "VOCO", "Q", "A", "PAD"]
+
+
+def test_plot_mask_into_given_axes(image_layout):
+    fig, ax = plt.subplots()
+    out = plotting.plot_mask(build_mask([image_layout], "causal"), image_layout, ax=ax)
+    assert out is fig
+
+
+def test_plot_mask_rejects_non_square():
+    with pytest.raises(ValueError):
+        plotting.plot_mask(torch.ones(3, 4, dtype=torch.bool), build_layout(1, 1))
+
+
+def test_plot_mask_modes_one_panel_per_mode(clip_layout):
+    fig = plotting.plot_mask_modes(clip_layout)
+    assert len(fig.axes) == 3
+    assert [ax.get_title().split(":")[0] for ax in fig.axes] == ["causal", "voco", "video"]
+    assert "VOCO2" in _labels(fig.axes[2].get_xticklabels())
+    fig = plotting.plot_mask_modes(clip_layout, modes=("voco",), length=clip_layout.length + 3)
+    assert len(fig.axes) == 1 and "PAD" in _labels(fig.axes[0].get_yticklabels())
+
+
+def test_plot_images_grid_and_titles():
+    images = [np.zeros((64, 64, 3), np.uint8) for _ in range(5)]
+    titles = [f"Q: what colour is the large circle number {i}? A: red" for i in range(5)]
+    fig = plotting.plot_images(images, titles, cols=3)
+    assert len(fig.axes) == 5  # the sixth, empty cell of the 2x3 grid is removed
+    assert "\n" in fig.axes[0].get_title()  # long captions are wrapped
+    with pytest.raises(ValueError):
+        plotting.plot_images(images, titles[:2])
+
+
+def test_plot_clip_labels_time():
+    fig = plotting.plot_clip(np.zeros((4, 32, 32, 3), np.uint8), title="a red square moves right")
+    assert [ax.get_title() for ax in fig.axes] == ["t=0", "t=1", "t=2", "t=3"]
+
+
+def test_plot_parameter_counts():
+    report = {"nano": {"vision": 100_000, "projector": 8_000, "llm": 1_500_000, "total": 1_608_000},
+              "small": {"vision": 2_700_000, "projector": 70_000, "llm": 14_000_000, "total": 16_770_000}}
+    fig = plotting.plot_parameter_counts(report)
+    ax = fig.axes[0]
+    assert len(fig.axes) == 1
+    assert ax.get_yscale() == "log"
+    assert _labels(ax.get_xticklabels()) == ["nano", "small"]
+    assert len(ax.patches) == 8
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["vision", "projector", "llm", "total"]
+
+
+def test_save_figure_writes_png(tmp_path, image_layout):
+    fig = plotting.plot_mask_modes(image_layout)
+    path = plotting.save_figure(fig, tmp_path / "nested" / "modes")
+    assert path.suffix == ".png" and path.exists()
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.fignum_exists(fig.number)  # closed
+
+
+@pytest.mark.parametrize("mode", ["causal", "voco", "video"])
+def test_explorer_state_mask_matches_build_mask(mode):
+    layout, mask = widgets.explorer_state_mask(12, 2, 4, 3, 2, mode)
+    assert layout == build_layout(4, 3, frames=2, image_tokens=12, voco_tokens=2)
+    assert torch.equal(mask, build_mask([layout], mode))
+
+
+def test_mask_explorer_constructs():
+    import ipywidgets as W
+
+    w = widgets.mask_explorer(max_image_tokens=8, max_voco=2, max_text=4, max_frames=2)
+    assert isinstance(w, W.Widget)
+    sliders = [c for c in w.children[0].children[0].children + w.children[0].children[1].children]
+    assert len(sliders) == 5 and all(isinstance(s, W.IntSlider) for s in sliders)
+    sliders[0].value = 4  # a change redraws without error
+    assert "L =" in w.children[2].value
+
+
+def test_setup_reads_preset_from_env(monkeypatch, capsys):
+    monkeypatch.setenv("VOCOLAB_PRESET", "nano")
+    monkeypatch.setenv("VOCOLAB_QUICK", "1")
+    info = runtime.setup()
+    assert isinstance(info, runtime.RunInfo)
+    assert info.preset == "nano" and info.config.preset == "nano"
+    assert info.quick is True and info.seed == 0
+    assert isinstance(info.device, torch.device)
+    line = capsys.readouterr().out
+    assert "preset nano" in line and "quick mode ON" in line and "torch" in line
+    assert runtime.setup("small", verbose=False).preset == "small"  # the argument wins
+    with pytest.raises(ValueError):
+        runtime.setup("huge", verbose=False)
+
+
+def test_setup_seeds_and_keeps_user_env(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    runtime.setup("nano", seed=3, verbose=False)
+    a = torch.rand(3)
+    runtime.setup("nano", seed=3, verbose=False)
+    assert torch.equal(a, torch.rand(3))
+    assert os.environ["HF_HUB_OFFLINE"] == "0"
+
+
+def test_provenance_has_design_keys():
+    prov = runtime.provenance("vocolab eval --preset nano", "nano", 0, 1.5)
+    for key in ("command", "commit", "dirty", "preset", "seed", "device", "versions", "wall_s"):
+        assert key in prov
+    for pkg in ("python", "torch", "transformers", "lightning", "datasets", "vocolab"):
+        assert prov["versions"][pkg]
+    assert prov["preset"] == "nano" and prov["seed"] == 0 and prov["wall_s"] == 1.5
+    assert isinstance(prov["commit"], str) and prov["commit"]

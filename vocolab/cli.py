@@ -1,0 +1,63 @@
+"""The `vocolab` command.
+
+Every subcommand turns bad input (unknown preset, bad override, unreadable file)
+into one line on stderr and exit code 2, never a traceback, and writes its
+output folder only when it has finished (see `staged_output`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+def _parse_overrides(pairs: Sequence[str]) -> dict:
+    """`key=value` pairs; values are read as JSON when they parse (numbers, lists), else strings."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"override {pair!r} is not of the form key=value (e.g. voco.tokens=4)")
+        key, raw = pair.split("=", 1)
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vocolab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    quick = sub.add_parser("quickstart", help="the main job: data, model, masks, figures")
+    quick.add_argument("--preset", default="nano", help="nano | small | base")
+    quick.add_argument("--seed", type=int, default=0)
+    quick.add_argument("--out", default="figures/quickstart", help="output folder")
+    quick.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="config overrides, e.g. voco.tokens=2 data.max_objects=5")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "quickstart":
+            from .quickstart import run_quickstart
+
+            run_quickstart(args.preset, args.seed, args.out, overrides=_parse_overrides(args.set),
+                           command="vocolab " + " ".join(sys.argv[1:] if argv is None else argv))
+    except USER_ERRORS as err:
+        print(f"vocolab: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vocolab: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""VoCoVLM: CLIP vision tower -> MLP projector -> LLaMA, with layout-driven attention masks.
+
+The model itself is deliberately plain (LLaVA-style): image patch features replace
+the placeholder image tokens in the embedded sequence, and everything that makes it
+VoCo-LLaMA lives in the *mask* (`vocolab.masks`) and the per-sample `Layout`s. The
+model's only extra duties are the ones the official code got wrong:
+
+* the mask is converted for the attention backend actually running
+  (`masks.for_backend`), and backends that would ignore it are refused;
+* position ids are passed explicitly (`arange` over each sample), because this
+  transformers version ignores `cache_position`;
+* image features are matched to image slots *per sample*, so text-only samples can
+  sit in the same batch as image and video samples.
+
+Image inputs (`pixels` or precomputed `features`) for `embed`/`forward` come in one
+of three forms; each sample's entry is one image or a stack of T frames:
+
+* a tensor with leading dim B (one entry per sample). Entries of samples without
+  image tokens are placeholders and are ignored (not even encoded);
+* a tensor whose leading dim equals the number of samples *with* image tokens:
+  entries are assigned, in order, to those samples only;
+* a list of length B whose entries are a tensor or None (None = text-only sample).
+
+pixels entries: uint8 `[H, W, 3]` / `[T, H, W, 3]` or normalised float `[3, H, W]` /
+`[T, 3, H, W]`; features entries: `[V, Dv]` / `[T, V, Dv]` (CLIP patch features, the
+LLaVA-style cache). A sample's image tokens must number exactly T x V, else ValueError.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import CLIPModel, CLIPVisionModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from ..config import ATTN_BACKENDS, Config
+from ..layout import IGNORE_INDEX, Layout, SpecialIds, labels_from_layouts
+from ..layout import position_ids as layout_position_ids
+from ..masks import build_mask, for_backend
+from .llm import build_llm
+from .projector import Projector
+from .vision import patch_features, pixels_to_tensor, vision_config
+
+# Backends that honour a custom mask (through `masks.for_backend`); flash-attention
+# and friends would ignore it and silently train an unmasked model.
+MASK_BACKENDS = ATTN_BACKENDS
+
+
+def check_backend(name: str) -> str:
+    """Return `name` if it honours custom masks, else raise ValueError."""
+    if name not in MASK_BACKENDS:
+        raise ValueError(
+            f"attention backend {name!r} would ignore vocolab's custom attention mask; "
+            f"use one of {MASK_BACKENDS} (flex_attention needs a GPU)")
+    return name
+
+
+class VoCoVLM(nn.Module):
+    """Vision tower (`.vision`), projector (`.projector`) and causal LM (`.llm`)."""
+
+    def __init__(self, cfg: Config, special: SpecialIds, vocab_size: int):
+        super().__init__()
+        check_backend(cfg.llm.attn_implementation)
+        self.cfg, self.special, self.vocab_size = cfg, special, vocab_size
+        self.vision = CLIPVisionModel(vision_config(cfg))
+        self.projector = Projector(cfg.vision.hidden_size, cfg.llm.hidden_size)
+        self.llm = build_llm(cfg, vocab_size, special)
+
+    # -- backend ------------------------------------------------------------------------
+    @property
+    def attn_implementation(self) -> str:
+        """The backend transformers will actually dispatch on (read from the LLM's config,
+        so a change made behind our back, e.g. `vlm.llm.set_attn_implementation`, is seen)."""
+        return self.llm.config._attn_implementation
+
+    def set_attn_implementation(self, name: str) -> None:
+        """Switch the LLM's attention backend; refuses backends that ignore custom masks."""
+        check_backend(name)
+        self.llm.set_attn_implementation(name)
+        self.cfg = self.cfg.override(**{"llm.attn_implementation": name})
+
+    # -- vision ---------------------------------------------------------------------------
+    def load_vision_from_clip(self, clip: CLIPModel | CLIPVisionModel) -> None:
+        """Copy a (contrastively trained) CLIP vision tower into `.vision`."""
+        source = clip.vision_model if isinstance(clip, CLIPModel) else clip
+        if not isinstance(source, CLIPVisionModel):
+            raise ValueError(f"load_vision_from_clip: expected a CLIPModel or CLIPVisionModel, "
+                             f"got {type(clip).__name__}")
+        try:
+            self.vision.load_state_dict(source.state_dict())
+        except RuntimeError as err:
+            raise ValueError(f"load_vision_from_clip: the CLIP vision tower was built from a "
+                             f"different vision config: {err}") from err
+
+    def encode_images(self, pixels) -> torch.Tensor:
+        """CLIP patch features `[..., V, Dv]` of uint8 `[..., H, W, 3]` or float `[..., 3, H, W]`.
+
+        Runs without autograd when no vision parameter is trainable (frozen CLIP), which
+        saves the activations a frozen tower would otherwise keep.
+        """
+        x = torch.from_numpy(np.ascontiguousarray(pixels)) if isinstance(pixels, np.ndarray) else pixels
+        if x.dtype == torch.uint8:
+            x = pixels_to_tensor(x)
+        elif not x.is_floating_point() or x.dim() < 3 or x.shape[-3] != 3:
+            raise ValueError(f"encode_images: expected uint8 [..., H, W, 3] or float [..., 3, H, W], "
+                             f"got {x.dtype} {tuple(x.shape)}")
+        lead = x.shape[:-3]
+        grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.vision.parameters())
+        with torch.set_grad_enabled(grad):
+            feats = patch_features(self.vision, x.reshape(-1, *x.shape[-3:]), self.cfg.vision.feature_layer)
+        return feats.reshape(*lead, *feats.shape[-2:])
+
+    # -- embedding ------------------------------------------------------------------------
+    def embed(self, input_ids: torch.Tensor, pixels=None, features=None) -> torch.Tensor:
+        """`[B, L, D]` token embeddings with each sample's image slots (`special.image`)
+        replaced, in order, by its projected patch features. See the module docstring
+        for the accepted forms of `pixels` / `features`."""
+        if pixels is not None and features is not None:
+            raise ValueError("embed: give pixels or features, not both")
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        slots = input_ids == self.special.image
+        counts = slots.sum(dim=1).tolist()
+        need = [b for b, n in enumerate(counts) if n]
+        source, what = (features, "features") if features is not None else (pixels, "pixels")
+        if not need:
+            if source is not None and _has_entries(source):
+                raise ValueError(f"embed: {what} given but input_ids hold no image token "
+                                 f"(id {self.special.image})")
+            return embeds
+        if source is None:
+            raise ValueError(f"embed: samples {need} hold image tokens but neither pixels nor features "
+                             f"were given")
+        entries = _per_sample(source, len(counts), need, what)
+        frames = [_frames(entries[b], what, b) for b in need]
+        if what == "pixels":
+            sizes = [f.shape[0] for f in frames]
+            if len({f.dtype for f in frames}) > 1:
+                raise ValueError("embed: mix of uint8 and float pixels in one batch")
+            feats = list(self.encode_images(torch.cat([f.to(embeds.device) for f in frames])).split(sizes))
+        else:
+            feats = frames
+        d_vision = self.cfg.vision.hidden_size
+        for b, f in zip(need, feats):
+            if f.shape[-1] != d_vision:
+                raise ValueError(f"embed: sample {b}: features have width {f.shape[-1]}, "
+                                 f"the projector expects {d_vision}")
+            if f.shape[0] * f.shape[1] != counts[b]:
+                raise ValueError(
+                    f"embed: sample {b} has {counts[b]} image tokens but {what} give "
+                    f"{f.shape[0]} frame(s) x {f.shape[1]} patches = {f.shape[0] * f.shape[1]}")
+        flat = torch.cat([f.reshape(-1, d_vision) for f in feats])
+        proj_param = next(self.projector.parameters())
+        projected = self.projector(flat.to(device=proj_param.device, dtype=proj_param.dtype))
+        return embeds.masked_scatter(slots.unsqueeze(-1), projected.to(embeds.dtype))
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        layouts: Sequence[Layout] | None = None,
+        pixels=None,
+        features=None,
+        mask: str | torch.Tensor = "voco",
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        past_key_values=None,
+        position_ids: torch.Tensor | None = None,
+        use_cache: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> CausalLMOutputWithPast:
+        """Masked causal-LM forward.
+
+        `mask` is a mode from `MASK_MODES` (built from `layouts` over the whole
+        sequence) or a prebuilt bool mask `[B, 1, Q, past + Q]` (True = may attend),
+        as the VoCo cache needs. With a non-empty `past_key_values` both the mask and
+        `position_ids` must be given explicitly: only the caller knows which original
+        positions the cached keys came from.
+        """
+        backend = check_backend(self.attn_implementation)
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("forward: give input_ids or inputs_embeds")
+            inputs_embeds = self.embed(input_ids, pixels=pixels, features=features)
+        elif pixels is not None or features is not None:
+            raise ValueError("forward: pixels/features are ignored when inputs_embeds is given")
+        batch, length = inputs_embeds.shape[:2]
+        device = inputs_embeds.device
+        if backend == "flex_attention" and device.type == "cpu":
+            raise ValueError("forward: flex_attention needs a GPU here (no CPU backward, and its "
+                             "CPU path crashes on custom masks); use 'sdpa' or 'eager' on CPU")
+        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if past and (isinstance(mask, str) or position_ids is None):
+            raise ValueError("forward: with a non-empty cache pass a prebuilt bool mask "
+                             "[B, 1, Q, past + Q] and explicit position_ids")
+        bool_mask = self._bool_mask(mask, layouts, batch, length, past)
+        attention_mask = for_backend(bool_mask.to(device), backend, inputs_embeds.dtype)
+        if position_ids is None:
+            position_ids = layout_position_ids(batch, length)
+        return self.llm(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids.to(device),
+            labels=labels,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+
+    @staticmethod
+    def _bool_mask(mask, layouts, batch: int, length: int, past: int) -> torch.Tensor:
+        if isinstance(mask, str):
+            if layouts is None or len(layouts) != batch:
+                raise ValueError(f"forward: mask mode {mask!r} needs one layout per sample ({batch})")
+            return build_mask(layouts, mask, length)
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise ValueError("forward: mask must be a mode string or a bool tensor (True = may attend); "
+                             "the model converts it for the backend itself")
+        expected = (batch, 1, length, past + length)
+        if tuple(mask.shape) != expected:
+            raise ValueError(f"forward: mask has shape {tuple(mask.shape)}, expected {expected}")
+        return mask
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def parameter_report(self) -> dict:
+        """Parameter counts per component and in total (tied weights counted once), plus
+        the trainable counts under `"trainable"`."""
+        parts = {"vision": self.vision, "projector": self.projector, "llm": self.llm, "total": self}
+        report = {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
+        report["trainable"] = {name: sum(p.numel() for p in m.parameters() if p.requires_grad)
+                               for name, m in parts.items()}
+        return report
+
+
+# -- helpers for the accepted image-input forms ---------------------------------------------
+
+
+def _has_entries(source) -> bool:
+    if isinstance(source, (list, tuple)):
+        return any(x is not None for x in source)
+    return len(source) > 0
+
+
+def _per_sample(source, batch: int, need: list[int], what: str) -> dict[int, torch.Tensor]:
+    """Map each image-bearing sample to its entry (see the module docstring)."""
+    if isinstance(source, (list, tuple)):
+        if len(source) != batch:
+            raise ValueError(f"embed: {what} list has {len(source)} entries for a batch of {batch}")
+        for b, entry in enumerate(source):
+            if (entry is None) != (b not in need):
+                state = "no image tokens" if entry is not None else "image tokens"
+                raise ValueError(f"embed: sample {b} has {state} but its {what} entry is "
+                                 f"{'given' if entry is not None else 'None'}")
+        return {b: _as_tensor(source[b]) for b in need}
+    source = _as_tensor(source)
+    if source.shape[0] == batch:
+        return {b: source[b] for b in need}
+    if source.shape[0] == len(need):
+        return dict(zip(need, source))
+    raise ValueError(f"embed: {what} have {source.shape[0]} entries; expected {batch} (one per sample) "
+                     f"or {len(need)} (one per sample with image tokens)")
+
+
+def _as_tensor(x) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+
+
+def _frames(entry: torch.Tensor, what: str, b: int) -> torch.Tensor:
+    """One sample's entry with a leading frame dim: one image becomes T = 1."""
+    single = 2 if what == "features" else 3
+    if entry.dim() == single:
+        return entry.unsqueeze(0)
+    if entry.dim() == single + 1:
+        return entry
+    raise ValueError(f"embed: sample {b}: {what} entry of shape {tuple(entry.shape)} is neither one "
+                     f"image nor a stack of frames")
+
+
+__all__ = ["IGNORE_INDEX", "MASK_BACKENDS", "VoCoVLM", "check_backend", "labels_from_layouts"]
