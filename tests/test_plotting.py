@@ -117,6 +117,28 @@ def test_plot_parameter_counts():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["vision", "projector", "llm", "total"]
 
 
+def test_plot_family_accuracy():
+    runs = {"blind": {"color": 0.14, "count": 0.35, "exist": 0.5},
+            "best single frame": {"color": 0.2, "exist": 0.6}}  # a run may miss a family
+    chance = {"color": 1 / 7, "count": 1 / 7, "exist": 0.5}
+    fig = plotting.plot_family_accuracy(runs, chance, families=["exist", "color", "count"], title="t")
+    ax = fig.axes[0]
+    assert len(fig.axes) == 1 and ax.get_title() == "t"
+    assert _labels(ax.get_xticklabels()) == ["exist", "color", "count"]
+    assert len(ax.patches) == 6  # runs x families; the missing bar is NaN, not dropped
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["blind", "best single frame", "chance"]
+    assert len(ax.collections) == 3  # one chance line per family
+    heights = [p.get_height() for p in ax.patches]
+    assert heights[:3] == [0.5, 0.14, 0.35] and np.isnan(heights[5])
+    assert "50" in [t.get_text() for t in ax.texts]  # values printed in percent
+    # default order: first appearance; no chance given -> no lines, no legend entry
+    fig = plotting.plot_family_accuracy({"blind": {"b": 0.2, "a": 0.4}})
+    assert _labels(fig.axes[0].get_xticklabels()) == ["b", "a"]
+    assert not fig.axes[0].collections
+    with pytest.raises(ValueError):
+        plotting.plot_family_accuracy({})
+
+
 def test_save_figure_writes_png(tmp_path, image_layout):
     fig = plotting.plot_mask_modes(image_layout)
     path = plotting.save_figure(fig, tmp_path / "nested" / "modes")

@@ -22,10 +22,12 @@ class Batch:
     layouts: list[Layout]
     pixels: torch.Tensor | None  # uint8 [B, H, W, 3] or [B, T, H, W, 3]; None for text-only
     labels: torch.Tensor  # [B, L], -100 outside each answer span
+    features: torch.Tensor | None = None  # precomputed frozen CLIP features, replacing pixels
 
     def to(self, device: torch.device | str) -> "Batch":
-        pixels = None if self.pixels is None else self.pixels.to(device)
-        return Batch(self.input_ids.to(device), self.layouts, pixels, self.labels.to(device))
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Batch(self.input_ids.to(device), self.layouts, move(self.pixels), self.labels.to(device),
+                     move(self.features))
 
     def __len__(self) -> int:
         return len(self.layouts)

@@ -306,6 +306,66 @@ def plot_clip(frames: np.ndarray, title: str | None = None) -> Figure:
     return _finish(fig)
 
 
+# -- accuracy --------------------------------------------------------------------------
+
+
+def plot_family_accuracy(runs: Mapping[str, Mapping[str, float]], chance: Mapping[str, float] | None = None,
+                         families: Sequence[str] | None = None, title: str | None = None,
+                         ax=None) -> Figure:
+    """Grouped bars of accuracy per question family, one colour per run.
+
+    `runs` maps a run's name (e.g. "blind", "best single frame") to its
+    `{family: accuracy}` (the `per_family` of `vocolab.data.accuracy`). `chance`
+    draws each family's chance level as a black line across its group: a bar is
+    only worth reading next to what guessing gets. `families` fixes the order
+    (default: first appearance). Bars carry their value in percent.
+    """
+    if not runs:
+        raise ValueError("plot_family_accuracy: no runs")
+    if families is None:
+        families = []
+        for per_family in runs.values():
+            families += [f for f in per_family if f not in families]
+    families = list(families)
+    if not families:
+        raise ValueError("plot_family_accuracy: no families")
+    names = list(runs)
+    width = 0.8 / len(names)
+    x = np.arange(len(families))
+    palette = sns.color_palette("colorblind", len(names))
+
+    owned = ax is None
+    if owned:
+        fig, axes = _new_figure((max(4.5, 0.7 * len(families) * (1 + 0.5 * len(names)) + 1.0), 3.6))
+        ax = axes[0, 0]
+    fig = ax.figure
+    handles = []
+    for j, name in enumerate(names):
+        values = [runs[name].get(f) for f in families]
+        xs = x - 0.4 + width * (j + 0.5)
+        heights = [np.nan if v is None else v for v in values]
+        handles.append(ax.bar(xs, heights, width * 0.92, label=name, color=palette[j]))
+        for xi, v, f in zip(xs, values, families):
+            if v is not None:  # above the chance line when that sits just over the bar
+                level = (chance or {}).get(f, -1.0)
+                y = max(v, level) if v < level < v + 0.06 else v
+                ax.text(xi, y + 0.015, f"{100 * v:.0f}", ha="center", va="bottom", fontsize=7)
+    marked = [(i, chance[f]) for i, f in enumerate(families) if chance and f in chance]
+    for k, (i, level) in enumerate(marked):
+        line = ax.hlines(level, i - 0.45, i + 0.45, color="black", lw=1.4, label="chance")
+        if k == 0:
+            handles.append(line)
+    ax.set_xticks(x, labels=families)
+    ax.set_ylim(0, 1.25)  # headroom: the legend sits above the 100% line
+    ax.set_yticks(np.linspace(0, 1, 6), labels=[f"{v:.0%}" for v in np.linspace(0, 1, 6)])
+    ax.set_ylabel("held-out accuracy")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(handles=handles, fontsize=8, ncols=len(handles), loc="upper left", frameon=False)
+    sns.despine(ax=ax)
+    return _finish(fig) if owned else fig
+
+
 # -- models ----------------------------------------------------------------------------
 
 
@@ -364,5 +424,6 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
 
 __all__ = [
     "ATTEND_COLOR", "BLOCKED_COLOR", "describe_layout", "layout_segments", "plot_clip",
-    "plot_images", "plot_mask", "plot_mask_modes", "plot_parameter_counts", "save_figure",
+    "plot_family_accuracy", "plot_images", "plot_mask", "plot_mask_modes", "plot_parameter_counts",
+    "save_figure",
 ]

@@ -1,0 +1,149 @@
+"""The `vocolab` command, run in-process through `vocolab.cli.main`.
+
+Bad input must give one line on stderr and exit code 2 (never a traceback) and
+write nothing; a good run must write the complete output folder; a run that
+fails half-way must leave no folder behind (and must not touch an older one).
+The successful run uses quick mode (data sizes from `quickstart.QUICK_SIZES`)
+and a model shrunk further with `--set`, so the whole file takes seconds.
+"""
+
+import json
+
+import pytest
+
+from vocolab import cli, plotting
+
+# a model of a few thousand parameters on 32 px images (V = 16): seconds, not minutes
+TINY = ["data.image_size=32", "llm.hidden_size=32", "llm.layers=1", "llm.heads=2", "llm.kv_heads=2",
+        "llm.intermediate_size=64", "vision.hidden_size=32", "vision.layers=2", "vision.heads=2",
+        "vision.intermediate_size=64"]
+FIGURES = ("masks.png", "masks_video.png", "data_sample.png", "clip_sample.png")
+PROVENANCE_KEYS = ("command", "commit", "preset", "seed", "device", "versions", "wall_s")  # DESIGN.md 6
+
+
+@pytest.fixture(scope="module")
+def data_cache(tmp_path_factory):
+    """One data cache for the whole file: the quick-mode splits are generated once."""
+    return tmp_path_factory.mktemp("vocolab-cache")
+
+
+@pytest.fixture
+def quick(monkeypatch, data_cache):
+    monkeypatch.setenv("VOCOLAB_QUICK", "1")
+    monkeypatch.setenv("VOCOLAB_CACHE", str(data_cache))
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("vocolab: error:")
+    return lines[0]
+
+
+def _leftovers(folder):
+    """Hidden staging folders (`.<name>.*`) left next to an output folder."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_unknown_preset_is_one_line_and_exit_2(tmp_path, capsys, quick):
+    out = tmp_path / "out"
+    assert cli.main(["quickstart", "--preset", "huge", "--out", str(out)]) == 2
+    line = _one_error_line(capsys)
+    assert "huge" in line and "nano" in line  # says what was wrong and what to choose
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("pairs, field", [
+    (["voco.tokens=999"], "voco.tokens"),           # fails cross-field validation
+    (["nosuch.key=1"], "nosuch"),                   # unknown field
+    (["badpair"], "badpair"),                       # not key=value
+    (["llm.layers=two"], "llm.layers"),             # wrong type
+    (["voco.mask=sideways"], "voco.mask"),          # not a mask mode
+    (['data.colors=["gold", "red"]'], "data.colors"),  # a colour the renderer cannot draw
+])
+def test_bad_override_is_one_line_naming_the_field(tmp_path, capsys, quick, pairs, field):
+    out = tmp_path / "out"
+    assert cli.main(["quickstart", "--out", str(out), "--set", *pairs]) == 2
+    assert field in _one_error_line(capsys)
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["quickstart", "--seed", "seven"])
+    assert exit_info.value.code == 2
+    assert "--seed" in capsys.readouterr().err
+
+
+def test_quickstart_writes_the_complete_folder(tmp_path, capsys, quick):
+    out = tmp_path / "figures" / "quickstart"
+    argv = ["quickstart", "--preset", "nano", "--seed", "3", "--out", str(out), "--set", *TINY]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "quick mode ON" in captured.out and "error" not in captured.err  # stderr: progress bars only
+
+    assert sorted(p.name for p in out.iterdir()) == sorted(FIGURES + ("quickstart.json",))
+    for name in FIGURES:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert _leftovers(out.parent) == []
+
+    summary = json.loads((out / "quickstart.json").read_text())
+    prov = summary["provenance"]
+    for key in PROVENANCE_KEYS:
+        assert key in prov, key
+    assert prov["command"] == "vocolab " + " ".join(argv)
+    assert prov["preset"] == "nano" and prov["seed"] == 3 and prov["wall_s"] > 0
+    assert prov["versions"]["torch"] and prov["device"] and prov["commit"]
+
+    cfg = summary["config"]
+    assert cfg["seed"] == 3 and cfg["llm"]["layers"] == 1 and cfg["data"]["image_size"] == 32
+    assert cfg["data"]["train_scenes"] == 200 and cfg["data"]["heldout_clips"] == 50  # quick sizes
+    assert summary["data"]["scenes_train"] == 200 and summary["data"]["clips_heldout"] == 50
+
+    forward = {f["mode"]: f for f in summary["forward"]}
+    assert set(forward) == {"causal", "voco", "video"}
+    assert forward["video"]["input"] == "clips"
+    for f in forward.values():
+        assert f["finite"] and f["loss"] > 0
+    # the masks that hide the image hide it completely; the causal one does not
+    assert forward["voco"]["max_text_attention_on_bos_and_image"] == 0
+    assert forward["video"]["max_text_attention_on_bos_and_image"] == 0
+    assert forward["causal"]["max_text_attention_on_bos_and_image"] > 0
+
+
+def _fail_at(monkeypatch, name: str, folder=None) -> list:
+    """Make `vocolab.plotting.<name>` raise ValueError; return the list that will hold
+    the names of the files staged (next to the output, in `folder`) when it raised."""
+    staged: list = []
+
+    def boom(*args, **kwargs):
+        if folder is not None:
+            staged.extend(sorted(f.name for d in folder.glob(".out.*") for f in d.iterdir()))
+        raise ValueError(f"{name} exploded")
+
+    monkeypatch.setattr(plotting, name, boom)  # quickstart imports it at call time
+    return staged
+
+
+def test_failing_run_leaves_no_folder(tmp_path, capsys, quick, monkeypatch):
+    staged = _fail_at(monkeypatch, "plot_images", tmp_path)  # the third figure
+    out = tmp_path / "out"
+    assert cli.main(["quickstart", "--out", str(out), "--set", *TINY]) == 2
+    assert "plot_images exploded" in _one_error_line(capsys)
+    assert staged == ["masks.png", "masks_video.png"]  # it did fail half-way through writing
+    assert not out.exists()
+    assert _leftovers(tmp_path) == []  # the staging folder is gone too
+
+
+def test_failing_run_keeps_the_previous_folder(tmp_path, capsys, quick, monkeypatch):
+    _fail_at(monkeypatch, "plot_mask_modes")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "quickstart.json").write_text("{}\n")  # results of an earlier run
+    assert cli.main(["quickstart", "--out", str(out), "--set", *TINY]) == 2
+    _one_error_line(capsys)
+    assert [p.name for p in out.iterdir()] == ["quickstart.json"]
+    assert (out / "quickstart.json").read_text() == "{}\n"
+    assert _leftovers(tmp_path) == []

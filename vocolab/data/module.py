@@ -1,0 +1,149 @@
+"""One `LightningDataModule` for every stage.
+
+A stage differs only in what a sample is:
+
+* `clip`:    (image, caption) pairs for the contrastive CLIP stage;
+* `caption`: `[BOS][IMG][VOCO][caption][EOS]`, the pretrain (alignment) stage;
+* `qa`:      `[BOS][IMG][VOCO][question][answer][EOS]`, one sample per question.
+
+Frozen CLIP features can be computed once for every image (`attach_features`),
+LLaVA-style; batches then carry features instead of pixels, which removes the
+vision tower from every training step (the biggest CPU speed-up there is).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..batching import Batch, make_batch
+from ..config import Config
+from .storage import load_split, numpy_view
+from .tokenizer import build_tokenizer, special_ids
+
+TASKS = ("clip", "caption", "qa")
+
+
+@dataclass
+class Split:
+    """One split held in memory: uint8 images (or clips) and their texts."""
+
+    images: np.ndarray  # [N, H, W, 3] or [N, T, H, W, 3]
+    captions: list[str]
+    questions: list[list[str]]
+    answers: list[list[str]]
+    families: list[list[str]]
+    features: torch.Tensor | None = None  # frozen CLIP features [N, (T,) V, Dv]
+
+    @classmethod
+    def load(cls, cfg: Config, kind: str, split: str, n: int | None = None) -> "Split":
+        ds = load_split(cfg.data, kind, split, n=n, progress=True)
+        pixels = numpy_view(ds.select_columns(["frames" if kind == "clips" else "image"]))
+        return cls(images=pixels[:][pixels.column_names[0]], captions=list(ds["caption"]),
+                   questions=list(ds["question"]), answers=list(ds["answer"]), families=list(ds["family"]))
+
+    def examples(self, task: str) -> list[tuple[int, int]]:
+        """(item, question) index pairs; question -1 stands for the caption."""
+        if task == "qa":
+            return [(i, j) for i, qs in enumerate(self.questions) for j in range(len(qs))]
+        return [(i, -1) for i in range(len(self.captions))]
+
+
+class ExampleDataset(Dataset):
+    def __init__(self, split: Split, task: str):
+        self.split, self.index = split, split.examples(task)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        return self.index[i]
+
+
+class VoCoDataModule(L.LightningDataModule):
+    """Scenes or clips, train and held-out, batched for one task."""
+
+    def __init__(self, cfg: Config, task: str = "qa", kind: str = "scenes", batch_size: int | None = None,
+                 train_n: int | None = None, heldout_n: int | None = None, voco_tokens: int | None = None,
+                 seed: int | None = None):
+        super().__init__()
+        if task not in TASKS:
+            raise ValueError(f"task {task!r} is not one of {TASKS}")
+        if kind not in ("scenes", "clips"):
+            raise ValueError(f"kind {kind!r} is not 'scenes' or 'clips'")
+        self.cfg, self.task, self.kind = cfg, task, kind
+        self.batch_size = batch_size or cfg.train.batch_size
+        self.sizes = {"train": train_n, "heldout": heldout_n}
+        self.voco_tokens = cfg.voco.tokens if voco_tokens is None else voco_tokens
+        self.seed = cfg.seed if seed is None else seed
+        self.tokenizer = build_tokenizer(cfg.data)
+        self.ids = special_ids(self.tokenizer)
+        self.splits: dict[str, Split] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        for name in ("train", "heldout"):
+            if name not in self.splits:
+                self.splits[name] = Split.load(self.cfg, self.kind, name, self.sizes[name])
+
+    def attach_features(self, encode, batch_size: int = 256) -> None:
+        """Precompute frozen features for every image: `encode(uint8 tensor) -> features`."""
+        self.setup()
+        for split in self.splits.values():
+            if split.features is not None:
+                continue
+            chunks = []
+            with torch.no_grad():
+                for start in range(0, len(split.images), batch_size):
+                    chunk = torch.from_numpy(split.images[start : start + batch_size])
+                    chunks.append(encode(chunk).float().cpu())
+            split.features = torch.cat(chunks)
+
+    def set_task(self, task: str, voco_tokens: int | None = None) -> "VoCoDataModule":
+        """Reuse loaded data (and cached features) for another stage."""
+        if task not in TASKS:
+            raise ValueError(f"task {task!r} is not one of {TASKS}")
+        self.task = task
+        if voco_tokens is not None:
+            self.voco_tokens = voco_tokens
+        return self
+
+    # -- batching -------------------------------------------------------------------
+    def collate(self, split: Split, pairs: list[tuple[int, int]]):
+        items = [i for i, _ in pairs]
+        if self.task == "clip":
+            enc = self.tokenizer([split.captions[i] for i in items], padding=True, add_special_tokens=False)
+            ids = [row + [self.ids.eos] for row in enc["input_ids"]]  # CLIP pools at EOS
+            width = max(len(r) for r in ids)
+            input_ids = torch.full((len(ids), width), self.ids.pad, dtype=torch.long)
+            for b, row in enumerate(ids):
+                input_ids[b, : len(row)] = torch.tensor(row)
+            return {"pixels": torch.from_numpy(split.images[items]), "input_ids": input_ids,
+                    "attention_mask": (input_ids != self.ids.pad).long()}
+        if self.task == "qa":
+            questions = [split.questions[i][j] for i, j in pairs]
+            answers = [split.answers[i][j] for i, j in pairs]
+        else:
+            questions, answers = [""] * len(pairs), [split.captions[i] for i in items]
+        batch = make_batch(self.tokenizer, self.ids, questions, answers, split.images[items],
+                           image_tokens=self.cfg.data.image_tokens, voco_tokens=self.voco_tokens)
+        if split.features is not None:
+            batch.features, batch.pixels = split.features[items], None
+        return batch
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        split = self.splits[name]
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(ExampleDataset(split, self.task), batch_size=self.batch_size, shuffle=shuffle,
+                          generator=generator, collate_fn=lambda pairs: self.collate(split, pairs),
+                          drop_last=shuffle)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("heldout", shuffle=False)
