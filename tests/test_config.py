@@ -31,6 +31,7 @@ def test_json_round_trip(name, tmp_path):
         ({"voco.tokens": "one"}, "voco.tokens"),  # wrong type
         ({"train.lr": "fast"}, "train.lr"),
         ({"data.shapes": [1, 2]}, "data.shapes"),
+        ({"data.colors": ["gold", "red"]}, "data.colors"),  # a colour the renderer cannot draw
         ({"data.image_size": 60}, "data.image_size"),  # not divisible by patch 8
         ({"voco.tokens": 65}, "voco.tokens"),  # more VoCo tokens than image tokens
         ({"voco.mask": "sideways"}, "voco.mask"),

@@ -140,3 +140,19 @@ def test_bad_mode_and_overflow():
         sample_mask(IMAGE, "diagonal")
     with pytest.raises(ValueError, match="fit"):
         sample_mask(IMAGE, "voco", length=3)
+
+
+def test_multi_turn_layout_scores_every_answer():
+    from vocolab.layout import assemble_turns, labels_from_layouts
+
+    ids = SpecialIds(bos=1, eos=2, pad=0, image=3, voco=4)
+    tokens, lay = assemble_turns([([10, 11], [12]), ([13], [14])], ids, image_tokens=2, voco_tokens=1)
+    #          BOS IMG IMG VOCO q  q  a  E  q  a  E
+    assert tokens == [1, 3, 3, 4, 10, 11, 12, 2, 13, 14, 2]
+    assert lay.turns == (lay.turns[0],) and (lay.turns[0].start, lay.turns[0].length) == (6, 2)
+    assert (lay.answer.start, lay.question.start, lay.question.length) == (9, 8, 1)
+    labels = labels_from_layouts(torch.tensor([tokens]), [lay])[0]
+    assert labels.tolist() == [-100] * 6 + [12, 2, -100, 14, 2]
+    single, single_lay = assemble([10, 11], [12], ids, image_tokens=2, voco_tokens=1)
+    first, first_lay = assemble_turns([([10, 11], [12])], ids, image_tokens=2, voco_tokens=1)
+    assert first == single and first_lay == single_lay  # one turn is the single-question layout

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .layout import Layout, SpecialIds, assemble, labels_from_layouts, pad_batch
+from .layout import Layout, SpecialIds, assemble_turns, labels_from_layouts, pad_batch
 
 
 @dataclass
@@ -36,8 +36,8 @@ class Batch:
 def make_batch(
     tokenizer,
     ids: SpecialIds,
-    questions: Sequence[str],
-    answers: Sequence[str],
+    questions: Sequence[str | Sequence[str]],
+    answers: Sequence[str | Sequence[str]],
     images: Sequence[np.ndarray] | np.ndarray | None,
     *,
     image_tokens: int,
@@ -47,7 +47,8 @@ def make_batch(
 
     `images[i]` is `[H, W, 3]` for a scene or `[T, H, W, 3]` for a clip (T frames,
     each compressed into its own K VoCo tokens); `images=None` gives text-only
-    samples (no image slots, plain causal attention).
+    samples (no image slots, plain causal attention). A sample whose question and
+    answer are lists holds several turns about its image, every answer scored.
     """
     if len(questions) != len(answers):
         raise ValueError(f"make_batch: {len(questions)} questions but {len(answers)} answers")
@@ -61,12 +62,14 @@ def make_batch(
             raise ValueError("make_batch: images must be uint8 [H, W, 3] scenes or [T, H, W, 3] clips")
         frames = 1 if pixels.dim() == 4 else pixels.shape[1]
     sequences, layouts = [], []
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"] if text else []  # noqa: E731
     for question, answer in zip(questions, answers):
-        q_ids = tokenizer(question, add_special_tokens=False)["input_ids"]
-        a_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] if answer else []
-        tokens, layout = assemble(q_ids, a_ids, ids, frames=frames,
-                                  image_tokens=image_tokens if frames else 0,
-                                  voco_tokens=voco_tokens if frames else 0)
+        qs, as_ = ([question], [answer]) if isinstance(question, str) else (question, answer)
+        if isinstance(as_, str) or len(qs) != len(as_):
+            raise ValueError("make_batch: a multi-turn sample needs as many answers as questions")
+        tokens, layout = assemble_turns([(encode(q), encode(a)) for q, a in zip(qs, as_)], ids,
+                                        frames=frames, image_tokens=image_tokens if frames else 0,
+                                        voco_tokens=voco_tokens if frames else 0)
         sequences.append(tokens)
         layouts.append(layout)
     input_ids = pad_batch(sequences, ids.pad)

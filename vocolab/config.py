@@ -214,6 +214,9 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"data.frames: clips need at least 2 frames, got {d.frames}")
     if len(set(d.shapes)) < 2 or len(set(d.colors)) < 2:
         raise ValueError("data.shapes/data.colors: need at least two distinct shapes and colours")
+    from .data.vocab import check_data_config  # the renderer knows which attributes it can draw
+
+    check_data_config(d)
     if cfg.voco.tokens < 0 or cfg.voco.tokens > d.image_tokens:
         raise ValueError(
             f"voco.tokens: {cfg.voco.tokens} VoCo tokens for {d.image_tokens} image tokens; "

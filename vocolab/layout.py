@@ -10,7 +10,7 @@ same moment as its token ids, so masks, caches and losses never have to guess.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -47,6 +47,7 @@ class Layout:
     frames: tuple[Frame, ...]
     text: Span  # everything after the last VoCo token: question, answer, EOS
     answer: Span  # the positions whose tokens the loss scores (answer + EOS)
+    turns: tuple[Span, ...] = ()  # answer spans of earlier turns (multi-turn samples), also scored
 
     @property
     def voco_tokens(self) -> int:
@@ -70,7 +71,13 @@ class Layout:
 
     @property
     def question(self) -> Span:
-        return Span(self.text.start, self.answer.start - self.text.start)
+        """The last question (after any earlier turns)."""
+        start = self.turns[-1].stop if self.turns else self.text.start
+        return Span(start, self.answer.start - start)
+
+    def scored(self) -> tuple[Span, ...]:
+        """Every answer span the loss scores, earlier turns first."""
+        return self.turns + (self.answer,)
 
 
 def build_layout(
@@ -134,6 +141,35 @@ def assemble(
     return tokens, layout
 
 
+def assemble_turns(
+    turns: Sequence[tuple[Sequence[int], Sequence[int]]],
+    ids: SpecialIds,
+    *,
+    frames: int = 1,
+    image_tokens: int = 0,
+    voco_tokens: int = 0,
+) -> tuple[list[int], Layout]:
+    """Several question/answer turns about one image in one sequence (LLaVA-style):
+    `[BOS][IMG][VOCO] q1 a1 EOS q2 a2 EOS ...`, every answer span scored.
+
+    The image prefix is paid once for all turns, which makes training several times
+    cheaper per answered question. The first turn is laid out exactly as a single
+    question at evaluation time.
+    """
+    if not turns:
+        raise ValueError("assemble_turns: need at least one (question, answer) turn")
+    prior: list[int] = []
+    offsets = []
+    for q, a in turns[:-1]:
+        offsets.append((len(prior) + len(q), len(a) + 1))
+        prior += list(q) + list(a) + [ids.eos]
+    last_q, last_a = turns[-1]
+    tokens, layout = assemble(prior + list(last_q), last_a, ids, frames=frames,
+                              image_tokens=image_tokens, voco_tokens=voco_tokens)
+    spans = tuple(Span(layout.text.start + start, length) for start, length in offsets)
+    return tokens, replace(layout, turns=spans)
+
+
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, length: int | None = None) -> torch.Tensor:
     """Right-pad token id lists into a `[B, L]` LongTensor."""
     longest = max(len(s) for s in sequences)
@@ -165,6 +201,6 @@ def labels_from_layouts(input_ids: torch.Tensor, layouts: Sequence[Layout]) -> t
         if layout.length > input_ids.shape[1]:
             raise ValueError(f"labels_from_layouts: sample {b} ({layout.length} tokens) is longer "
                              f"than the batch ({input_ids.shape[1]})")
-        span = slice(layout.answer.start, layout.answer.stop)
-        labels[b, span] = input_ids[b, span]
+        for span in layout.scored():
+            labels[b, span.start : span.stop] = input_ids[b, span.start : span.stop]
     return labels

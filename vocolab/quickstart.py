@@ -25,9 +25,11 @@ QUICK_SIZES = {"data.train_scenes": 200, "data.heldout_scenes": 100,
 
 
 def job_config(preset_name: str, seed: int, overrides: dict | None = None) -> Config:
-    """The preset with user overrides, shrunk in quick mode (VOCOLAB_QUICK=1)."""
-    cfg = preset(preset_name, seed=seed, **(overrides or {}))
-    return cfg.override(**QUICK_SIZES) if quick_mode() else cfg
+    """The preset, shrunk in quick mode (VOCOLAB_QUICK=1), then the user's overrides."""
+    cfg = preset(preset_name, seed=seed)
+    if quick_mode():
+        cfg = cfg.override(**QUICK_SIZES)
+    return cfg.override(**overrides) if overrides else cfg
 
 
 def first_questions(rows, tokenizer, ids, cfg: Config, key: str, n: int = 4) -> Batch:
@@ -59,13 +61,13 @@ def mask_check(model, batch: Batch, mode: str) -> dict:
 
 def run_quickstart(preset_name: str = "nano", seed: int = 0, out: str | Path = "figures/quickstart",
                    overrides: dict | None = None, command: str = "vocolab quickstart") -> dict:
+    start = time.perf_counter()
+    cfg = job_config(preset_name, seed, overrides)  # bad input fails here, before the slow imports
     from .data import build_tokenizer, load_clips, load_scenes, special_ids
     from .models import VoCoVLM
     from .plotting import plot_clip, plot_images, plot_mask_modes, save_figure
     from .runtime import provenance
 
-    start = time.perf_counter()
-    cfg = job_config(preset_name, seed, overrides)
     print(f"vocolab quickstart | preset {cfg.preset} | seed {seed} | quick mode {'ON' if quick_mode() else 'off'}")
     with staged_output(out) as stage:
         timings = {}

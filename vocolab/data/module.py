@@ -4,7 +4,9 @@ A stage differs only in what a sample is:
 
 * `clip`:    (image, caption) pairs for the contrastive CLIP stage;
 * `caption`: `[BOS][IMG][VOCO][caption][EOS]`, the pretrain (alignment) stage;
-* `qa`:      `[BOS][IMG][VOCO][question][answer][EOS]`, one sample per question.
+* `qa`:      `[BOS][IMG][VOCO][question][answer][EOS]`, one sample per question, or
+             with `turns=True` every question of an image in one sequence (training:
+             the image prefix is paid once for all its questions).
 
 Frozen CLIP features can be computed once for every image (`attach_features`),
 LLaVA-style; batches then carry features instead of pixels, which removes the
@@ -37,6 +39,7 @@ class Split:
     questions: list[list[str]]
     answers: list[list[str]]
     families: list[list[str]]
+    templates: list[list[str]]
     features: torch.Tensor | None = None  # frozen CLIP features [N, (T,) V, Dv]
 
     @classmethod
@@ -44,18 +47,20 @@ class Split:
         ds = load_split(cfg.data, kind, split, n=n, progress=True)
         pixels = numpy_view(ds.select_columns(["frames" if kind == "clips" else "image"]))
         return cls(images=pixels[:][pixels.column_names[0]], captions=list(ds["caption"]),
-                   questions=list(ds["question"]), answers=list(ds["answer"]), families=list(ds["family"]))
+                   questions=list(ds["question"]), answers=list(ds["answer"]), families=list(ds["family"]),
+                   templates=list(ds["template"]))
 
-    def examples(self, task: str) -> list[tuple[int, int]]:
-        """(item, question) index pairs; question -1 stands for the caption."""
-        if task == "qa":
+    def examples(self, task: str, turns: bool = False) -> list[tuple[int, int]]:
+        """(item, question) index pairs; question -1 stands for the caption (or, with
+        `turns`, for all of the item's questions)."""
+        if task == "qa" and not turns:
             return [(i, j) for i, qs in enumerate(self.questions) for j in range(len(qs))]
         return [(i, -1) for i in range(len(self.captions))]
 
 
 class ExampleDataset(Dataset):
-    def __init__(self, split: Split, task: str):
-        self.split, self.index = split, split.examples(task)
+    def __init__(self, split: Split, task: str, turns: bool = False):
+        self.split, self.index = split, split.examples(task, turns)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -69,7 +74,7 @@ class VoCoDataModule(L.LightningDataModule):
 
     def __init__(self, cfg: Config, task: str = "qa", kind: str = "scenes", batch_size: int | None = None,
                  train_n: int | None = None, heldout_n: int | None = None, voco_tokens: int | None = None,
-                 seed: int | None = None):
+                 seed: int | None = None, turns: bool = False):
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"task {task!r} is not one of {TASKS}")
@@ -80,6 +85,7 @@ class VoCoDataModule(L.LightningDataModule):
         self.sizes = {"train": train_n, "heldout": heldout_n}
         self.voco_tokens = cfg.voco.tokens if voco_tokens is None else voco_tokens
         self.seed = cfg.seed if seed is None else seed
+        self.turns = turns  # training batches hold all questions of an image per sequence
         self.tokenizer = build_tokenizer(cfg.data)
         self.ids = special_ids(self.tokenizer)
         self.splits: dict[str, Split] = {}
@@ -123,7 +129,9 @@ class VoCoDataModule(L.LightningDataModule):
                 input_ids[b, : len(row)] = torch.tensor(row)
             return {"pixels": torch.from_numpy(split.images[items]), "input_ids": input_ids,
                     "attention_mask": (input_ids != self.ids.pad).long()}
-        if self.task == "qa":
+        if self.task == "qa" and pairs[0][1] < 0:  # multi-turn: every question of the item
+            questions, answers = [split.questions[i] for i in items], [split.answers[i] for i in items]
+        elif self.task == "qa":
             questions = [split.questions[i][j] for i, j in pairs]
             answers = [split.answers[i][j] for i, j in pairs]
         else:
@@ -138,7 +146,8 @@ class VoCoDataModule(L.LightningDataModule):
         self.setup()
         split = self.splits[name]
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ExampleDataset(split, self.task), batch_size=self.batch_size, shuffle=shuffle,
+        turns = self.turns and shuffle  # evaluation always asks one question at a time
+        return DataLoader(ExampleDataset(split, self.task, turns), batch_size=self.batch_size, shuffle=shuffle,
                           generator=generator, collate_fn=lambda pairs: self.collate(split, pairs),
                           drop_last=shuffle)
 
