@@ -12,12 +12,15 @@ import json
 import pytest
 
 from vocolab import cli, plotting
+from vocolab.data import FAMILIES
 
 # a model of a few thousand parameters on 32 px images (V = 16): seconds, not minutes
 TINY = ["data.image_size=32", "llm.hidden_size=32", "llm.layers=1", "llm.heads=2", "llm.kv_heads=2",
         "llm.intermediate_size=64", "vision.hidden_size=32", "vision.layers=2", "vision.heads=2",
         "vision.intermediate_size=64"]
-FIGURES = ("masks.png", "masks_video.png", "data_sample.png", "clip_sample.png")
+FIGURES = ("masks.png", "masks_video.png", "data_sample.png", "clip_sample.png", "table1_accuracy.png",
+           "table7_costs.png", "training_curves.png")
+TABLES = ("results.json", "table1.md", "table7.md")
 PROVENANCE_KEYS = ("command", "commit", "preset", "seed", "device", "versions", "wall_s")  # DESIGN.md 6
 
 
@@ -84,12 +87,12 @@ def test_quickstart_writes_the_complete_folder(tmp_path, capsys, quick):
     captured = capsys.readouterr()
     assert "quick mode ON" in captured.out and "error" not in captured.err  # stderr: progress bars only
 
-    assert sorted(p.name for p in out.iterdir()) == sorted(FIGURES + ("quickstart.json",))
+    assert sorted(p.name for p in out.iterdir()) == sorted(FIGURES + TABLES)
     for name in FIGURES:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert _leftovers(out.parent) == []
 
-    summary = json.loads((out / "quickstart.json").read_text())
+    summary = json.loads((out / "results.json").read_text())
     prov = summary["provenance"]
     for key in PROVENANCE_KEYS:
         assert key in prov, key
@@ -99,18 +102,27 @@ def test_quickstart_writes_the_complete_folder(tmp_path, capsys, quick):
 
     cfg = summary["config"]
     assert cfg["seed"] == 3 and cfg["llm"]["layers"] == 1 and cfg["data"]["image_size"] == 32
-    assert cfg["data"]["train_scenes"] == 200 and cfg["data"]["heldout_clips"] == 50  # quick sizes
-    assert summary["data"]["scenes_train"] == 200 and summary["data"]["clips_heldout"] == 50
+    assert cfg["data"]["train_scenes"] == 200 and cfg["train"]["voco_steps"] == 10  # quick sizes
+    runs = {r["name"]: r for r in summary["runs"]}
+    assert set(runs) == {"upper", "lower", "blind", "voco-k1"}
+    assert summary["eval"]["examples"] == 100 * 5 and set(summary["eval"]["families"]) == set(FAMILIES)
+    for run in runs.values():
+        assert 0 <= run["accuracy"] <= 1 and set(run["per_family"]) <= set(FAMILIES)
+    assert runs["upper"]["tokens"] == 16 and runs["voco-k1"]["tokens"] == 1 and runs["blind"]["tokens"] == 0
+    assert "retention" in runs["voco-k1"] and "retention" not in runs["upper"]
+    cost = summary["cost"]["settings"]
+    assert cost["voco_caching"]["flops"] < cost["full_caching"]["flops"] < cost["no_caching"]["flops"]
+    assert cost["full_caching"]["cache_bytes"] == cost["voco_caching"]["cache_bytes"] * (1 + 16 + 1)
+    assert "| upper |" in (out / "table1.md").read_text() and "VoCo caching" in (out / "table7.md").read_text()
 
-    forward = {f["mode"]: f for f in summary["forward"]}
-    assert set(forward) == {"causal", "voco", "video"}
-    assert forward["video"]["input"] == "clips"
-    for f in forward.values():
-        assert f["finite"] and f["loss"] > 0
+    checks = {c["mode"]: c for c in summary["mask_check"]}
+    assert set(checks) == {"causal", "voco", "video"} and checks["video"]["input"] == "clips"
+    for c in checks.values():
+        assert c["finite"] and c["loss"] > 0
     # the masks that hide the image hide it completely; the causal one does not
-    assert forward["voco"]["max_text_attention_on_bos_and_image"] == 0
-    assert forward["video"]["max_text_attention_on_bos_and_image"] == 0
-    assert forward["causal"]["max_text_attention_on_bos_and_image"] > 0
+    assert checks["voco"]["max_text_attention_on_bos_and_image"] == 0
+    assert checks["video"]["max_text_attention_on_bos_and_image"] == 0
+    assert checks["causal"]["max_text_attention_on_bos_and_image"] > 0
 
 
 def _fail_at(monkeypatch, name: str, folder=None) -> list:
@@ -128,11 +140,11 @@ def _fail_at(monkeypatch, name: str, folder=None) -> list:
 
 
 def test_failing_run_leaves_no_folder(tmp_path, capsys, quick, monkeypatch):
-    staged = _fail_at(monkeypatch, "plot_images", tmp_path)  # the third figure
+    staged = _fail_at(monkeypatch, "plot_images", tmp_path)  # one of the last figures
     out = tmp_path / "out"
     assert cli.main(["quickstart", "--out", str(out), "--set", *TINY]) == 2
     assert "plot_images exploded" in _one_error_line(capsys)
-    assert staged == ["masks.png", "masks_video.png"]  # it did fail half-way through writing
+    assert "masks.png" in staged and "results.json" not in staged  # it failed half-way through writing
     assert not out.exists()
     assert _leftovers(tmp_path) == []  # the staging folder is gone too
 

@@ -39,17 +39,39 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--out", default="figures/quickstart", help="output folder")
     quick.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                        help="config overrides, e.g. voco.tokens=2 data.max_objects=5")
+
+    fit = sub.add_parser("fit", help="train one stage from a LightningCLI YAML file (configs/<preset>/)",
+                         description="Any further --section.key value arguments go to LightningCLI.")
+    fit.add_argument("--config", required=True, help="stage YAML, e.g. configs/nano/voco.yaml")
+
+    ev = sub.add_parser("eval", help="evaluate checkpoints on held-out scenes and write a results file")
+    ev.add_argument("--upper", required=True, help="checkpoint (.ckpt or vocolab folder) of the causal model")
+    ev.add_argument("--voco", nargs="*", default=[], help="checkpoints of VoCo models to evaluate")
+    ev.add_argument("--out", required=True, help="results folder (results.json is written there)")
+    ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out questions")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, rest = build_parser().parse_known_args(argv)
+    command = "vocolab " + " ".join(argv)
     try:
+        if rest and args.command != "fit":
+            raise ValueError(f"unrecognised arguments: {' '.join(rest)}")
         if args.command == "quickstart":
             from .quickstart import run_quickstart
 
             run_quickstart(args.preset, args.seed, args.out, overrides=_parse_overrides(args.set),
-                           command="vocolab " + " ".join(sys.argv[1:] if argv is None else argv))
+                           command=command)
+        elif args.command == "fit":
+            from .fit import run_fit
+
+            run_fit(args.config, rest)
+        elif args.command == "eval":
+            from .evaluate import run_eval
+
+            run_eval(args.upper, args.voco, args.out, limit=args.limit, command=command)
     except USER_ERRORS as err:
         print(f"vocolab: error: {err}", file=sys.stderr)
         return 2

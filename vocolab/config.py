@@ -90,13 +90,21 @@ class VoCoConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings shared by the training stages."""
+    """Optimisation settings; the recipe of every stage lives here so that it is
+    recorded with each checkpoint and results file."""
 
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.0
     warmup_frac: float = 0.03
-    steps: int = 1000
+    steps: int = 1000  # default for a stage run on its own
+    clip_steps: int = 150
+    clip_batch_size: int = 64
+    pretrain_steps: int = 400
+    instruct_steps: int = 800
+    voco_steps: int = 800
+    train_vision: bool = False  # CLIP frozen (features cached) after the clip stage
+    turns: bool = True  # all questions of an image in one training sequence
     precision: str = "auto"  # "auto": bf16-mixed on GPU, 32 on CPU
 
 
@@ -195,6 +203,17 @@ def preset(name: str, **overrides: Any) -> Config:
     return cfg.override(**overrides) if overrides else cfg
 
 
+def resolve_config(cfg: Config | dict | None, preset_name: str, overrides: dict | None) -> Config:
+    """A Config from an object, a dict (as stored in a checkpoint's hyper-parameters) or
+    a preset name with dotted-key overrides (as written in a LightningCLI YAML file)."""
+    if isinstance(cfg, Config):
+        return cfg.override(**overrides) if overrides else cfg
+    if isinstance(cfg, dict):
+        cfg = Config.from_dict(cfg)
+        return cfg.override(**overrides) if overrides else cfg
+    return preset(preset_name, **(overrides or {}))
+
+
 # -- validation ------------------------------------------------------------------------
 
 
@@ -232,8 +251,12 @@ def validate(cfg: Config) -> None:
             raise ValueError(f"{name}.hidden_size: {hidden} is not divisible by {name}.heads={heads}")
     if llm.heads % llm.kv_heads:
         raise ValueError(f"llm.kv_heads: heads {llm.heads} is not a multiple of kv_heads {llm.kv_heads}")
-    if cfg.train.batch_size < 1 or cfg.train.steps < 0 or cfg.train.lr <= 0:
-        raise ValueError("train: batch_size >= 1, steps >= 0 and lr > 0 are required")
+    t = cfg.train
+    if t.batch_size < 1 or t.clip_batch_size < 1 or t.lr <= 0:
+        raise ValueError("train.batch_size/train.lr: batch sizes >= 1 and lr > 0 are required")
+    for name in ("steps", "clip_steps", "pretrain_steps", "instruct_steps", "voco_steps"):
+        if getattr(t, name) < 0:
+            raise ValueError(f"train.{name}: must be >= 0, got {getattr(t, name)}")
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -286,5 +309,5 @@ def quick_mode() -> bool:
 
 __all__ = [
     "ATTN_BACKENDS", "MASK_MODES", "Config", "DataConfig", "LLMConfig", "PRESETS",
-    "TrainConfig", "VisionConfig", "VoCoConfig", "preset", "quick_mode", "validate",
+    "TrainConfig", "VisionConfig", "VoCoConfig", "preset", "quick_mode", "resolve_config", "validate",
 ]

@@ -109,3 +109,55 @@ def add_retention(runs: list[dict], upper: str = "upper", lower: str = "lower") 
                 f: retention(acc, lo["per_family"].get(f, 0.0), hi["per_family"].get(f, 0.0))
                 for f, acc in run["per_family"].items()}
     return runs
+
+
+def standard_runs(upper, voco_models: dict[str, object], tokenizer, train: Split, heldout: Split,
+                  families, limit: int | None = None, progress: bool = True) -> tuple[list[dict], Questions]:
+    """Table 1 in miniature: upper, lower, blind and every VoCo model, same questions."""
+    qs = Questions.of(heldout, limit)
+    k_lower = min((m.cfg.voco.tokens for m in voco_models.values()), default=upper.cfg.voco.tokens)
+    runs = [
+        model_run(upper, tokenizer, heldout, qs, families, name="upper", method="full", mask="causal",
+                  k=upper.cfg.voco.tokens, progress=progress),
+        model_run(upper, tokenizer, heldout, qs, families, name="lower", method="voco", mask="voco",
+                  k=k_lower, progress=progress),
+        blind_run(train, qs, families),
+    ]
+    for name, model in voco_models.items():
+        runs.append(model_run(model, tokenizer, heldout, qs, families, name=name, method="voco", mask="voco",
+                              k=model.cfg.voco.tokens, progress=progress))
+    return add_retention(runs), qs
+
+
+def run_eval(upper_path: str, voco_paths: list[str], out: str, limit: int | None = None,
+             command: str = "vocolab eval") -> dict:
+    """`vocolab eval`: held-out Table 1 for saved checkpoints, written to `out/results.json`."""
+    import time
+
+    from .data.module import Split
+    from .data.scenes import FAMILIES
+    from .data.tokenizer import build_tokenizer
+    from .lit import load_model
+    from .outputs import staged_output, write_json
+    from .report import results, table1_markdown
+    from .runtime import provenance
+
+    start = time.perf_counter()
+    upper = load_model(upper_path)
+    vocos = {}
+    for path in voco_paths:
+        model = load_model(path)
+        if model.cfg.preset != upper.cfg.preset or model.cfg.data != upper.cfg.data:
+            raise ValueError(f"{path} was trained for another preset or data than {upper_path}")
+        vocos[f"voco-k{model.cfg.voco.tokens}"] = model
+    cfg = upper.cfg
+    tokenizer = build_tokenizer(cfg.data)
+    with staged_output(out) as stage:
+        train, heldout = Split.load(cfg, "scenes", "train"), Split.load(cfg, "scenes", "heldout")
+        runs, qs = standard_runs(upper, vocos, tokenizer, train, heldout, FAMILIES, limit)
+        body = results(provenance(command, cfg.preset, cfg.seed, time.perf_counter() - start),
+                       {"split": "heldout", "examples": len(qs), "families": list(FAMILIES)}, runs)
+        write_json(stage / "results.json", body)
+        (stage / "table1.md").write_text(table1_markdown(runs, FAMILIES) + "\n")
+    print(table1_markdown(runs, FAMILIES))
+    return body

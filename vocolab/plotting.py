@@ -408,6 +408,55 @@ def plot_parameter_counts(report: Mapping[str, Mapping[str, int]]) -> Figure:
 # -- output ----------------------------------------------------------------------------
 
 
+def plot_training_curves(logs: Mapping[str, str | os.PathLike], smooth: int = 5) -> Figure:
+    """Training loss per stage (left) and held-out exact match where logged (right),
+    read from each stage's Lightning `metrics.csv`; `logs` maps stage name -> csv path."""
+    import csv
+
+    fig, axes = _new_figure((10, 3.6), 1, 2)
+    loss_ax, acc_ax = axes[0]
+    for name, path in logs.items():
+        rows = list(csv.DictReader(open(path)))
+        train = [(int(r["step"]), float(r["train/loss"])) for r in rows if r.get("train/loss")]
+        if train:
+            steps, values = zip(*train)
+            kernel = np.ones(min(smooth, len(values))) / min(smooth, len(values))
+            loss_ax.plot(steps[len(kernel) - 1:], np.convolve(values, kernel, mode="valid"), label=name)
+        val = [(int(r["step"]), float(r["val/exact_match"])) for r in rows if r.get("val/exact_match")]
+        if val:
+            acc_ax.plot(*zip(*val), marker="o", label=name)
+    loss_ax.set(xlabel="optimiser step", ylabel="training loss (answer tokens)", yscale="log",
+                title="loss per stage")
+    loss_ax.legend(fontsize=8)
+    acc_ax.set(xlabel="optimiser step", ylabel="held-out exact match", ylim=(0, 1), title="held-out accuracy")
+    if acc_ax.lines:
+        acc_ax.legend(fontsize=8)
+    return _finish(fig)
+
+
+def plot_inference_costs(cost: Mapping) -> Figure:
+    """Table 7 as bars: answering FLOPs, median latency and cache bytes per setting."""
+    names = {"no_caching": "no caching", "full_caching": "full caching", "voco_caching": "VoCo caching"}
+    settings = cost["settings"]
+    fig, axes = _new_figure((11, 3.4), 1, 3)
+    panels = [("FLOPs to answer", lambda r: r["flops"]), ("latency, median (ms)", lambda r: r["latency_ms"]["median"]),
+              ("cache size (bytes)", lambda r: r["cache_bytes"])]
+    colors = sns.color_palette("deep", 3)
+    for ax, (label, get) in zip(axes[0], panels):
+        values = [get(settings[k]) for k in names]
+        bars = ax.bar(list(names.values()), values, color=colors)
+        for bar, value in zip(bars, values):
+            ax.annotate(_human(value) if value >= 1000 else f"{value:.3g}", (bar.get_x() + bar.get_width() / 2,
+                        value), ha="center", va="bottom", fontsize=8)
+        ax.set_title(label, fontsize=10)
+        ax.tick_params(axis="x", labelsize=8)
+        if label.startswith("cache") or label.startswith("FLOPs"):
+            ax.set_yscale("log")
+    fig.suptitle(f"one image, one question: V={cost['image_tokens']} image tokens, K={cost['voco_tokens']} "
+                 f"VoCo, {cost['question_tokens']} question tokens ({cost['device']})", fontsize=10)
+    return _finish(fig)
+
+
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
     """Write `fig` (PNG unless `path` names another format), creating folders, then close it.
 

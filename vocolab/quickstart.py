@@ -1,10 +1,11 @@
-"""The main job behind `make quickstart` / `vocolab quickstart`.
+"""The main job behind `make quickstart` / `vocolab quickstart`: VoCo-LLaMA end to end.
 
-At this stage of the project it proves the whole foundation on one preset: it
-builds (or reuses) the cached data sets, the tokenizer and the VLM, runs one
-forward pass under every mask mode, checks on real data that under the `voco`
-and `video` masks no text token attends to BOS or an image token in any layer,
-and writes the mask and data figures plus a JSON summary with
+It builds (or reuses) the cached data, trains the recipe (`pipeline.run_recipe`:
+clip -> pretrain -> upper bound -> VoCo model), evaluates the miniature Table 1
+(upper, lower, blind, VoCo with retention) on held-out scenes, measures the
+miniature Table 7 (no caching / full caching / VoCo caching), checks on the
+trained model that no text token attends to BOS or an image token under the
+`voco` mask, and writes figures, Markdown tables and `results.json` with
 provenance.
 """
 
@@ -21,7 +22,9 @@ from .data.storage import numpy_view
 from .outputs import staged_output, write_json
 
 QUICK_SIZES = {"data.train_scenes": 200, "data.heldout_scenes": 100,
-               "data.train_clips": 100, "data.heldout_clips": 50}
+               "data.train_clips": 100, "data.heldout_clips": 50,
+               "train.clip_steps": 10, "train.pretrain_steps": 10, "train.instruct_steps": 10,
+               "train.voco_steps": 10}
 
 
 def job_config(preset_name: str, seed: int, overrides: dict | None = None) -> Config:
@@ -30,14 +33,6 @@ def job_config(preset_name: str, seed: int, overrides: dict | None = None) -> Co
     if quick_mode():
         cfg = cfg.override(**QUICK_SIZES)
     return cfg.override(**overrides) if overrides else cfg
-
-
-def first_questions(rows, tokenizer, ids, cfg: Config, key: str, n: int = 4) -> Batch:
-    """A batch of the first question of each of the first `n` rows (scenes or clips)."""
-    rows = rows.select(range(min(n, len(rows))))
-    return make_batch(tokenizer, ids, [q[0] for q in rows["question"]], [a[0] for a in rows["answer"]],
-                      numpy_view(rows)[key],
-                      image_tokens=cfg.data.image_tokens, voco_tokens=cfg.voco.tokens)
 
 
 @torch.no_grad()
@@ -60,62 +55,77 @@ def mask_check(model, batch: Batch, mode: str) -> dict:
 
 
 def run_quickstart(preset_name: str = "nano", seed: int = 0, out: str | Path = "figures/quickstart",
-                   overrides: dict | None = None, command: str = "vocolab quickstart") -> dict:
+                   overrides: dict | None = None, command: str = "vocolab quickstart",
+                   runs: str | Path | None = None) -> dict:
+    """Train the recipe, evaluate Table 1 and measure Table 7; write figures and results.json.
+
+    Training logs and checkpoints go to `runs` (default: the cache folder), not to
+    `out`, which receives only what is meant to be read and committed.
+    """
     start = time.perf_counter()
     cfg = job_config(preset_name, seed, overrides)  # bad input fails here, before the slow imports
-    from .data import build_tokenizer, load_clips, load_scenes, special_ids
-    from .models import VoCoVLM
-    from .plotting import plot_clip, plot_images, plot_mask_modes, save_figure
-    from .runtime import provenance
+    from .checkpoint import save_checkpoint
+    from .data import FAMILIES, load_clips
+    from .data.storage import cache_root
+    from .evaluate import standard_runs
+    from .flops import inference_costs
+    from .pipeline import run_recipe
+    from .plotting import (plot_clip, plot_family_accuracy, plot_images, plot_inference_costs, plot_mask_modes,
+                           plot_training_curves, save_figure)
+    from .report import results, table1_markdown, table7_markdown
+    from .runtime import device, provenance
 
-    print(f"vocolab quickstart | preset {cfg.preset} | seed {seed} | quick mode {'ON' if quick_mode() else 'off'}")
+    runs = Path(runs) if runs else cache_root() / "runs" / f"quickstart-{cfg.preset}-seed{seed}"
+    k = cfg.voco.tokens
+    print(f"vocolab quickstart | preset {cfg.preset} | seed {seed} | K={k} | "
+          f"quick mode {'ON' if quick_mode() else 'off'} | device {device()}")
     with staged_output(out) as stage:
-        timings = {}
-        data = {}
-        for kind, loader in (("scenes", load_scenes), ("clips", load_clips)):
-            for split in ("train", "heldout"):
-                t = time.perf_counter()
-                data[f"{kind}_{split}"] = loader(cfg.data, split)
-                timings[f"data_{kind}_{split}_s"] = round(time.perf_counter() - t, 2)
-        tokenizer = build_tokenizer(cfg.data)
-        ids = special_ids(tokenizer)
-        torch.manual_seed(seed)
-        model = VoCoVLM(cfg, ids, len(tokenizer)).eval()
-        model.set_attn_implementation("eager")  # eager returns attention weights for the check
-        params = model.parameter_report()
-        print(f"data: {len(data['scenes_train'])} train / {len(data['scenes_heldout'])} held-out scenes, "
-              f"{len(data['clips_train'])} / {len(data['clips_heldout'])} clips | vocab {len(tokenizer)} | "
-              f"model {params['total']:,} parameters")
-
-        scenes = first_questions(data["scenes_heldout"], tokenizer, ids, cfg, "image")
-        clips = first_questions(data["clips_heldout"], tokenizer, ids, cfg, "frames")
+        trained = run_recipe(cfg, runs, progress=not quick_mode())
+        data, upper, voco = trained.data, trained.upper.model, trained.voco.model
+        train, heldout = data.splits["train"], data.splits["heldout"]
         t = time.perf_counter()
-        forwards = [mask_check(model, scenes, m) | {"input": "scenes"} for m in ("causal", "voco")]
-        forwards.append(mask_check(model, clips, "video") | {"input": "clips"})
-        timings["forward_s"] = round(time.perf_counter() - t, 2)
-        for f in forwards:
-            print(f"  {f['input']:6s} {f['mode']:6s} loss {f['loss']:.3f}  "
-                  f"largest text attention on BOS + image: {f['max_text_attention_on_bos_and_image']:.3g}")
+        table, qs = standard_runs(upper, {f"voco-k{k}": voco}, data.tokenizer, train, heldout, FAMILIES,
+                                  progress=not quick_mode())
+        eval_s = time.perf_counter() - t
 
-        save_figure(plot_mask_modes(scenes.layouts[0]), stage / "masks.png")
-        save_figure(plot_mask_modes(clips.layouts[0]), stage / "masks_video.png")
-        sample = data["scenes_heldout"].select(range(min(8, len(data["scenes_heldout"]))))
-        titles = [f"{q[0]} {a[0]} ({f[0]})" for q, a, f in zip(sample["question"], sample["answer"], sample["family"])]
-        save_figure(plot_images(list(numpy_view(sample)["image"]), titles), stage / "data_sample.png")
-        clip0 = data["clips_heldout"][0]
-        save_figure(plot_clip(numpy_view(data["clips_heldout"])[0]["frames"],
-                              title=f"{clip0['question'][0]} {clip0['answer'][0]}"),
+        q_ids = data.tokenizer(qs.questions[0], add_special_tokens=False)["input_ids"]
+        cost = inference_costs(voco, torch.from_numpy(heldout.images[qs.item[:1]]), q_ids, k)
+
+        batch = make_batch(data.tokenizer, data.ids, qs.questions[:4], qs.answers[:4], heldout.images[qs.item[:4]],
+                           image_tokens=cfg.data.image_tokens, voco_tokens=k)
+        clips = numpy_view(load_clips(cfg.data, "heldout", progress=False)).select(range(4))
+        clip_batch = make_batch(data.tokenizer, data.ids, [q[0] for q in clips["question"]],
+                                [a[0] for a in clips["answer"]], clips["frames"],
+                                image_tokens=cfg.data.image_tokens, voco_tokens=k)
+        voco.set_attn_implementation("eager")  # eager returns attention weights for the check
+        checks = [mask_check(voco, batch, m) | {"input": "scenes"} for m in ("causal", "voco")]
+        checks.append(mask_check(voco, clip_batch, "video") | {"input": "clips"})
+        voco.set_attn_implementation(cfg.llm.attn_implementation)
+        for name, model in (("upper", upper), ("voco", voco)):
+            save_checkpoint(model, cfg, runs / "checkpoints" / name, {"stage": name})
+
+        fam = {r["name"]: r["per_family"] for r in table}
+        save_figure(plot_family_accuracy(fam, families=FAMILIES, title="held-out exact match per family"),
+                    stage / "table1_accuracy.png")
+        save_figure(plot_inference_costs(cost), stage / "table7_costs.png")
+        logs = {n: runs / n / "metrics.csv" for n in trained.seconds if (runs / n / "metrics.csv").exists()}
+        save_figure(plot_training_curves(logs), stage / "training_curves.png")
+        save_figure(plot_mask_modes(batch.layouts[0]), stage / "masks.png")
+        save_figure(plot_mask_modes(clip_batch.layouts[0]), stage / "masks_video.png")
+        titles = [f"{q} {a} ({f})" for q, a, f in zip(qs.questions[:40:5], qs.answers[:40:5], qs.families[:40:5])]
+        save_figure(plot_images(list(heldout.images[qs.item[:40:5]]), titles), stage / "data_sample.png")
+        save_figure(plot_clip(clips[0]["frames"], title=f"{clips[0]['question'][0]} {clips[0]['answer'][0]}"),
                     stage / "clip_sample.png")
 
-        summary = {
-            "provenance": provenance(command, cfg.preset, seed, time.perf_counter() - start),
-            "config": cfg.to_dict(),
-            "data": {k: len(v) for k, v in data.items()} | {"vocab_size": len(tokenizer)},
-            "parameters": params,
-            "forward": forwards,
-            "timings": timings,
-        }
-        write_json(stage / "quickstart.json", summary)
-    print(f"wrote {out}/ (masks.png, masks_video.png, data_sample.png, clip_sample.png, quickstart.json) "
-          f"in {time.perf_counter() - start:.1f} s")
-    return summary
+        body = results(
+            provenance(command, cfg.preset, seed, time.perf_counter() - start),
+            {"split": "heldout", "examples": len(qs), "families": list(FAMILIES)}, table, cost,
+            config=cfg.to_dict(), stage_seconds=trained.seconds | {"eval": round(eval_s, 1)},
+            parameters=voco.parameter_report(), mask_check=checks)
+        write_json(stage / "results.json", body)
+        (stage / "table1.md").write_text(table1_markdown(table, FAMILIES) + "\n")
+        (stage / "table7.md").write_text(table7_markdown(cost) + "\n")
+    print("\nTable 1 (held-out exact match)\n" + table1_markdown(table, FAMILIES))
+    print("\nTable 7 (one image, one question)\n" + table7_markdown(cost))
+    print(f"\nwrote {out}/ in {time.perf_counter() - start:.0f} s; checkpoints and logs in {runs}/")
+    return body

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from .config import Config
+from .runtime import quiet_lightning
 
 
 def precision(cfg: Config) -> str:
@@ -40,6 +41,7 @@ def loggers(out: Path, name: str) -> list:
 
 def make_trainer(cfg: Config, out: str | Path, name: str, steps: int, val_every: int | None = None,
                  progress: bool = True, checkpoint: bool = True, **kwargs) -> L.Trainer:
+    quiet_lightning()  # banners and tips are noise in notebooks and the CLI's output
     out = Path(out)
     callbacks = []
     if checkpoint:

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..batching import Batch, make_batch
-from ..config import Config
+from ..config import Config, resolve_config
 from .storage import load_split, numpy_view
 from .tokenizer import build_tokenizer, special_ids
 
@@ -41,10 +41,11 @@ class Split:
     families: list[list[str]]
     templates: list[list[str]]
     features: torch.Tensor | None = None  # frozen CLIP features [N, (T,) V, Dv]
+    features_of: str | None = None  # fingerprint of the vision tower that made them
 
     @classmethod
-    def load(cls, cfg: Config, kind: str, split: str, n: int | None = None) -> "Split":
-        ds = load_split(cfg.data, kind, split, n=n, progress=True)
+    def load(cls, cfg: Config, kind: str, split: str, n: int | None = None, progress: bool = True) -> "Split":
+        ds = load_split(cfg.data, kind, split, n=n, progress=progress)
         pixels = numpy_view(ds.select_columns(["frames" if kind == "clips" else "image"]))
         return cls(images=pixels[:][pixels.column_names[0]], captions=list(ds["caption"]),
                    questions=list(ds["question"]), answers=list(ds["answer"]), families=list(ds["family"]),
@@ -56,6 +57,12 @@ class Split:
         if task == "qa" and not turns:
             return [(i, j) for i, qs in enumerate(self.questions) for j in range(len(qs))]
         return [(i, -1) for i in range(len(self.captions))]
+
+
+def vision_fingerprint(module: torch.nn.Module) -> str:
+    """Cheap identity of a module's weights: cached features are reused only for the same tower."""
+    with torch.no_grad():
+        return ",".join(f"{p.double().sum().item():.10e}" for p in module.parameters())
 
 
 class ExampleDataset(Dataset):
@@ -72,20 +79,23 @@ class ExampleDataset(Dataset):
 class VoCoDataModule(L.LightningDataModule):
     """Scenes or clips, train and held-out, batched for one task."""
 
-    def __init__(self, cfg: Config, task: str = "qa", kind: str = "scenes", batch_size: int | None = None,
+    def __init__(self, cfg: Config | dict | None = None, task: str = "qa", kind: str = "scenes",
+                 batch_size: int | None = None, preset: str = "nano", overrides: dict | None = None,
                  train_n: int | None = None, heldout_n: int | None = None, voco_tokens: int | None = None,
-                 seed: int | None = None, turns: bool = False):
+                 seed: int | None = None, turns: bool = False, progress: bool = True):
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"task {task!r} is not one of {TASKS}")
         if kind not in ("scenes", "clips"):
             raise ValueError(f"kind {kind!r} is not 'scenes' or 'clips'")
+        cfg = resolve_config(cfg, preset, overrides)
         self.cfg, self.task, self.kind = cfg, task, kind
         self.batch_size = batch_size or cfg.train.batch_size
         self.sizes = {"train": train_n, "heldout": heldout_n}
         self.voco_tokens = cfg.voco.tokens if voco_tokens is None else voco_tokens
         self.seed = cfg.seed if seed is None else seed
         self.turns = turns  # training batches hold all questions of an image per sequence
+        self.progress = progress
         self.tokenizer = build_tokenizer(cfg.data)
         self.ids = special_ids(self.tokenizer)
         self.splits: dict[str, Split] = {}
@@ -93,20 +103,22 @@ class VoCoDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for name in ("train", "heldout"):
             if name not in self.splits:
-                self.splits[name] = Split.load(self.cfg, self.kind, name, self.sizes[name])
+                self.splits[name] = Split.load(self.cfg, self.kind, name, self.sizes[name], self.progress)
 
     def attach_features(self, encode, batch_size: int = 256) -> None:
-        """Precompute frozen features for every image: `encode(uint8 tensor) -> features`."""
+        """Precompute frozen features for every image with `encode` (a `VoCoVLM.encode_images`);
+        recomputed only when the vision tower's weights differ from the last call's."""
         self.setup()
+        key = vision_fingerprint(encode.__self__.vision) if hasattr(encode, "__self__") else repr(encode)
         for split in self.splits.values():
-            if split.features is not None:
+            if split.features is not None and split.features_of == key:
                 continue
             chunks = []
             with torch.no_grad():
                 for start in range(0, len(split.images), batch_size):
                     chunk = torch.from_numpy(split.images[start : start + batch_size])
                     chunks.append(encode(chunk).float().cpu())
-            split.features = torch.cat(chunks)
+            split.features, split.features_of = torch.cat(chunks), key
 
     def set_task(self, task: str, voco_tokens: int | None = None) -> "VoCoDataModule":
         """Reuse loaded data (and cached features) for another stage."""
@@ -116,6 +128,12 @@ class VoCoDataModule(L.LightningDataModule):
         if voco_tokens is not None:
             self.voco_tokens = voco_tokens
         return self
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        """`Batch` knows how to move itself (its layouts stay on the host)."""
+        if isinstance(batch, Batch):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     # -- batching -------------------------------------------------------------------
     def collate(self, split: Split, pairs: list[tuple[int, int]]):

@@ -1,0 +1,92 @@
+"""The VoCo-LLaMA training recipe as one chain of Lightning stages.
+
+    clip      contrastive mini CLIP on (scene, caption)
+    pretrain  projector + LLM learn to caption with all image tokens (CLIP frozen,
+              its features computed once)
+    upper     instruct on QA under the `causal` mask: the upper bound
+    voco      instruct on QA under the `voco` mask with K VoCo tokens, initialised
+              from the upper-bound model (it already answers; now it must compress)
+
+The lower bound needs no training: it is the upper-bound model evaluated under
+the `voco` mask. Each stage logs to CSV under `out/<stage>/` and checkpoints there.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import Config
+from .data.module import VoCoDataModule
+from .lit import ClipModule, VLMModule
+from .train import make_trainer
+
+
+@dataclass
+class Trained:
+    """What the recipe produced, with the wall time of every stage."""
+
+    data: VoCoDataModule
+    clip: ClipModule | None = None
+    pretrain: VLMModule | None = None
+    upper: VLMModule | None = None
+    voco: VLMModule | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _fit(module, data, cfg: Config, out: Path, name: str, steps: int, progress: bool) -> None:
+    trainer = make_trainer(cfg, out, name, steps, progress=progress, limit_val_batches=0)
+    trainer.fit(module, datamodule=data)
+
+
+def clip_stage(cfg: Config, data: VoCoDataModule, out: Path, progress: bool = True) -> ClipModule:
+    data.set_task("clip")
+    data.batch_size = cfg.train.clip_batch_size
+    module = ClipModule(cfg, steps=cfg.train.clip_steps)
+    if cfg.train.clip_steps:
+        _fit(module, data, cfg, out, "clip", cfg.train.clip_steps, progress)
+    return module
+
+
+def vlm_stage(cfg: Config, data: VoCoDataModule, out: Path, name: str, *, task: str, mask: str, steps: int,
+              init: VLMModule | ClipModule | None, k: int | None = None, progress: bool = True) -> VLMModule:
+    """One `VLMModule` stage initialised from the previous stage's weights."""
+    k = cfg.voco.tokens if k is None else k
+    module = VLMModule(cfg, mask=mask, stage=name, steps=max(1, steps))
+    if isinstance(init, ClipModule):
+        module.model.load_vision_from_clip(init.clip)
+    elif init is not None:
+        module.model.load_state_dict(init.model.state_dict())
+    data.set_task(task, voco_tokens=k)
+    data.batch_size = cfg.train.batch_size
+    if steps:
+        _fit(module, data, cfg, out, name, steps, progress)
+    return module.eval()
+
+
+def run_recipe(cfg: Config, out: str | Path, data: VoCoDataModule | None = None, progress: bool = True,
+               stages: tuple[str, ...] = ("clip", "pretrain", "upper", "voco")) -> Trained:
+    """Train the stages in order; returns every trained module and the stage times."""
+    out = Path(out)
+    torch.manual_seed(cfg.seed)
+    data = data or VoCoDataModule(cfg, turns=cfg.train.turns, progress=progress)
+    data.setup()
+    result = Trained(data=data)
+    t = cfg.train
+    plan = {
+        "clip": lambda: clip_stage(cfg, data, out, progress),
+        "pretrain": lambda: vlm_stage(cfg, data, out, "pretrain", task="caption", mask="causal",
+                                      steps=t.pretrain_steps, init=result.clip, progress=progress),
+        "upper": lambda: vlm_stage(cfg, data, out, "upper", task="qa", mask="causal", steps=t.instruct_steps,
+                                   init=result.pretrain, progress=progress),
+        "voco": lambda: vlm_stage(cfg, data, out, "voco", task="qa", mask="voco", steps=t.voco_steps,
+                                  init=result.upper or result.pretrain, progress=progress),
+    }
+    for name in stages:
+        start = time.perf_counter()
+        setattr(result, name, plan[name]())
+        result.seconds[name] = round(time.perf_counter() - start, 1)
+    return result
