@@ -197,3 +197,43 @@ def test_provenance_has_design_keys():
         assert prov["versions"][pkg]
     assert prov["preset"] == "nano" and prov["seed"] == 0 and prov["wall_s"] == 1.5
     assert isinstance(prov["commit"], str) and prov["commit"]
+
+
+def test_plot_cache_bytes_log_log_with_full_line():
+    ks = [1, 2, 4, 8, 16, 32, 64]
+    per_token = 2 * 2 * 2 * 32 * 4  # layers x (K, V) x kv_heads x head_dim x fp32
+    fig = plotting.plot_cache_bytes(ks, [per_token * k for k in ks], per_token * 66, image_tokens=64)
+    ax = fig.axes[0]
+    assert len(fig.axes) == 1
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert _labels(ax.get_xticklabels()) == [str(k) for k in ks]
+    voco, full = ax.get_lines()
+    assert list(voco.get_xdata()) == ks and list(voco.get_ydata()) == [per_token * k for k in ks]
+    assert set(full.get_ydata()) == {per_token * 66}  # horizontal line at the full cache size
+    notes = [t.get_text() for t in ax.texts]
+    assert notes[0] == "V/K=64" and notes[-1] == "V/K=1" and len(notes) == len(ks)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[0].startswith("VoCo cache") and legend[1].startswith("full cache")
+    # without V the annotation is the measured byte ratio full / VoCo
+    fig = plotting.plot_cache_bytes([1, 4], [10, 40], 640)
+    assert [t.get_text() for t in fig.axes[0].texts] == ["64x", "16x"]
+    fig, ax = plt.subplots()
+    assert plotting.plot_cache_bytes([1], [10], 100, ax=ax) is fig
+    with pytest.raises(ValueError):
+        plotting.plot_cache_bytes([1, 2], [10], 100)
+    with pytest.raises(ValueError):
+        plotting.plot_cache_bytes([0, 2], [10, 20], 100)
+
+
+def test_plot_training_curves_reads_lightning_csv(tmp_path):
+    upper = tmp_path / "upper.csv"
+    upper.write_text("epoch,step,train/loss\n" + "".join(f"0,{i},{3.0 - 0.1 * i}\n" for i in range(8)))
+    fig = plotting.plot_training_curves({"upper": upper}, smooth=3)
+    assert len(fig.axes) == 1  # nothing validated: no empty accuracy panel
+    (line,) = fig.axes[0].get_lines()
+    assert list(line.get_xdata()) == list(range(2, 8))  # a 3-step moving average
+    voco = tmp_path / "voco.csv"
+    voco.write_text("epoch,step,train/loss,val/exact_match\n0,0,2.0,\n0,1,1.5,\n0,1,,0.25\n")
+    fig = plotting.plot_training_curves({"upper": upper, "voco": voco})
+    assert len(fig.axes) == 2 and fig.axes[1].get_lines()[0].get_ydata()[0] == 0.25
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["upper", "voco"]

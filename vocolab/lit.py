@@ -84,7 +84,9 @@ class _Optimised(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.cfg.train.weight_decay,
                                 betas=(0.9, 0.98))
-        sched = warmup_cosine(opt, self.steps, self.cfg.train.warmup_frac)
+        trainer = self._trainer  # the schedule follows the trainer's max_steps when it sets one
+        steps = trainer.max_steps if trainer is not None and trainer.max_steps > 0 else self.steps
+        sched = warmup_cosine(opt, steps, self.cfg.train.warmup_frac)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

@@ -431,6 +431,8 @@ def plot_training_curves(logs: Mapping[str, str | os.PathLike], smooth: int = 5)
     acc_ax.set(xlabel="optimiser step", ylabel="held-out exact match", ylim=(0, 1), title="held-out accuracy")
     if acc_ax.lines:
         acc_ax.legend(fontsize=8)
+    else:  # no stage validated during training (run_recipe never does): no empty panel
+        fig.delaxes(acc_ax)
     return _finish(fig)
 
 
@@ -457,6 +459,47 @@ def plot_inference_costs(cost: Mapping) -> Figure:
     return _finish(fig)
 
 
+def plot_cache_bytes(ks: Sequence[int], voco_bytes: Sequence[float], full_bytes: float, *,
+                     image_tokens: int | None = None, title: str | None = None, ax=None) -> Figure:
+    """Bytes of a VoCo cache against K (log-log), with the full cache as a horizontal line.
+
+    `voco_bytes[i]` is the size of the cache compressed into `ks[i]` VoCo tokens (e.g.
+    `compress(model, pixels, k).nbytes`); `full_bytes` that of the cache keeping every
+    prefix token (`full_cache(...)`). Log-log because the size is linear in K: the points
+    lie on a line of slope 1, and the vertical gap to the full-cache line *is* the
+    compression factor. Each point is annotated with V/K when `image_tokens` (V) is
+    given, else with the measured ratio full / VoCo bytes.
+    """
+    ks, sizes = [int(k) for k in ks], [float(b) for b in voco_bytes]
+    if not ks or len(ks) != len(sizes):
+        raise ValueError(f"plot_cache_bytes: {len(ks)} values of K for {len(sizes)} cache sizes")
+    if min(ks) < 1 or min(sizes) <= 0 or full_bytes <= 0:
+        raise ValueError("plot_cache_bytes: K >= 1 and positive byte counts are required (log axes)")
+    owned = ax is None
+    if owned:
+        fig, axes = _new_figure((5.6, 3.8))
+        ax = axes[0, 0]
+    fig = ax.figure
+    blue, orange = sns.color_palette("colorblind", 2)
+    ax.plot(ks, sizes, marker="o", color=blue, label="VoCo cache (K tokens)")
+    ax.axhline(full_bytes, color=orange, ls="--", lw=1.5, label=f"full cache ({_human(full_bytes)}B)")
+    for k, b in zip(ks, sizes):
+        note = f"V/K={image_tokens / k:.3g}" if image_tokens else f"{full_bytes / b:.3g}x"
+        ax.annotate(note, (k, b), textcoords="offset points", xytext=(0, -13), ha="center", fontsize=7)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(ks, labels=[str(k) for k in ks])
+    ax.minorticks_off()
+    low, high = min(sizes + [full_bytes]), max(sizes + [full_bytes])
+    ax.set_ylim(low / 3, high * 3)
+    ax.set_xlabel("K (VoCo tokens kept per image)")
+    ax.set_ylabel("cache size (bytes, log scale)")
+    ax.set_title(title or "cache size grows linearly with K", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right", frameon=False)
+    sns.despine(ax=ax)
+    return _finish(fig) if owned else fig
+
+
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
     """Write `fig` (PNG unless `path` names another format), creating folders, then close it.
 
@@ -472,7 +515,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
 
 
 __all__ = [
-    "ATTEND_COLOR", "BLOCKED_COLOR", "describe_layout", "layout_segments", "plot_clip",
-    "plot_family_accuracy", "plot_images", "plot_mask", "plot_mask_modes", "plot_parameter_counts",
-    "save_figure",
+    "ATTEND_COLOR", "BLOCKED_COLOR", "describe_layout", "layout_segments", "plot_cache_bytes", "plot_clip",
+    "plot_family_accuracy", "plot_images", "plot_inference_costs", "plot_mask", "plot_mask_modes",
+    "plot_parameter_counts", "plot_training_curves", "save_figure",
 ]

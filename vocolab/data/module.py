@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..batching import Batch, make_batch
 from ..config import Config, resolve_config
@@ -65,6 +65,38 @@ def vision_fingerprint(module: torch.nn.Module) -> str:
         return ",".join(f"{p.double().sum().item():.10e}" for p in module.parameters())
 
 
+class ResumableSampler(Sampler[int]):
+    """A fresh seeded permutation every epoch that can start part-way through one.
+
+    Lightning restarts an interrupted epoch from its first batch; this sampler lets
+    a resumed run skip exactly the batches it had already trained on, so resuming
+    from a mid-epoch checkpoint ends with the same weights as never stopping.
+    Lightning tells it the epoch through `set_epoch`.
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+        self.resume: tuple[int, int] | None = None  # (epoch, samples already trained on)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        if self.resume is not None and self.resume[0] == self.epoch:
+            order, self.resume = order[self.resume[1] :], None
+        yield from order
+
+    def resume_at(self, step: int, batch_size: int) -> None:
+        per_epoch = self.size // batch_size  # drop_last: only whole batches are trained on
+        epoch, batches = divmod(step, per_epoch)
+        self.resume = (epoch, batches * batch_size) if batches else None
+
+
 class ExampleDataset(Dataset):
     def __init__(self, split: Split, task: str, turns: bool = False):
         self.split, self.index = split, split.examples(task, turns)
@@ -99,6 +131,8 @@ class VoCoDataModule(L.LightningDataModule):
         self.tokenizer = build_tokenizer(cfg.data)
         self.ids = special_ids(self.tokenizer)
         self.splits: dict[str, Split] = {}
+        self._sampler: ResumableSampler | None = None
+        self._resume_step = 0
 
     def setup(self, stage: str | None = None) -> None:
         for name in ("train", "heldout"):
@@ -160,17 +194,31 @@ class VoCoDataModule(L.LightningDataModule):
             batch.features, batch.pixels = split.features[items], None
         return batch
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+    def _loader(self, name: str, train: bool) -> DataLoader:
         self.setup()
         split = self.splits[name]
-        generator = torch.Generator().manual_seed(self.seed)
-        turns = self.turns and shuffle  # evaluation always asks one question at a time
-        return DataLoader(ExampleDataset(split, self.task, turns), batch_size=self.batch_size, shuffle=shuffle,
-                          generator=generator, collate_fn=lambda pairs: self.collate(split, pairs),
-                          drop_last=shuffle)
+        dataset = ExampleDataset(split, self.task, self.turns and train)  # evaluation: one question at a time
+        sampler = None
+        if train and len(dataset) < self.batch_size:
+            raise ValueError(f"data: {len(dataset)} training examples cannot fill one batch of "
+                             f"{self.batch_size}; lower batch_size or use more training scenes")
+        if train:
+            sampler = self._sampler = ResumableSampler(len(dataset), self.seed)
+            sampler.resume_at(self._resume_step, self.batch_size)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=train,
+                          collate_fn=lambda pairs: self.collate(split, pairs))
+
+    # -- resuming: the checkpoint records how far training got ---------------------------
+    def state_dict(self) -> dict:
+        return {"global_step": self.trainer.global_step if self.trainer is not None else 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_step = int(state.get("global_step", 0))
+        if self._sampler is not None:
+            self._sampler.resume_at(self._resume_step, self.batch_size)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("heldout", shuffle=False)
+        return self._loader("heldout", train=False)

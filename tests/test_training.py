@@ -1,0 +1,73 @@
+"""Training stages on a tiny config: resume equivalence, the recipe chain, the fit command."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from vocolab import cli
+from vocolab.config import preset
+from vocolab.data.module import VoCoDataModule
+from vocolab.lit import VLMModule, load_model
+from vocolab.train import make_trainer
+
+TINY = {"data.image_size": 32, "llm.hidden_size": 32, "llm.layers": 1, "llm.heads": 2, "llm.kv_heads": 2,
+        "llm.intermediate_size": 64, "vision.hidden_size": 32, "vision.heads": 2,
+        "vision.intermediate_size": 64, "train.batch_size": 8, "train.warmup_frac": 0.2}
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VOCOLAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def _fit(tmp, steps, ckpt=None):
+    cfg = preset("nano", **TINY)
+    data = VoCoDataModule(cfg, train_n=48, heldout_n=8, turns=True, progress=False)  # 6 batches per epoch
+    module = VLMModule(cfg, mask="voco", steps=9)
+    torch.manual_seed(0)
+    trainer = make_trainer(cfg, tmp, "run", steps, progress=False, limit_val_batches=0)  # saves every 2 steps
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    return module.model.state_dict()
+
+
+def test_resume_from_mid_epoch_checkpoint_matches_uninterrupted_run(cache):
+    straight = _fit(cache / "a", 9)
+    ckpt = cache / "a" / "run" / "checkpoints" / "step4.ckpt"  # saved during the run, mid first epoch
+    assert ckpt.is_file()
+    resumed = _fit(cache / "c", 9, ckpt=str(ckpt))
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+    interrupted = _fit(cache / "d", 4)
+    assert any(not torch.equal(straight[n], interrupted[n]) for n in straight)  # the test can fail
+
+
+def test_fit_command_chains_the_yaml_stages(cache, monkeypatch):
+    monkeypatch.chdir(cache)
+    configs = Path(__file__).resolve().parents[1] / "configs" / "nano"
+    small = ["--trainer.max_steps", "2", "--data.train_n", "16", "--data.heldout_n", "4", "--data.batch_size", "8",
+             "--data.progress", "false", "--trainer.enable_progress_bar", "false"]
+    overrides = '{"data.image_size": 32, "llm.layers": 1, "vision.layers": 2}'
+    for stage in ("clip", "pretrain", "upper", "voco"):
+        model_args = ["--model.init_args.overrides", overrides, "--data.overrides", overrides]
+        assert cli.main(["fit", "--config", str(configs / f"{stage}.yaml"), *small, *model_args]) == 0, stage
+        assert (cache / "runs" / "nano" / stage / "checkpoints" / "last.ckpt").is_file()
+    model = load_model(str(cache / "runs/nano/voco/checkpoints/last.ckpt"))
+    assert model.cfg.llm.layers == 1 and model.cfg.data.image_size == 32
+    with pytest.raises(ValueError, match="CLIP stage"):
+        load_model(str(cache / "runs/nano/clip/checkpoints/last.ckpt"))
+
+
+def test_fit_command_rejects_bad_input(cache, capsys):
+    configs = Path(__file__).resolve().parents[1] / "configs" / "nano"
+    bad = shutil.copy(configs / "voco.yaml", cache / "bad.yaml")
+    Path(bad).write_text(Path(bad).read_text().replace("mask: voco", "mask: sideways"))
+    for argv in (["fit", "--config", str(cache / "missing.yaml")],
+                 ["fit", "--config", str(bad)],
+                 ["fit", "--config", str(configs / "voco.yaml"), "--trainer.bogus", "1"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("vocolab: error:"), err
