@@ -237,3 +237,30 @@ def test_plot_training_curves_reads_lightning_csv(tmp_path):
     fig = plotting.plot_training_curves({"upper": upper, "voco": voco})
     assert len(fig.axes) == 2 and fig.axes[1].get_lines()[0].get_ydata()[0] == 0.25
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["upper", "voco"]
+
+
+def test_plot_inference_costs_three_panels():
+    def row(flops, ms, nbytes, tokens):
+        return {"flops": flops, "latency_ms": {"median": ms}, "cache_bytes": nbytes, "cached_tokens": tokens}
+
+    cost = {"settings": {"no_caching": row(165e6, 10.5, 0, 0), "full_caching": row(20.7e6, 7.0, 270_336, 66),
+                         "voco_caching": row(19.2e6, 6.7, 4096, 1)},
+            "image_tokens": 64, "voco_tokens": 1, "question_tokens": 11, "device": "cpu"}
+    fig = plotting.plot_inference_costs(cost)
+    flops, latency, size = fig.axes
+    assert len(fig.axes) == 3
+    assert [flops.get_yscale(), latency.get_yscale(), size.get_yscale()] == ["linear", "linear", "log"]
+    assert _labels(size.get_xticklabels()) == ["no caching", "full caching", "VoCo caching"]
+    assert [t.get_text() for t in size.texts] == ["none", "270k", "4.1k"]  # nothing cached is said, not hidden
+    assert [t.get_text() for t in flops.texts] == ["165M", "20.7M", "19.2M"]
+    assert "V=64" in fig._suptitle.get_text()
+
+
+def test_layout_segments_label_every_turn():
+    from vocolab.layout import SpecialIds, assemble_turns
+
+    ids = SpecialIds(bos=1, eos=2, pad=0, image=3, voco=4)
+    _, layout = assemble_turns([([10, 11], [12]), ([13, 14, 15], [16])], ids, image_tokens=4, voco_tokens=1)
+    segs = plotting.layout_segments(layout)
+    assert [s[0] for s in segs] == ["BOS", "IMG", "VOCO", "Q1", "A1", "Q2", "A2"]
+    assert segs[-1][2] == layout.length and all(a[2] == b[1] for a, b in zip(segs, segs[1:]))

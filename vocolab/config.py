@@ -77,6 +77,10 @@ class LLMConfig:
     intermediate_size: int = 384
     max_positions: int = 512
     rope_theta: float = 10_000.0
+    # std of the LLM's initial weights (LlamaConfig.initializer_range). ~1/sqrt(hidden)
+    # rather than Llama's 0.02: at width 128 the larger init shortened the plateau
+    # before the model starts reading the image (nano held-out 0.34 -> 0.44, same steps)
+    init_std: float = 0.08
     attn_implementation: str = "sdpa"
 
 
@@ -173,7 +177,7 @@ def _small() -> Config:
         vision=VisionConfig(hidden_size=192, layers=6, heads=6, intermediate_size=768,
                             text_hidden_size=192, text_layers=4, projection_dim=192),
         llm=LLMConfig(hidden_size=384, layers=6, heads=6, kv_heads=6,
-                      intermediate_size=1536, max_positions=2048),
+                      intermediate_size=1536, max_positions=2048, init_std=0.05),
         train=TrainConfig(batch_size=64, lr=5e-4, steps=6000),
     )
 
@@ -187,7 +191,7 @@ def _base() -> Config:
         vision=VisionConfig(hidden_size=384, layers=8, heads=6, intermediate_size=1536,
                             text_hidden_size=384, text_layers=6, projection_dim=384),
         llm=LLMConfig(hidden_size=768, layers=8, heads=12, kv_heads=12,
-                      intermediate_size=3072, max_positions=8192),
+                      intermediate_size=3072, max_positions=8192, init_std=0.036),
         train=TrainConfig(batch_size=64, lr=3e-4, steps=20_000),
     )
 

@@ -23,6 +23,7 @@ def staged_output(target: str | Path) -> Iterator[Path]:
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(f"output path {target} exists and is not a folder")
     stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    stage.chmod(0o755)  # mkdtemp makes it private; the finished folder is meant to be shared
     try:
         yield stage
     except BaseException:

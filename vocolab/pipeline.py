@@ -13,6 +13,7 @@ the `voco` mask. Each stage logs to CSV under `out/<stage>/` and checkpoints the
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ class Trained:
 
 
 def _fit(module, data, cfg: Config, out: Path, name: str, steps: int, progress: bool) -> None:
+    shutil.rmtree(out / name, ignore_errors=True)  # no stale checkpoints from an earlier run of this stage
     trainer = make_trainer(cfg, out, name, steps, progress=progress, limit_val_batches=0)
     trainer.fit(module, datamodule=data)
 

@@ -49,6 +49,7 @@ if _headless():
     matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
@@ -120,7 +121,8 @@ def layout_segments(layout: Layout, length: int | None = None) -> list[tuple[str
     """`(label, start, stop)` of every non-empty segment, in sequence order.
 
     Labels: BOS, IMG / VOCO (IMG1, VOCO1, ... when there are several frames),
-    Q (question), A (answer + EOS), PAD (right padding up to `length`).
+    Q (question), A (answer + EOS; Q1, A1, Q2, A2, ... for a multi-turn sample),
+    PAD (right padding up to `length`).
     """
     length = layout.length if length is None else length
     if layout.length > length:
@@ -133,10 +135,18 @@ def layout_segments(layout: Layout, length: int | None = None) -> list[tuple[str
             segs.append((f"IMG{suffix}", frame.image.start, frame.image.stop))
         if frame.voco.length:
             segs.append((f"VOCO{suffix}", frame.voco.start, frame.voco.stop))
+    # multi-turn samples: Q1 A1 Q2 A2 ... (every answer span is scored), else plain Q A
+    start, n = layout.text.start, len(layout.turns)
+    for t, span in enumerate(layout.turns, start=1):
+        if span.start > start:
+            segs.append((f"Q{t}", start, span.start))
+        segs.append((f"A{t}", span.start, span.stop))
+        start = span.stop
+    suffix = str(n + 1) if n else ""
     if layout.question.length:
-        segs.append(("Q", layout.question.start, layout.question.stop))
+        segs.append((f"Q{suffix}", layout.question.start, layout.question.stop))
     if layout.answer.length:
-        segs.append(("A", layout.answer.start, layout.answer.stop))
+        segs.append((f"A{suffix}", layout.answer.start, layout.answer.stop))
     if length > layout.length:
         segs.append(("PAD", layout.length, length))
     return segs
@@ -425,8 +435,11 @@ def plot_training_curves(logs: Mapping[str, str | os.PathLike], smooth: int = 5)
         val = [(int(r["step"]), float(r["val/exact_match"])) for r in rows if r.get("val/exact_match")]
         if val:
             acc_ax.plot(*zip(*val), marker="o", label=name)
-    loss_ax.set(xlabel="optimiser step", ylabel="training loss (answer tokens)", yscale="log",
+    loss_ax.set(xlabel="optimiser step", ylabel="training loss (contrastive / next token)", yscale="log",
                 title="loss per stage")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}")  # 2.5, not 2.5x10^0
+    loss_ax.yaxis.set_major_formatter(plain)
+    loss_ax.yaxis.set_minor_formatter(plain)
     loss_ax.legend(fontsize=8)
     acc_ax.set(xlabel="optimiser step", ylabel="held-out exact match", ylim=(0, 1), title="held-out accuracy")
     if acc_ax.lines:
@@ -447,13 +460,25 @@ def plot_inference_costs(cost: Mapping) -> Figure:
     for ax, (label, get) in zip(axes[0], panels):
         values = [get(settings[k]) for k in names]
         bars = ax.bar(list(names.values()), values, color=colors)
+        # bytes span orders of magnitude (V/K): log scale there; FLOPs and time stay linear,
+        # because a bar on a log axis starts at an arbitrary floor and misstates ratios
+        log = label.startswith("cache")
+        if log:
+            ax.set_yscale("log")
         for bar, value in zip(bars, values):
-            ax.annotate(_human(value) if value >= 1000 else f"{value:.3g}", (bar.get_x() + bar.get_width() / 2,
-                        value), ha="center", va="bottom", fontsize=8)
+            x = bar.get_x() + bar.get_width() / 2
+            if log and value <= 0:  # nothing cached: no bar on a log axis, say so
+                ax.annotate("none", (x, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=8)
+                continue
+            ax.annotate(_human(value) if value >= 1000 else f"{value:.3g}", (x, value), ha="center", va="bottom",
+                        fontsize=8)
         ax.set_title(label, fontsize=10)
         ax.tick_params(axis="x", labelsize=8)
-        if label.startswith("cache") or label.startswith("FLOPs"):
-            ax.set_yscale("log")
+        if max(values) > 0:  # room for the labels
+            ax.set_ylim(top=(3 if log else 1.12) * max(values))
+        if label.startswith("FLOPs"):
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: _human(v)))
     fig.suptitle(f"one image, one question: V={cost['image_tokens']} image tokens, K={cost['voco_tokens']} "
                  f"VoCo, {cost['question_tokens']} question tokens ({cost['device']})", fontsize=10)
     return _finish(fig)

@@ -75,13 +75,15 @@ def run_quickstart(preset_name: str = "nano", seed: int = 0, out: str | Path = "
     from .report import results, table1_markdown, table7_markdown
     from .runtime import device, provenance
 
-    runs = Path(runs) if runs else cache_root() / "runs" / f"quickstart-{cfg.preset}-seed{seed}"
+    quick = "-quick" if quick_mode() else ""  # a few-step model must never pass for a real one
+    runs = Path(runs) if runs else cache_root() / "runs" / f"quickstart-{cfg.preset}-seed{seed}{quick}"
     k = cfg.voco.tokens
     print(f"vocolab quickstart | preset {cfg.preset} | seed {seed} | K={k} | "
           f"quick mode {'ON' if quick_mode() else 'off'} | device {device()}")
     with staged_output(out) as stage:
         trained = run_recipe(cfg, runs, progress=not quick_mode())
-        data, upper, voco = trained.data, trained.upper.model, trained.voco.model
+        data = trained.data
+        upper, voco = trained.upper.model.to(device()), trained.voco.model.to(device())  # fit returns them on CPU
         train, heldout = data.splits["train"], data.splits["heldout"]
         t = time.perf_counter()
         table, qs = standard_runs(upper, {f"voco-k{k}": voco}, data.tokenizer, train, heldout, FAMILIES,

@@ -181,7 +181,7 @@ def setup(preset: str | None = None, seed: int = 0, *, verbose: bool = True) -> 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     seed_all(seed)
     name = choose_preset(preset)
-    cfg = make_preset(name)
+    cfg = make_preset(name, seed=seed)
     info = RunInfo(preset=name, quick=quick_mode(), device=device(), seed=seed, config=cfg)
     if verbose:
         print(info.summary())

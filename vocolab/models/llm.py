@@ -32,6 +32,7 @@ def llama_config(cfg: Config, vocab_size: int, special: SpecialIds) -> LlamaConf
         eos_token_id=special.eos,
         pad_token_id=special.pad,
         tie_word_embeddings=True,
+        initializer_range=m.init_std,
         attn_implementation=m.attn_implementation,
     )
 
