@@ -9,23 +9,10 @@ import pytest
 import torch
 from transformers import CLIPVisionModel, LlamaForCausalLM
 
-from vocolab.config import preset
-from vocolab.layout import SpecialIds, assemble, pad_batch
+from vocolab.layout import assemble, pad_batch
 from vocolab.models import (Projector, VoCoVLM, build_clip, clip_config, labels_from_layouts,
                             llama_config, patch_features, pixels_to_tensor, vision_config)
-
-SPECIAL = SpecialIds(bos=1, eos=3, pad=0, image=4, voco=5)
-VOCAB = 40
-V = 16  # 16 px images, 4 px patches
-
-
-def tiny_cfg(**overrides):
-    base = {"data.image_size": 16, "data.patch_size": 4, "data.grid": 2, "data.max_objects": 4,
-            "llm.hidden_size": 32, "llm.layers": 2, "llm.heads": 2, "llm.kv_heads": 2,
-            "llm.intermediate_size": 64, "llm.max_positions": 128,
-            "vision.hidden_size": 32, "vision.heads": 2, "vision.intermediate_size": 64,
-            "vision.text_hidden_size": 32, "vision.projection_dim": 16}
-    return preset("nano", **{**base, **overrides})
+from tiny import SPECIAL, V, VOCAB, tiny_cfg
 
 
 def tiny_vlm(seed=0, **overrides):
