@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from safetensors.torch import load_model, save_model
 from .config import Config
 from .layout import SpecialIds
 from .models.vlm import VoCoVLM
+from .outputs import staged_output
 
 WEIGHTS, CONFIG, META = "model.safetensors", "config.json", "meta.json"
 FORMAT_VERSION = 1
@@ -74,25 +73,11 @@ def save_checkpoint(model: VoCoVLM, cfg: Config, directory: str | os.PathLike,
     }
     json.dumps(meta)  # fail on unserialisable metadata before touching the disk
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    old = None
-    try:
+    with staged_output(directory) as tmp:
         save_model(model, str(tmp / WEIGHTS))
         meta["weights_sha256"] = _sha256(tmp / WEIGHTS)
         cfg.to_json(tmp / CONFIG)
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
-            os.rename(directory, old)
-        os.rename(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and old.exists() and not directory.exists():
-            os.rename(old, directory)  # put the previous checkpoint back
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return directory
 
 

@@ -30,11 +30,16 @@ def staged_output(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    stage.rename(target)
+    try:
+        if target.exists():
+            old = target.with_name(f"{stage.name}.old")
+            target.rename(old)
+        stage.rename(target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if old is not None and old.exists() and not target.exists():
+            old.rename(target)  # put the previous folder back
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -1,21 +1,29 @@
 """Procedural data: scenes, moving-object clips, their questions, the tokenizer,
-cached datasets, and the baselines that bound the benchmark's shortcuts."""
+cached datasets, and the baselines that bound the benchmark's shortcuts.
 
-from vocolab.data.baselines import (BlindAnswerer, SingleFrameAnswerer, accuracy, as_qas,
-                                    best_single_frame)
-from vocolab.data.clips import (TEMPORAL_FAMILIES, Clip, Track, clip_caption, clip_questions,
-                                render_clip, sample_clip)
-from vocolab.data.scenes import (FAMILIES, QA, Obj, Scene, caption, render_scene, sample_scene,
-                                 scene_questions)
-from vocolab.data.storage import (GENERATOR_VERSION, cache_dir, iter_rows, load_clips, load_scenes,
-                                  numpy_view)
-from vocolab.data.tokenizer import SPECIAL_TOKENS, build_tokenizer, encode_qa, special_ids
-from vocolab.data.vocab import words
+Names are imported on first use (PEP 562), so that light modules such as
+`vocolab.data.vocab` (which config validation needs) do not pull in torch,
+transformers and datasets.
+"""
 
-__all__ = [
-    "FAMILIES", "GENERATOR_VERSION", "QA", "SPECIAL_TOKENS", "TEMPORAL_FAMILIES", "BlindAnswerer",
-    "Clip", "Obj", "Scene", "SingleFrameAnswerer", "Track", "accuracy", "as_qas", "best_single_frame",
-    "build_tokenizer", "cache_dir", "caption", "clip_caption", "clip_questions", "encode_qa",
-    "iter_rows", "load_clips", "load_scenes", "numpy_view", "render_clip", "render_scene",
-    "sample_clip", "sample_scene", "scene_questions", "special_ids", "words",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "baselines": ("BlindAnswerer", "SingleFrameAnswerer", "accuracy", "as_qas", "best_single_frame"),
+    "clips": ("TEMPORAL_FAMILIES", "Clip", "Track", "clip_caption", "clip_questions", "render_clip",
+              "sample_clip"),
+    "scenes": ("FAMILIES", "QA", "Obj", "Scene", "caption", "render_scene", "sample_scene", "scene_questions"),
+    "storage": ("GENERATOR_VERSION", "cache_dir", "iter_rows", "load_clips", "load_scenes", "numpy_view"),
+    "tokenizer": ("SPECIAL_TOKENS", "build_tokenizer", "encode_qa", "special_ids"),
+    "vocab": ("words",),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'vocolab.data' has no attribute {name!r}")
+    value = getattr(import_module(f"vocolab.data.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
