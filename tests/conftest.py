@@ -15,3 +15,13 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402  (after the environment is set: imports below may read it)
+
+from vocolab.config import DataConfig  # noqa: E402
+
+
+@pytest.fixture
+def nano() -> DataConfig:
+    """The nano preset's data configuration."""
+    return DataConfig()

@@ -4,7 +4,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest_data import RENDER_CONFIGS, nano, rngs  # noqa: F401  (nano is a fixture)
+from data_helpers import RENDER_CONFIGS, rngs
 
 from vocolab.data.baselines import BlindAnswerer, SingleFrameAnswerer, accuracy, best_single_frame
 from vocolab.data.clips import (MOVES, TEMPORAL_FAMILIES, Clip, clip_caption, clip_questions,

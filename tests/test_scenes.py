@@ -5,7 +5,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest_data import RENDER_CONFIGS, nano, rngs  # noqa: F401  (nano is a fixture)
+from data_helpers import RENDER_CONFIGS, rngs
 
 from vocolab.config import DataConfig
 from vocolab.data.baselines import BlindAnswerer, accuracy, as_qas

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest_data import nano  # noqa: F401  (fixture)
 
 from vocolab.data.clips import Clip, render_clip
 from vocolab.data.scenes import NOISE, Scene, render_scene

@@ -3,7 +3,6 @@
 from dataclasses import replace
 
 import pytest
-from conftest_data import nano  # noqa: F401  (fixture)
 from transformers import AutoTokenizer
 
 from vocolab.data.storage import iter_rows

@@ -1,12 +1,8 @@
-"""Shared fixtures for the data tests; import them explicitly:
-
-    from conftest_data import nano, RENDER_CONFIGS
-"""
+"""Helpers the data tests share (the `nano` fixture itself lives in conftest.py)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from vocolab.config import DataConfig
 
@@ -16,11 +12,6 @@ RENDER_CONFIGS = [
     DataConfig(image_size=128, grid=6, max_objects=8, frames=6),
     DataConfig(image_size=336, patch_size=14, grid=8, max_objects=8, frames=8),
 ]
-
-
-@pytest.fixture
-def nano() -> DataConfig:
-    return DataConfig()
 
 
 def rngs(n: int, seed: int = 0):
