@@ -194,26 +194,25 @@ def pick_balanced(rng: np.random.Generator, by_answer: dict[str, list]):
     return answer, pick(rng, by_answer[answer])
 
 
-def _color_q(scene, rng, cfg, asked):
-    shapes = Counter(o.shape for o in scene.objects)
+def _attribute_q(scene, rng, asked, named_by: str, asked_for: str, template: str) -> QA | None:
+    """Ask for `asked_for` of the object identified by its `named_by` attribute (which must
+    be unique in the scene), balancing the answers."""
+    counts = Counter(getattr(o, named_by) for o in scene.objects)
     by_answer: dict[str, list] = {}
     for o in scene.objects:
-        q = f"what color is the {o.shape} ?"
-        if shapes[o.shape] == 1 and q not in asked:
-            by_answer.setdefault(o.color, []).append(q)
+        q = template.format(**{named_by: getattr(o, named_by)})
+        if counts[getattr(o, named_by)] == 1 and q not in asked:
+            by_answer.setdefault(getattr(o, asked_for), []).append(q)
     got = pick_balanced(rng, by_answer)
-    return got and QA(got[1], got[0], "color", "what color is the {shape} ?")
+    return got and QA(got[1], got[0], asked_for, template)
+
+
+def _color_q(scene, rng, cfg, asked):
+    return _attribute_q(scene, rng, asked, "shape", "color", "what color is the {shape} ?")
 
 
 def _shape_q(scene, rng, cfg, asked):
-    colors = Counter(o.color for o in scene.objects)
-    by_answer: dict[str, list] = {}
-    for o in scene.objects:
-        q = f"what shape is the {o.color} object ?"
-        if colors[o.color] == 1 and q not in asked:
-            by_answer.setdefault(o.shape, []).append(q)
-    got = pick_balanced(rng, by_answer)
-    return got and QA(got[1], got[0], "shape", "what shape is the {color} object ?")
+    return _attribute_q(scene, rng, asked, "color", "shape", "what shape is the {color} object ?")
 
 
 def _count_q(scene, rng, cfg, asked):
