@@ -61,14 +61,14 @@ def predict(model, tokenizer, images: np.ndarray, qs: Questions, mask: str, k: i
         rows = np.nonzero(np.isin(qs.item, chunk))[0]
         q_ids = [tokenizer(qs.questions[r], add_special_tokens=False)["input_ids"] for r in rows]
         pixels = torch.from_numpy(images[chunk]).to(device)
+        local = {item: i for i, item in enumerate(chunk.tolist())}
+        of_row = [local[int(qs.item[r])] for r in rows]  # each question's image within the chunk
         if mask == "voco" and k > 0:
-            cache = compress(model, pixels, k)
-            local = {item: i for i, item in enumerate(chunk.tolist())}
-            cache = cache.select([local[int(qs.item[r])] for r in rows])
+            cache = compress(model, pixels, k).select(of_row)  # one compression per image
             out = answer(model, cache, q_ids, MAX_NEW_TOKENS)
         else:
-            row_pixels = torch.from_numpy(images[qs.item[rows]]).to(device)
-            out = greedy_generate(model, model.special, q_ids, row_pixels, mode=mask,
+            features = model.encode_images(pixels)[of_row]  # one vision pass per image
+            out = greedy_generate(model, model.special, q_ids, features=features, mode=mask,
                                   max_new_tokens=MAX_NEW_TOKENS, voco_tokens=k)
         for r, tokens in zip(rows, out):
             preds[r] = tokenizer.decode(tokens, skip_special_tokens=True)
