@@ -18,10 +18,11 @@ export HF_HUB_OFFLINE          := 1
 export HF_DATASETS_OFFLINE     := 1
 export TOKENIZERS_PARALLELISM  := false
 
-.PHONY: help env quickstart test lab clean
+.PHONY: help env quickstart sweep test lab clean
 
 help:
 	@echo "make quickstart   create .venv (first time) and run the main job (preset $(PRESET))"
+	@echo "make sweep        every compression method x token count -> figures/sweep (resumable)"
 	@echo "make test         create .venv (first time), run unit tests and every notebook (quick mode)"
 	@echo "make lab          open JupyterLab on notebooks/"
 	@echo "make clean        remove .venv and .cache"
@@ -38,6 +39,9 @@ $(STAMP): requirements.lock pyproject.toml
 
 quickstart: $(STAMP)
 	$(VENV)/bin/vocolab quickstart --preset $(PRESET) --seed $(SEED) --out figures/quickstart
+
+sweep: $(STAMP)
+	$(VENV)/bin/vocolab sweep --preset $(PRESET) --seed $(SEED) --out figures/sweep
 
 test: $(STAMP)
 	VOCOLAB_QUICK=1 $(PY) -m pytest -q tests --nbmake notebooks

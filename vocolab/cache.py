@@ -251,7 +251,7 @@ def _prefix_cache(model, pixels, features, k: int, frame: int, mode: str, all_to
     """Run `[BOS][IMG_t x V][VOCO_t x K]` at frame `frame`'s positions in the full sequence
     under `mode` restricted to those tokens; return (keys, values, positions, next_position).
     With `all_tokens` keep every token's K/V (the "full caching" baseline), else only VoCo."""
-    v = model.cfg.data.image_tokens
+    v = model.cfg.image_slots
     special = model.special
     batch = (pixels if pixels is not None else features).shape[0]
     layout = build_layout(0, 0, frames=frame + 1, image_tokens=v, voco_tokens=k)

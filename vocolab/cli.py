@@ -49,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--voco", nargs="*", default=[], help="checkpoints of VoCo models to evaluate")
     ev.add_argument("--out", required=True, help="results folder (results.json is written there)")
     ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out questions")
+
+    sweep = sub.add_parser("sweep", help="every compression method at every token count (resumable)")
+    sweep.add_argument("--preset", default="nano", help="nano | small | base")
+    sweep.add_argument("--seed", type=int, default=0)
+    sweep.add_argument("--out", default="figures/sweep", help="output folder (finished cells are kept there)")
+    sweep.add_argument("--methods", nargs="*", default=None, help="subset of methods (default: all)")
+    sweep.add_argument("--ks", nargs="*", type=int, default=None, help="token counts K (default: 1 2 4 8 16 32)")
+    sweep.add_argument("--steps", type=int, default=None, help="fine-tuning steps per trained cell")
+    sweep.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out questions")
+    sweep.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     return parser
 
 
@@ -72,6 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .evaluate import run_eval
 
             run_eval(args.upper, args.voco, args.out, limit=args.limit, command=command)
+        elif args.command == "sweep":
+            from .sweep import KS, METHODS, run_sweep
+
+            run_sweep(args.preset, args.out, seed=args.seed, methods=tuple(args.methods or METHODS),
+                      ks=tuple(args.ks or KS), steps=args.steps, limit=args.limit,
+                      overrides=_parse_overrides(args.set), command=command)
     except USER_ERRORS as err:
         print(f"vocolab: error: {err}", file=sys.stderr)
         return 2

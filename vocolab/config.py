@@ -93,6 +93,16 @@ class VoCoConfig:
 
 
 @dataclass
+class CompressConfig:
+    """A compressor from the zoo (`vocolab.zoo`) that maps each image's V patch features to
+    K tokens *before* the LLM. "none": every patch token enters the LLM (VoCo, which
+    compresses inside the LLM, is configured under `voco`)."""
+
+    method: str = "none"
+    tokens: int = 1  # K tokens per image (frame) that take the image's place in the sequence
+
+
+@dataclass
 class TrainConfig:
     """Optimisation settings; the recipe of every stage lives here so that it is
     recorded with each checkpoint and results file."""
@@ -120,10 +130,16 @@ class Config:
     vision: VisionConfig = field(default_factory=VisionConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     voco: VoCoConfig = field(default_factory=VoCoConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
         validate(self)
+
+    @property
+    def image_slots(self) -> int:
+        """Tokens each image (frame) occupies in the LLM's sequence: V, or K with a compressor."""
+        return self.data.image_tokens if self.compress.method == "none" else self.compress.tokens
 
     # -- overrides and serialisation -------------------------------------------------
     def override(self, **overrides: Any) -> "Config":
@@ -246,6 +262,8 @@ def validate(cfg: Config) -> None:
             f"need 0 <= tokens <= image tokens")
     if cfg.voco.mask not in MASK_MODES:
         raise ValueError(f"voco.mask: {cfg.voco.mask!r} is not one of {MASK_MODES}")
+    if cfg.compress.method != "none":
+        _check_compressor(cfg)
     if llm.attn_implementation not in ATTN_BACKENDS:
         raise ValueError(
             f"llm.attn_implementation: {llm.attn_implementation!r} is not one of {ATTN_BACKENDS} "
@@ -261,6 +279,21 @@ def validate(cfg: Config) -> None:
     for name in ("steps", "clip_steps", "pretrain_steps", "instruct_steps", "voco_steps"):
         if getattr(t, name) < 0:
             raise ValueError(f"train.{name}: must be >= 0, got {getattr(t, name)}")
+
+
+def _check_compressor(cfg: Config) -> None:
+    from .zoo import method_info  # imported only when a compressor is configured
+
+    try:
+        info = method_info(cfg.compress.method)
+    except ValueError as err:
+        raise ValueError(f"compress.method: {err}") from err
+    if info.where != "pre" or info.adaptive:
+        raise ValueError(f"compress.method: {info.name!r} is not a fixed-K compressor before the LLM "
+                         f"(in-LLM and adaptive methods are evaluated by `vocolab.zoo`, not configured here)")
+    if not 1 <= cfg.compress.tokens <= cfg.data.image_tokens:
+        raise ValueError(f"compress.tokens: {cfg.compress.tokens} tokens for {cfg.data.image_tokens} "
+                         f"patch tokens; need 1 <= tokens <= image tokens")
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -312,6 +345,6 @@ def quick_mode() -> bool:
 
 
 __all__ = [
-    "ATTN_BACKENDS", "MASK_MODES", "Config", "DataConfig", "LLMConfig", "PRESETS",
+    "ATTN_BACKENDS", "MASK_MODES", "CompressConfig", "Config", "DataConfig", "LLMConfig", "PRESETS",
     "TrainConfig", "VisionConfig", "VoCoConfig", "preset", "quick_mode", "resolve_config", "validate",
 ]

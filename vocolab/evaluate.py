@@ -85,7 +85,7 @@ def model_run(model, tokenizer, split: Split, qs: Questions, families, *, name: 
               mask: str, k: int, progress: bool = True) -> dict:
     """One results-file run: the model's held-out accuracy under `mask` with K VoCo tokens."""
     preds = predict(model, tokenizer, split.images, qs, mask, k, progress=progress, desc=name)
-    tokens = k if mask == "voco" and k > 0 else model.cfg.data.image_tokens
+    tokens = k if mask == "voco" and k > 0 else model.cfg.image_slots
     return {"name": name, "method": method, "tokens": tokens, "mask": mask} | score(preds, qs, families)
 
 

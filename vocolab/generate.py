@@ -68,7 +68,7 @@ def greedy_generate(
     if pixels is not None and features is not None:
         raise ValueError("greedy_generate: give pixels or features, not both")
     cfg = getattr(model, "cfg", None)
-    v = cfg.data.image_tokens if image_tokens is None else image_tokens
+    v = cfg.image_slots if image_tokens is None else image_tokens
     k = cfg.voco.tokens if voco_tokens is None else voco_tokens
     eos = ids.eos if eos_id is None else eos_id
     batch = len(questions)

@@ -34,7 +34,7 @@ def load_init(model: VoCoVLM, cfg: Config, path: str) -> None:
 
         loaded, loaded_cfg, _ = load_checkpoint(source)
         _same_model(cfg, loaded_cfg, path)
-        model.load_state_dict(loaded.state_dict())
+        model.load_backbone(loaded.state_dict())
         return
     if not source.is_file():
         raise FileNotFoundError(f"init_from: no checkpoint at {path}")
@@ -50,7 +50,7 @@ def load_init(model: VoCoVLM, cfg: Config, path: str) -> None:
                   if k.startswith("clip.vision_model.")}
         model.vision.load_state_dict(vision)
     else:
-        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+        model.load_backbone({k.removeprefix("model."): v for k, v in state.items()})
 
 
 def _same_model(cfg: Config, other: Config, path: str) -> None:

@@ -61,8 +61,8 @@ def vlm_stage(cfg: Config, data: VoCoDataModule, out: Path, name: str, *, task: 
     if isinstance(init, ClipModule):
         module.model.load_vision_from_clip(init.clip)
     elif init is not None:
-        module.model.load_state_dict(init.model.state_dict())
-    data.set_task(task, voco_tokens=k)
+        module.model.load_backbone(init.model.state_dict())
+    data.set_task(task, voco_tokens=k, image_slots=cfg.image_slots)
     data.batch_size = cfg.train.batch_size
     if steps:
         _fit(module, data, cfg, out, name, steps, progress)

@@ -125,6 +125,7 @@ class VoCoDataModule(L.LightningDataModule):
         self.batch_size = batch_size or cfg.train.batch_size
         self.sizes = {"train": train_n, "heldout": heldout_n}
         self.voco_tokens = cfg.voco.tokens if voco_tokens is None else voco_tokens
+        self.image_slots = cfg.image_slots  # V, or K for a model with a zoo compressor
         self.seed = cfg.seed if seed is None else seed
         self.turns = turns  # training batches hold all questions of an image per sequence
         self.progress = progress
@@ -143,7 +144,9 @@ class VoCoDataModule(L.LightningDataModule):
         """Precompute frozen features for every image with `encode` (a `VoCoVLM.encode_images`);
         recomputed only when the vision tower's weights differ from the last call's."""
         self.setup()
-        key = vision_fingerprint(encode.__self__.vision) if hasattr(encode, "__self__") else repr(encode)
+        owner = getattr(encode, "__self__", None)
+        key = (f"{vision_fingerprint(owner.vision)}|layers={owner.vision_layers}" if owner is not None
+               else repr(encode))
         for split in self.splits.values():
             if split.features is not None and split.features_of == key:
                 continue
@@ -154,13 +157,17 @@ class VoCoDataModule(L.LightningDataModule):
                     chunks.append(encode(chunk).float().cpu())
             split.features, split.features_of = torch.cat(chunks), key
 
-    def set_task(self, task: str, voco_tokens: int | None = None) -> "VoCoDataModule":
-        """Reuse loaded data (and cached features) for another stage."""
+    def set_task(self, task: str, voco_tokens: int | None = None,
+                 image_slots: int | None = None) -> "VoCoDataModule":
+        """Reuse loaded data (and cached features) for another stage; `image_slots` is the
+        number of sequence slots per image (K for a model with a zoo compressor)."""
         if task not in TASKS:
             raise ValueError(f"task {task!r} is not one of {TASKS}")
         self.task = task
         if voco_tokens is not None:
             self.voco_tokens = voco_tokens
+        if image_slots is not None:
+            self.image_slots = image_slots
         return self
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
@@ -189,7 +196,7 @@ class VoCoDataModule(L.LightningDataModule):
         else:
             questions, answers = [""] * len(pairs), [split.captions[i] for i in items]
         batch = make_batch(self.tokenizer, self.ids, questions, answers, split.images[items],
-                           image_tokens=self.cfg.data.image_tokens, voco_tokens=self.voco_tokens)
+                           image_tokens=self.image_slots, voco_tokens=self.voco_tokens)
         if split.features is not None:
             batch.features, batch.pixels = split.features[items], None
         return batch

@@ -109,12 +109,18 @@ def pixels_to_tensor(images) -> torch.Tensor:
 
 
 def patch_features(vision_model: CLIPVisionModel, pixel_values: torch.Tensor,
-                   feature_layer: int = -2) -> torch.Tensor:
-    """`[N, V, Dv]`: hidden states of `feature_layer` (0 = embeddings), CLS token dropped."""
+                   feature_layer: int | tuple[int, ...] = -2) -> torch.Tensor:
+    """`[N, V, Dv]`: hidden states of `feature_layer` (0 = embeddings), CLS token dropped.
+
+    A tuple of layers gives `[N, V, len(layers) * Dv]`, the layers concatenated on the
+    channel axis (for compressors that read several vision layers, e.g. QueCC).
+    """
     param = next(vision_model.parameters())
     out = vision_model(pixel_values=pixel_values.to(device=param.device, dtype=param.dtype),
                        output_hidden_states=True)
-    return out.hidden_states[feature_layer][:, 1:]
+    if isinstance(feature_layer, int):
+        return out.hidden_states[feature_layer][:, 1:]
+    return torch.cat([out.hidden_states[layer][:, 1:] for layer in feature_layer], dim=-1)
 
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "build_clip", "caption_positions", "clip_config",

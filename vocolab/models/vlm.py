@@ -68,6 +68,31 @@ class VoCoVLM(nn.Module):
         self.vision = CLIPVisionModel(vision_config(cfg))
         self.projector = Projector(cfg.vision.hidden_size, cfg.llm.hidden_size)
         self.llm = build_llm(cfg, vocab_size, special)
+        # a zoo compressor maps each image's V patch features to K tokens before the projector
+        self.compressor = None
+        if cfg.compress.method != "none":
+            from ..zoo import build_compressor
+
+            self.compressor = build_compressor(cfg.compress.method, cfg, cfg.compress.tokens)
+
+    @property
+    def image_slots(self) -> int:
+        """Tokens one image (frame) occupies in the sequence: V, or K with a compressor."""
+        return self.cfg.image_slots
+
+    @property
+    def vision_layers(self) -> int | tuple[int, ...]:
+        """The CLIP hidden states the image features are read from (a compressor may ask for several)."""
+        layers = getattr(self.compressor, "vision_layers", None)
+        return self.cfg.vision.feature_layer if layers is None else tuple(layers)
+
+    def load_backbone(self, state: dict) -> None:
+        """Load a model without a compressor (e.g. the upper bound) into this one: every
+        weight but the compressor's, which keeps its fresh initialisation."""
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        wrong = [k for k in missing if not k.startswith("compressor.")] + list(unexpected)
+        if wrong:
+            raise ValueError(f"load_backbone: weights do not match this model: {wrong[:4]}")
 
     # -- backend ------------------------------------------------------------------------
     @property
@@ -110,14 +135,16 @@ class VoCoVLM(nn.Module):
         lead = x.shape[:-3]
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.vision.parameters())
         with torch.set_grad_enabled(grad):
-            feats = patch_features(self.vision, x.reshape(-1, *x.shape[-3:]), self.cfg.vision.feature_layer)
+            feats = patch_features(self.vision, x.reshape(-1, *x.shape[-3:]), self.vision_layers)
         return feats.reshape(*lead, *feats.shape[-2:])
 
     # -- embedding ------------------------------------------------------------------------
-    def embed(self, input_ids: torch.Tensor, pixels=None, features=None) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, pixels=None, features=None, layouts=None) -> torch.Tensor:
         """`[B, L, D]` token embeddings with each sample's image slots (`special.image`)
-        replaced, in order, by its projected patch features. See the module docstring
-        for the accepted forms of `pixels` / `features`."""
+        replaced, in order, by its projected patch features (compressed to K tokens per
+        frame first when the model has a compressor). See the module docstring for the
+        accepted forms of `pixels` / `features`; query-conditioned compressors read each
+        sample's question from `layouts`."""
         if pixels is not None and features is not None:
             raise ValueError("embed: give pixels or features, not both")
         embeds = self.llm.get_input_embeddings()(input_ids)
@@ -142,6 +169,8 @@ class VoCoVLM(nn.Module):
             feats = list(self.encode_images(torch.cat([f.to(embeds.device) for f in frames])).split(sizes))
         else:
             feats = frames
+        if self.compressor is not None:
+            feats = self._compress(feats, need, embeds, layouts)
         d_vision = self.cfg.vision.hidden_size
         for b, f in zip(need, feats):
             if f.shape[-1] != d_vision:
@@ -155,6 +184,26 @@ class VoCoVLM(nn.Module):
         proj_param = next(self.projector.parameters())
         projected = self.projector(flat.to(device=proj_param.device, dtype=proj_param.dtype))
         return embeds.masked_scatter(slots.unsqueeze(-1), projected.to(embeds.dtype))
+
+    def _compress(self, feats: list[torch.Tensor], need: list[int], embeds: torch.Tensor, layouts) -> list:
+        """Each sample's `[T, V, C]` features -> `[T, K, Dv]` through the compressor."""
+        sizes = [f.shape[0] for f in feats]
+        param = next(self.projector.parameters())
+        flat = torch.cat([f.to(device=param.device, dtype=param.dtype) for f in feats])
+        query = None
+        if self.compressor.info.needs_query:
+            if layouts is None:
+                raise ValueError(f"embed: compressor {self.compressor.info.name!r} reads the question; "
+                                 f"pass layouts")
+            rows = []
+            for b in need:
+                span = layouts[b].question
+                if span.length == 0:
+                    raise ValueError(f"embed: sample {b} has no question for the query-conditioned "
+                                     f"compressor {self.compressor.info.name!r}")
+                rows.append(embeds[b, span.start : span.stop].mean(0).expand(sizes[len(rows)], -1))
+            query = torch.cat(rows).to(param.dtype)
+        return list(self.compressor(flat, query=query).split(sizes))
 
     # -- forward --------------------------------------------------------------------------
     def forward(
@@ -184,7 +233,7 @@ class VoCoVLM(nn.Module):
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("forward: give input_ids or inputs_embeds")
-            inputs_embeds = self.embed(input_ids, pixels=pixels, features=features)
+            inputs_embeds = self.embed(input_ids, pixels=pixels, features=features, layouts=layouts)
         elif pixels is not None or features is not None:
             raise ValueError("forward: pixels/features are ignored when inputs_embeds is given")
         batch, length = inputs_embeds.shape[:2]
@@ -230,6 +279,8 @@ class VoCoVLM(nn.Module):
         """Parameter counts per component and in total (tied weights counted once), plus
         the trainable counts under `"trainable"`."""
         parts = {"vision": self.vision, "projector": self.projector, "llm": self.llm, "total": self}
+        if self.compressor is not None:
+            parts["compressor"] = self.compressor
         report = {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
         report["trainable"] = {name: sum(p.numel() for p in m.parameters() if p.requires_grad)
                                for name, m in parts.items()}

@@ -1,0 +1,66 @@
+"""Evaluating a method that picks its own K per image (PruMerge) on the upper-bound model.
+
+Each image ends up with its own number of tokens, so questions are answered in
+groups of images that share a K: the layouts in one decoding batch must agree on
+how many image slots precede the question.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..generate import greedy_generate
+from ..models import pixels_to_tensor
+from .registry import build_compressor
+
+
+@torch.no_grad()
+def prumerge_parts(vlm, pixels) -> tuple[torch.nn.Module, torch.Tensor, dict]:
+    """The PruMerge compressor and what it reads: patch features and the vision tower's
+    CLS attention and keys (all from one model, so the cost of each part can be measured)."""
+    from .prumerge import prumerge_inputs
+
+    cfg = vlm.cfg
+    pixels = torch.as_tensor(np.asarray(pixels)) if not isinstance(pixels, torch.Tensor) else pixels
+    device = next(vlm.parameters()).device
+    features = vlm.encode_images(pixels.to(device))
+    extras = prumerge_inputs(vlm.vision, pixels_to_tensor(pixels).to(device), layer=cfg.vision.feature_layer)
+    compressor = build_compressor("prumerge", cfg, cfg.data.image_tokens).to(device)
+    return compressor, features, extras
+
+
+@torch.no_grad()
+def prumerge_features(vlm, pixels) -> tuple[list[torch.Tensor], np.ndarray]:
+    """PruMerge's kept-and-merged patch features `[K_i, Dv]` of each image, and the K_i."""
+    compressor, features, extras = prumerge_parts(vlm, pixels)
+    kept = compressor(features, extras=extras)
+    return kept, np.array([len(x) for x in kept])
+
+
+@torch.no_grad()
+def predict_adaptive(vlm, tokenizer, images: np.ndarray, qs, k: int, batch_images: int = 64,
+                     max_new_tokens: int = 3, progress: bool = True) -> tuple[list[str], np.ndarray]:
+    """Greedy answers with PruMerge-compressed images; returns them and each question's K."""
+    preds = [""] * len(qs)
+    counts = np.zeros(len(qs), dtype=np.int64)
+    items = np.unique(qs.item)
+    for start in tqdm(range(0, len(items), batch_images), desc="prumerge", disable=not progress, leave=False):
+        chunk = items[start : start + batch_images]
+        kept, sizes = prumerge_features(vlm, images[chunk])
+        of_item = {int(item): i for i, item in enumerate(chunk)}
+        rows = np.nonzero(np.isin(qs.item, chunk))[0]
+        for size in np.unique(sizes):
+            group = [r for r in rows if sizes[of_item[int(qs.item[r])]] == size]
+            feats = torch.stack([kept[of_item[int(qs.item[r])]] for r in group])
+            q_ids = [tokenizer(qs.questions[r], add_special_tokens=False)["input_ids"] for r in group]
+            out = greedy_generate(vlm, vlm.special, q_ids, features=feats, mode="causal",
+                                  max_new_tokens=max_new_tokens, image_tokens=int(size), voco_tokens=k)
+            for r, tokens in zip(group, out):
+                preds[r] = tokenizer.decode(tokens, skip_special_tokens=True)
+                counts[r] = size
+    return preds, counts
+
+
+__all__ = ["predict_adaptive", "prumerge_features", "prumerge_parts"]

@@ -1,0 +1,55 @@
+"""Token dropping without looking: keep K of the V patch features unchanged.
+
+Why: these are the floors any selection method must clear. `uniform` keeps a spatially
+even subset (the centre patch of each cell of the `pool_grid(K)` grid, the same cells
+`avgpool` averages), `random` keeps K random patches per image. Neither has parameters
+nor reads the image, so a method that *chooses* tokens (PruMerge, FastV) shows its worth
+only by beating them. Kept patches stay in their original (raster) order.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .pooling import check_features, grid_cells, grid_side
+from .registry import Compressor, MethodInfo, register
+
+
+def gather_patches(features: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`features[n, index[n, j]]` for `[N, V, C]` features and `[N, K]` (or `[K]`) indices."""
+    if index.dim() == 1:
+        index = index.expand(features.shape[0], -1)
+    return torch.take_along_dim(features, index.to(features.device)[..., None], dim=1)
+
+
+@register(MethodInfo("uniform", "pre", trainable=False,
+                     summary="keep the centre patch of each of K grid cells (spatially even)"))
+class UniformDrop(Compressor):
+    def __init__(self, cfg, k: int):
+        super().__init__(cfg, k)
+        side = grid_side(self.patches)
+        centres = [((r0 + r1) // 2) * side + (c0 + c1) // 2 for r0, r1, c0, c1 in grid_cells(self.patches, k)]
+        self.register_buffer("index", torch.tensor(sorted(centres)), persistent=False)
+
+    def forward(self, features, query=None, extras=None):
+        check_features(self.info.name, features, self.patches, self.dim)
+        return gather_patches(features, self.index)
+
+
+@register(MethodInfo("random", "pre", trainable=False,
+                     summary="keep K random patches per image (seeded, reproducible)"))
+class RandomDrop(Compressor):
+    seed = 0
+
+    def __init__(self, cfg, k: int):
+        super().__init__(cfg, k)
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def forward(self, features, query=None, extras=None):
+        check_features(self.info.name, features, self.patches, self.dim)
+        scores = torch.rand(features.shape[0], self.patches, generator=self.generator)
+        index = scores.argsort(dim=1)[:, : self.k].sort(dim=1).values
+        return gather_patches(features, index)
+
+
+__all__ = ["RandomDrop", "UniformDrop", "gather_patches"]
