@@ -18,11 +18,15 @@ export HF_HUB_OFFLINE          := 1
 export HF_DATASETS_OFFLINE     := 1
 export TOKENIZERS_PARALLELISM  := false
 
-.PHONY: help env quickstart sweep test lab clean
+.PHONY: help env quickstart sweep distill temporal mod scaling test lab clean
 
 help:
 	@echo "make quickstart   create .venv (first time) and run the main job (preset $(PRESET))"
 	@echo "make sweep        every compression method x token count -> figures/sweep (resumable)"
+	@echo "make distill      the VoCo training objectives compared -> figures/distill (resumable)"
+	@echo "make temporal     temporal tuning on video clips -> figures/temporal (resumable)"
+	@echo "make mod          mixture-of-depths on video clips vs full computation -> figures/mod (resumable)"
+	@echo "make scaling      LLM size x visual tokens grid and the scaling law -> figures/scaling (resumable)"
 	@echo "make test         create .venv (first time), run unit tests and every notebook (quick mode)"
 	@echo "make lab          open JupyterLab on notebooks/"
 	@echo "make clean        remove .venv and .cache"
@@ -42,6 +46,18 @@ quickstart: $(STAMP)
 
 sweep: $(STAMP)
 	$(VENV)/bin/vocolab sweep --preset $(PRESET) --seed $(SEED) --out figures/sweep
+
+distill: $(STAMP)
+	$(VENV)/bin/vocolab distill --preset $(PRESET) --seed $(SEED) --out figures/distill
+
+temporal: $(STAMP)
+	$(VENV)/bin/vocolab temporal --preset $(PRESET) --seed $(SEED) --out figures/temporal
+
+mod: $(STAMP)
+	$(VENV)/bin/vocolab mod --preset $(PRESET) --seed $(SEED) --out figures/mod
+
+scaling: $(STAMP)
+	$(VENV)/bin/vocolab scaling --preset $(PRESET) --seed $(SEED) --out figures/scaling
 
 test: $(STAMP)
 	VOCOLAB_QUICK=1 $(PY) -m pytest -q tests --nbmake notebooks

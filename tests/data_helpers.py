@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
+import pytest
 
 from vocolab.config import DataConfig
 
@@ -17,3 +20,13 @@ RENDER_CONFIGS = [
 def rngs(n: int, seed: int = 0):
     """n independent generators, one per item, as storage uses them."""
     return [np.random.default_rng([seed, i]) for i in range(n)]
+
+
+@contextmanager
+def data_cache(tmp_path_factory):
+    """A fresh data cache: VOCOLAB_CACHE points at a new temporary folder (yielded) while
+    the block runs; for a module-scoped `cache` fixture."""
+    root = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VOCOLAB_CACHE", str(root))
+        yield root

@@ -16,30 +16,7 @@ from vocolab.cache import (VoCoCache, answer, answer_texts, compress, compress_f
 from vocolab.generate import greedy_generate
 from vocolab.layout import assemble, pad_batch
 from vocolab.models import VoCoVLM
-from tiny import SPECIAL, V, VOCAB, tiny_cfg
-
-
-def tiny_vlm(backend="sdpa", layers=2, seed=0, untie=False, **overrides):
-    torch.manual_seed(seed)
-    cfg = tiny_cfg(**{"llm.attn_implementation": backend, "llm.layers": layers, **overrides})
-    vlm = VoCoVLM(cfg, SPECIAL, VOCAB).eval()
-    if untie:
-        # tied embeddings make a random model repeat its input token forever; an untied,
-        # larger lm head gives greedy paths that wander over the vocabulary
-        g = torch.Generator().manual_seed(seed)
-        vlm.llm.lm_head.weight = torch.nn.Parameter(torch.randn(VOCAB, cfg.llm.hidden_size, generator=g))
-    return vlm
-
-
-def images(n, seed, frames=None):
-    g = torch.Generator().manual_seed(seed)
-    shape = (n, 16, 16, 3) if frames is None else (n, frames, 16, 16, 3)
-    return torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
-
-
-def random_text(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(6, VOCAB, (n,), generator=g).tolist()
+from tiny import SPECIAL, V, VOCAB, images, random_text, tiny_cfg, tiny_vlm
 
 
 def full_text_logits(vlm, texts, pixels, mode, k, frames=1):

@@ -18,6 +18,7 @@ from vocolab.layout import build_layout
 from vocolab.lit import VLMModule, load_model
 from vocolab.models import VoCoVLM
 from vocolab.train import make_trainer
+from data_helpers import data_cache
 from tiny import SPECIAL, VOCAB, tiny_cfg
 
 OVERRIDES = {"train.batch_size": 4, "train.warmup_frac": 0.2}
@@ -26,9 +27,7 @@ CFG = tiny_cfg(**OVERRIDES)  # 16 px scenes, V = 16 patches, K = 1, 2 LLM layers
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VOCOLAB_CACHE", str(root))
+    with data_cache(tmp_path_factory) as root:
         yield root
 
 

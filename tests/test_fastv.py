@@ -16,56 +16,21 @@ import torch
 
 from vocolab.flops import config_flops, measured_flops
 from vocolab.generate import greedy_generate
-from vocolab.layout import assemble, labels_from_layouts, pad_batch
+from vocolab.layout import assemble
 from vocolab.masks import build_mask, for_backend
-from vocolab.models import VoCoVLM
 from vocolab.zoo import registry
 from vocolab.zoo.fastv import FastVModel, fastv_flops, fastv_paper_ratio
-from tiny import SPECIAL, V, VOCAB, tiny_cfg
+import tiny
+from tiny import SPECIAL, V, VOCAB, assert_plain_causal_forward, batch, images, random_text, tiny_cfg
 
 LAYERS = 3
 
 
 def tiny_vlm(backend="sdpa", seed=0):
-    torch.manual_seed(seed)
-    cfg = tiny_cfg(**{"llm.attn_implementation": backend, "llm.layers": LAYERS,
-                      "llm.heads": 4, "llm.kv_heads": 2})  # grouped-query attention
-    vlm = VoCoVLM(cfg, SPECIAL, VOCAB).eval()
-    # an untied, larger lm head: logits that vary across positions and tokens
-    g = torch.Generator().manual_seed(seed)
-    vlm.llm.lm_head.weight = torch.nn.Parameter(torch.randn(VOCAB, cfg.llm.hidden_size, generator=g))
-    return vlm
-
-
-def images(n, seed, frames=None):
-    g = torch.Generator().manual_seed(seed)
-    shape = (n, 16, 16, 3) if frames is None else (n, frames, 16, 16, 3)
-    return torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
-
-
-def text(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(6, VOCAB, (n,), generator=g).tolist()
-
-
-def batch(specs, seed=0):
-    """specs: (question_len, answer_len, frames) per sample; frames=0 is text-only.
-    Returns ids, layouts, pixels (a list, None for text-only)."""
-    samples, pix = [], []
-    for i, (q, a, frames) in enumerate(specs):
-        samples.append(assemble(text(q, seed + i), text(a, seed + 50 + i), SPECIAL, frames=max(frames, 1),
-                                image_tokens=V if frames else 0, voco_tokens=0))
-        pix.append(images(1, seed + 100 + i, frames)[0] if frames else None)
-    ids = pad_batch([s for s, _ in samples], SPECIAL.pad)
-    return ids, [l for _, l in samples], pix
+    return tiny.tiny_vlm(backend, layers=LAYERS, seed=seed, untie=True, gqa=True)
 
 
 MIXED = [(7, 3, 1), (2, 2, 1), (5, 2, 0)]  # two lengths with an image, one text-only: padding
-
-
-def assert_real_positions_close(got, want, layouts, atol=1e-5):
-    for b, l in enumerate(layouts):
-        torch.testing.assert_close(got[b, :l.length], want[b, :l.length], atol=atol, rtol=0)
 
 
 def test_fastv_is_registered_with_its_tags():
@@ -78,14 +43,8 @@ def test_fastv_is_registered_with_its_tags():
 def test_keeping_every_image_token_is_the_plain_causal_forward(backend, layer):
     vlm = tiny_vlm(backend)
     ids, layouts, pix = batch(MIXED)
-    labels = labels_from_layouts(ids, layouts)
     fast = FastVModel(vlm, keep=V, layer=layer)
-    with torch.no_grad():
-        want = vlm(ids, layouts, pixels=pix, mask="causal", labels=labels)
-        got = fast(ids, layouts, pixels=pix, mask="causal", labels=labels)
-    assert got.logits.shape == want.logits.shape == (3, ids.shape[1], VOCAB)
-    assert_real_positions_close(got.logits, want.logits, layouts)
-    torch.testing.assert_close(got.loss, want.loss, atol=1e-5, rtol=0)
+    assert_plain_causal_forward(fast, vlm, ids, layouts, pix)
     assert [k.tolist() for k in fast.last_kept] == [list(range(l.length)) for l in layouts]
 
 
@@ -190,7 +149,7 @@ def test_a_padded_batch_equals_each_sample_alone(backend):
 
 def test_greedy_generation_runs_through_fastv():
     vlm = tiny_vlm("sdpa", seed=4)
-    questions = [text(5, 1), text(1, 2), text(8, 3)]
+    questions = [random_text(5, 1), random_text(1, 2), random_text(8, 3)]
     pix = images(3, seed=5)
     kwargs = dict(mode="causal", max_new_tokens=8, voco_tokens=0, return_logits=True)
     want, want_logits = greedy_generate(vlm, SPECIAL, questions, pix, **kwargs)
@@ -209,7 +168,7 @@ def test_greedy_generation_runs_through_fastv():
 @pytest.mark.parametrize("layer", [1, 2])
 def test_measured_flops_equal_the_analytic_fastv_flops(layer):
     vlm = tiny_vlm("sdpa")
-    tokens, layout = assemble(text(9, 1), [], SPECIAL, image_tokens=V, voco_tokens=0, add_eos=False)
+    tokens, layout = assemble(random_text(9, 1), [], SPECIAL, image_tokens=V, voco_tokens=0, add_eos=False)
     ids, n = torch.tensor([tokens]), len(tokens)
     with torch.no_grad():
         emb = vlm.embed(ids, pixels=images(1, seed=2))

@@ -29,6 +29,18 @@ def _parse_overrides(pairs: Sequence[str]) -> dict:
     return out
 
 
+def _study(sub, name: str, help_text: str, out: str) -> argparse.ArgumentParser:
+    """A resumable study's subcommand with the options every study shares."""
+    study = sub.add_parser(name, help=help_text)
+    study.add_argument("--preset", default="nano", help="nano | small | base")
+    study.add_argument("--seed", type=int, default=0)
+    study.add_argument("--out", default=out, help="output folder (finished runs are kept there)")
+    study.add_argument("--steps", type=int, default=None, help="training steps per trained run")
+    study.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out questions")
+    study.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    return study
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vocolab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,15 +62,30 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="results folder (results.json is written there)")
     ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out questions")
 
-    sweep = sub.add_parser("sweep", help="every compression method at every token count (resumable)")
-    sweep.add_argument("--preset", default="nano", help="nano | small | base")
-    sweep.add_argument("--seed", type=int, default=0)
-    sweep.add_argument("--out", default="figures/sweep", help="output folder (finished cells are kept there)")
+    sweep = _study(sub, "sweep", "every compression method at every token count (resumable)", "figures/sweep")
     sweep.add_argument("--methods", nargs="*", default=None, help="subset of methods (default: all)")
     sweep.add_argument("--ks", nargs="*", type=int, default=None, help="token counts K (default: 1 2 4 8 16 32)")
-    sweep.add_argument("--steps", type=int, default=None, help="fine-tuning steps per trained cell")
-    sweep.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out questions")
-    sweep.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+
+    distill = _study(sub, "distill", "the VoCo training objectives compared (implicit / logits / attention "
+                                     "distillation), resumable", "figures/distill")
+    distill.add_argument("--ks", nargs="*", type=int, default=None, help="VoCo token counts (default: 1 4)")
+    distill.add_argument("--objectives", nargs="*", default=None, help="subset of objectives (default: all)")
+
+    temporal = _study(sub, "temporal", "temporal tuning: VoCo on video clips (video mask) against pooling, "
+                                       "full tokens and one frame, resumable", "figures/temporal")
+    temporal.add_argument("--k", type=int, default=2, help="VoCo (and pooled) tokens per frame")
+
+    mod = _study(sub, "mod", "VideoLLM-MoD mixture-of-depths on clip QA against full computation, resumable",
+                 "figures/mod")
+    mod.add_argument("--r", type=float, default=0.2, help="share of each frame's vision tokens a MoD layer computes")
+    mod.add_argument("--layers", default="interleaved", help="all | interleaved | deep")
+
+    scaling = _study(sub, "scaling", "LLM size x visual tokens grid and the inference-optimal scaling law "
+                                     "Y(N, V), resumable", "figures/scaling")
+    scaling.add_argument("--ks", nargs="*", type=int, default=None,
+                         help="visual token counts K < V (default: 1 2 4 16; K = V is each size's upper bound)")
+    scaling.add_argument("--methods", nargs="*", default=None, help="trained methods (default: voco quecc)")
+    scaling.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the fit")
     return parser
 
 
@@ -88,6 +115,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_sweep(args.preset, args.out, seed=args.seed, methods=tuple(args.methods or METHODS),
                       ks=tuple(args.ks or KS), steps=args.steps, limit=args.limit,
                       overrides=_parse_overrides(args.set), command=command)
+        elif args.command == "distill":
+            from .distill import OBJECTIVES
+            from .distill_study import KS as DISTILL_KS
+            from .distill_study import run_distill_study
+
+            run_distill_study(args.preset, args.out, seed=args.seed, ks=tuple(args.ks or DISTILL_KS),
+                              objectives=tuple(args.objectives or OBJECTIVES), steps=args.steps,
+                              limit=args.limit, overrides=_parse_overrides(args.set), command=command)
+        elif args.command == "temporal":
+            from .temporal import run_temporal_study
+
+            run_temporal_study(args.preset, args.out, seed=args.seed, k=args.k, steps=args.steps,
+                               limit=args.limit, overrides=_parse_overrides(args.set), command=command)
+        elif args.command == "mod":
+            from .mod_study import run_mod_study
+
+            run_mod_study(args.preset, args.out, seed=args.seed, r=args.r, layers=args.layers, steps=args.steps,
+                          limit=args.limit, overrides=_parse_overrides(args.set), command=command)
+        elif args.command == "scaling":
+            from .scaling import METHODS as SCALING_METHODS
+            from .scaling import run_scaling
+
+            run_scaling(args.preset, args.out, seed=args.seed, methods=tuple(args.methods or SCALING_METHODS),
+                        ks=tuple(args.ks) if args.ks else None, steps=args.steps, limit=args.limit,
+                        n_boot=args.bootstrap, overrides=_parse_overrides(args.set), command=command)
     except USER_ERRORS as err:
         print(f"vocolab: error: {err}", file=sys.stderr)
         return 2

@@ -357,5 +357,34 @@ def attention_maps(vlm: VoCoVLM, batch_or_inputs, mask: str = "voco") -> dict:
     }
 
 
-__all__ = ["OBJECTIVES", "STUDENT_MASKS", "DistillModule", "answer_kl", "attention_maps", "text_hidden_mse",
-           "text_positions"]
+def mean_attention(maps: dict, sample: int = 0, frame: int = 0) -> dict:
+    """One sample's `attention_maps` averaged over heads (and, for the text, over its real
+    positions): `text_to_image` `[N, V]`, `text_to_voco` `[N, K]`, `voco_to_image`
+    `[N, K, V]` for one frame, N layers. Row sums say how much attention each part gets."""
+    rows = maps["text_mask"][sample]
+    text = lambda name: maps[name][:, sample][:, :, rows][..., frame, :].mean(dim=(1, 2))  # noqa: E731
+    return {"text_to_image": text("text_to_image"), "text_to_voco": text("text_to_voco"),
+            "voco_to_image": maps["voco_to_image"][:, sample, :, frame].mean(dim=1), "grid": maps["grid"]}
+
+
+@torch.no_grad()
+def loss_report(student: "DistillModule", batch: Batch) -> dict[str, float]:
+    """Every term of the student's loss on `batch`, the teacher's own next-token loss and
+    the student-teacher hidden-state gap per layer (the `attention` term, layer by layer)."""
+    was_training = student.training
+    student.eval()
+    terms = {name: value.item() for name, value in student.distill_losses(batch).items()}
+    ref = student.teacher_forward(batch, output_hidden_states=True)
+    mine = student.model(batch.input_ids, batch.layouts, pixels=batch.pixels, features=batch.features,
+                         mask=student.mask, output_hidden_states=True).hidden_states
+    terms["teacher ce (causal)"] = student.teacher(batch.input_ids, batch.layouts, pixels=batch.pixels,
+                                                   features=batch.features, mask="causal",
+                                                   labels=batch.labels).loss.item()
+    for layer in range(student.cfg.llm.layers):
+        terms[f"hidden, layer {layer}"] = text_hidden_mse(mine, ref.hidden_states, batch.layouts, [layer]).item()
+    student.train(was_training)
+    return terms
+
+
+__all__ = ["OBJECTIVES", "STUDENT_MASKS", "DistillModule", "answer_kl", "attention_maps", "loss_report",
+           "mean_attention", "text_hidden_mse", "text_positions"]

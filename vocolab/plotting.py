@@ -525,6 +525,45 @@ def plot_cache_bytes(ks: Sequence[int], voco_bytes: Sequence[float], full_bytes:
     return _finish(fig) if owned else fig
 
 
+def plot_attention_overlay(image: np.ndarray, weights, grid: tuple[int, int], ax=None,
+                           title: str | None = None) -> Figure:
+    """A patch-grid heatmap stretched over the scene, each cell covering its patch: where
+    in the image some token looks."""
+    owned = ax is None
+    if owned:
+        fig, axes = _new_figure((2.4, 2.4))
+        ax = axes[0, 0]
+    h, w = image.shape[:2]
+    weights = torch.as_tensor(weights).float().reshape(grid).numpy()
+    ax.imshow(image, interpolation="nearest")
+    ax.imshow(weights, extent=(-0.5, w - 0.5, h - 0.5, -0.5), cmap="magma", alpha=0.6, interpolation="nearest",
+              vmin=0)
+    if title:
+        ax.set_title(title, fontsize=8)
+    ax.set_axis_off()
+    return _finish(ax.figure)
+
+
+def plot_distill_attention(image: np.ndarray, teacher: Mapping, student: Mapping) -> Figure:
+    """One row per LLM layer: the teacher's text->image attention over the scene, the
+    student's text->VoCo attention per VoCo token, and each VoCo token's attention over
+    the scene. `teacher`/`student` are `vocolab.distill.mean_attention` outputs."""
+    t_image, s_voco, voco_image = teacher["text_to_image"], student["text_to_voco"], student["voco_to_image"]
+    layers, k = s_voco.shape
+    fig, axes = _new_figure((1.9 * (2 + k), 1.9 * layers), nrows=layers, ncols=2 + k)
+    for layer, row in enumerate(axes):
+        plot_attention_overlay(image, t_image[layer], teacher["grid"], row[0],
+                               f"L{layer} teacher text→image ({t_image[layer].sum():.2f})")
+        row[1].bar([f"V{i + 1}" for i in range(k)], s_voco[layer].numpy(), color="#2f6db5")
+        row[1].set_ylim(0, 1)
+        row[1].set_title(f"L{layer} student text→VoCo", fontsize=8)
+        row[1].tick_params(labelsize=7)
+        for i in range(k):
+            plot_attention_overlay(image, voco_image[layer, i], student["grid"], row[2 + i],
+                                   f"L{layer} VoCo{i + 1}→image ({voco_image[layer, i].sum():.2f})")
+    return _finish(fig)
+
+
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
     """Write `fig` (PNG unless `path` names another format), creating folders, then close it.
 
@@ -540,7 +579,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
 
 
 __all__ = [
-    "ATTEND_COLOR", "BLOCKED_COLOR", "describe_layout", "layout_segments", "plot_cache_bytes", "plot_clip",
-    "plot_family_accuracy", "plot_images", "plot_inference_costs", "plot_mask", "plot_mask_modes",
+    "ATTEND_COLOR", "BLOCKED_COLOR", "describe_layout", "layout_segments", "plot_attention_overlay",
+    "plot_cache_bytes", "plot_clip", "plot_distill_attention", "plot_family_accuracy", "plot_images", "plot_inference_costs", "plot_mask", "plot_mask_modes",
     "plot_parameter_counts", "plot_training_curves", "save_figure",
 ]

@@ -21,15 +21,13 @@ cells (`*.failed.json`) and goes on past a cell that fails again.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .cells import key_of, model_id, run_cells
 from .config import Config, quick_mode
 from .outputs import write_json
 
@@ -70,10 +68,6 @@ def plan(methods=METHODS, ks=KS, image_tokens: int = 64) -> list[Cell]:
     return cells
 
 
-def _key(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 class Sweep:
     """State shared by the cells: config, data, the base model, held-out questions."""
 
@@ -87,31 +81,12 @@ class Sweep:
         self.data = VoCoDataModule(cfg, turns=cfg.train.turns, progress=progress)
         self.data.setup()
         self.qs = Questions.of(self.data.splits["heldout"], limit)
-        self.upper = self._base()
-        self.base_id = _key({"weights": _fingerprint(self.upper)})
-
-    # -- the base model -----------------------------------------------------------------------
-    def _base(self):
-        from .checkpoint import load_checkpoint, save_checkpoint
-        from .pipeline import run_recipe
-
-        folder = self.runs / "upper-model"
-        meta_key = _key({"cfg": self.cfg.to_dict()})
-        if (folder / "meta.json").exists():
-            model, _, meta = load_checkpoint(folder)
-            if meta.get("sweep_key") == meta_key:
-                print(f"sweep: reusing the base model in {folder}")
-                return model.eval()
-        print("sweep: training the base model (clip -> pretrain -> upper)")
-        trained = run_recipe(self.cfg, self.runs / "base", data=self.data, progress=self.progress,
-                             stages=("clip", "pretrain", "upper"))
-        model = trained.upper.model.cpu().eval()
-        save_checkpoint(model, self.cfg, folder, {"sweep_key": meta_key, "stage_seconds": trained.seconds})
-        return model
+        self.upper = base_model(cfg, runs, self.data, progress)
+        self.base_id = model_id(self.upper)
 
     # -- one cell -------------------------------------------------------------------------------
     def cell_key(self, cell: Cell) -> str:
-        return _key({"cell": cell.name, "cfg": self.cfg.to_dict(), "steps": self.steps, "base": self.base_id,
+        return key_of({"cell": cell.name, "cfg": self.cfg.to_dict(), "steps": self.steps, "base": self.base_id,
                      "questions": len(self.qs)})
 
     def run_cell(self, cell: Cell) -> dict:
@@ -240,57 +215,59 @@ class Sweep:
         return [upper, lower, blind_run(self.data.splits["train"], self.qs, self.families)]
 
 
-def _fingerprint(model) -> str:
-    with torch.no_grad():
-        return f"{sum(p.double().sum().item() for p in model.parameters()):.12e}"
+def base_model(cfg: Config, runs: Path, data, progress: bool = True):
+    """The upper-bound model every study starts from (clip -> pretrain -> upper), trained
+    once per config and seed and kept as a checkpoint under `runs/upper-model`."""
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .pipeline import run_recipe
+
+    folder = runs / "upper-model"
+    meta_key = key_of({"cfg": cfg.to_dict()})
+    if (folder / "meta.json").exists():
+        model, _, meta = load_checkpoint(folder)
+        if meta.get("sweep_key") == meta_key:
+            print(f"reusing the base (upper-bound) model in {folder}")
+            return model.eval()
+    print("training the base model (clip -> pretrain -> upper)")
+    trained = run_recipe(cfg, runs / "base", data=data, progress=progress, stages=("clip", "pretrain", "upper"))
+    model = trained.upper.model.cpu().eval()
+    save_checkpoint(model, cfg, folder, {"sweep_key": meta_key, "stage_seconds": trained.seconds})
+    return model
+
+
+def study_config(preset_name: str, seed: int, overrides: dict | None, quick_sizes: dict) -> Config:
+    """The preset, shrunk in quick mode, then the user's overrides."""
+    from .config import preset
+
+    cfg = preset(preset_name, seed=seed)
+    if quick_mode():
+        cfg = cfg.override(**quick_sizes)
+    return cfg.override(**overrides) if overrides else cfg
+
+
+def runs_dir(cfg: Config) -> Path:
+    """Where the shared base model and training logs of the studies live (cache, not figures)."""
+    from .data.storage import cache_root
+
+    return cache_root() / "runs" / f"sweep-{cfg.preset}-seed{cfg.seed}{'-quick' if quick_mode() else ''}"
 
 
 def run_sweep(preset_name: str = "nano", out: str | Path = "figures/sweep", *, seed: int = 0,
               methods=METHODS, ks=KS, steps: int | None = None, limit: int | None = None,
               overrides: dict | None = None, command: str = "vocolab sweep", progress: bool = True) -> dict:
     """Run (or resume) the sweep and write results.json, the figures and table.md to `out`."""
-    from .config import preset
-    from .data.storage import cache_root
     from .report import results
     from .runtime import provenance
 
     start = time.perf_counter()
-    cfg = preset(preset_name, seed=seed)
-    if quick_mode():
-        cfg = cfg.override(**QUICK)
-    cfg = cfg.override(**overrides) if overrides else cfg
+    cfg = study_config(preset_name, seed, overrides, QUICK)
     steps = steps if steps is not None else (5 if quick_mode() else SWEEP_STEPS)
     cells = plan(methods, ks, cfg.data.image_tokens)
     out = Path(out)
-    quick = "-quick" if quick_mode() else ""
-    runs = cache_root() / "runs" / f"sweep-{cfg.preset}-seed{seed}{quick}"
-    sweep = Sweep(cfg, out, runs, steps, limit, progress)
-    folder = out / "cells"
-    folder.mkdir(parents=True, exist_ok=True)
+    sweep = Sweep(cfg, out, runs_dir(cfg), steps, limit, progress)
     bounds = sweep.bounds()
-    done, failed = [], []
-    from tqdm.auto import tqdm
-
-    bar = tqdm(cells, desc="sweep", disable=not progress)
-    for cell in bar:
-        bar.set_postfix_str(cell.name)
-        path, bad = folder / f"{cell.name}.json", folder / f"{cell.name}.failed.json"
-        key = sweep.cell_key(cell)
-        if path.exists() and json.loads(path.read_text()).get("cell_key") == key:
-            done.append(json.loads(path.read_text()))
-            continue
-        try:
-            run = sweep.run_cell(cell) | {"cell_key": key}
-        except Exception as err:  # noqa: BLE001 - one broken cell must not stop the sweep
-            write_json(bad, {"cell": cell.name, "error": f"{type(err).__name__}: {err}",
-                             "traceback": traceback.format_exc()})
-            failed.append(cell.name)
-            print(f"sweep: cell {cell.name} failed: {type(err).__name__}: {err}")
-            continue
-        bad.unlink(missing_ok=True)
-        write_json(path, run)
-        done.append(run)
-        print(f"sweep: {cell.name}: accuracy {run['accuracy']:.3f} ({run['wall_s']:.0f} s)")
+    done, failed = run_cells(((cell.name, sweep.cell_key(cell), lambda cell=cell: sweep.run_cell(cell))
+                              for cell in cells), out / "cells", desc="sweep", progress=progress)
     from .evaluate import add_retention
 
     runs_all = add_retention(bounds + done)
@@ -320,4 +297,5 @@ def write_outputs(body: dict, out: Path) -> None:
     print(sweep_markdown(body))
 
 
-__all__ = ["KS", "METHODS", "TRAINED", "TRAINING_FREE", "Cell", "plan", "run_sweep", "write_outputs"]
+__all__ = ["KS", "METHODS", "TRAINED", "TRAINING_FREE", "Cell", "base_model", "plan", "run_sweep", "runs_dir",
+           "study_config", "write_outputs"]

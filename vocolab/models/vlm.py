@@ -12,6 +12,9 @@ model's only extra duties are the ones the official code got wrong:
 * image features are matched to image slots *per sample*, so text-only samples can
   sit in the same batch as image and video samples.
 
+These checks and the preparation of the LLM's inputs live in `by_hand.prepare`, which
+the wrappers that run the decoder layers one by one (FastV, MoD) share.
+
 Image inputs (`pixels` or precomputed `features`) for `embed`/`forward` come in one
 of three forms; each sample's entry is one image or a stack of T frames:
 
@@ -36,27 +39,12 @@ from torch import nn
 from transformers import CLIPModel, CLIPVisionModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..config import ATTN_BACKENDS, Config
+from ..config import Config
 from ..layout import IGNORE_INDEX, Layout, SpecialIds, labels_from_layouts
-from ..layout import position_ids as layout_position_ids
-from ..masks import build_mask, for_backend
+from .by_hand import MASK_BACKENDS, check_backend, prepare
 from .llm import build_llm
 from .projector import Projector
 from .vision import patch_features, pixels_to_tensor, vision_config
-
-# Backends that honour a custom mask (through `masks.for_backend`); flash-attention
-# and friends would ignore it and silently train an unmasked model.
-MASK_BACKENDS = ATTN_BACKENDS
-
-
-def check_backend(name: str) -> str:
-    """Return `name` if it honours custom masks, else raise ValueError."""
-    if name not in MASK_BACKENDS:
-        raise ValueError(
-            f"attention backend {name!r} would ignore vocolab's custom attention mask; "
-            f"use one of {MASK_BACKENDS} (flex_attention needs a GPU)")
-    return name
-
 
 class VoCoVLM(nn.Module):
     """Vision tower (`.vision`), projector (`.projector`) and causal LM (`.llm`)."""
@@ -229,50 +217,19 @@ class VoCoVLM(nn.Module):
         `position_ids` must be given explicitly: only the caller knows which original
         positions the cached keys came from.
         """
-        backend = check_backend(self.attn_implementation)
-        if inputs_embeds is None:
-            if input_ids is None:
-                raise ValueError("forward: give input_ids or inputs_embeds")
-            inputs_embeds = self.embed(input_ids, pixels=pixels, features=features, layouts=layouts)
-        elif pixels is not None or features is not None:
-            raise ValueError("forward: pixels/features are ignored when inputs_embeds is given")
-        batch, length = inputs_embeds.shape[:2]
-        device = inputs_embeds.device
-        if backend == "flex_attention" and device.type == "cpu":
-            raise ValueError("forward: flex_attention needs a GPU here (no CPU backward, and its "
-                             "CPU path crashes on custom masks); use 'sdpa' or 'eager' on CPU")
-        past = past_key_values.get_seq_length() if past_key_values is not None else 0
-        if past and (isinstance(mask, str) or position_ids is None):
-            raise ValueError("forward: with a non-empty cache pass a prebuilt bool mask "
-                             "[B, 1, Q, past + Q] and explicit position_ids")
-        bool_mask = self._bool_mask(mask, layouts, batch, length, past)
-        attention_mask = for_backend(bool_mask.to(device), backend, inputs_embeds.dtype)
-        if position_ids is None:
-            position_ids = layout_position_ids(batch, length)
+        call = prepare(self, "forward", input_ids=input_ids, layouts=layouts, pixels=pixels,
+                       features=features, inputs_embeds=inputs_embeds, mask=mask,
+                       past_key_values=past_key_values, position_ids=position_ids)
         return self.llm(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids.to(device),
+            inputs_embeds=call.inputs_embeds,
+            attention_mask=call.attention_mask,
+            position_ids=call.position_ids,
             labels=labels,
             past_key_values=past_key_values,
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-
-    @staticmethod
-    def _bool_mask(mask, layouts, batch: int, length: int, past: int) -> torch.Tensor:
-        if isinstance(mask, str):
-            if layouts is None or len(layouts) != batch:
-                raise ValueError(f"forward: mask mode {mask!r} needs one layout per sample ({batch})")
-            return build_mask(layouts, mask, length)
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-            raise ValueError("forward: mask must be a mode string or a bool tensor (True = may attend); "
-                             "the model converts it for the backend itself")
-        expected = (batch, 1, length, past + length)
-        if tuple(mask.shape) != expected:
-            raise ValueError(f"forward: mask has shape {tuple(mask.shape)}, expected {expected}")
-        return mask
 
     # -- bookkeeping ----------------------------------------------------------------------
     def parameter_report(self) -> dict:

@@ -36,8 +36,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..flops import analytic_flops
 from ..layout import IGNORE_INDEX, Layout
-from ..layout import position_ids as layout_position_ids
-from ..masks import build_mask, for_backend
+from ..models.by_hand import gather, passthrough, prepare
 from .registry import MethodInfo, register
 
 register(MethodInfo(
@@ -74,25 +73,14 @@ class FastVModel(nn.Module):
         self.last_scores: list[torch.Tensor] = []
 
     # -- passthroughs so `greedy_generate` and friends treat it like a VoCoVLM -------------
-    @property
-    def cfg(self):
-        return self.vlm.cfg
-
-    @property
-    def special(self):
-        return self.vlm.special
-
-    @property
-    def vocab_size(self) -> int:
-        return self.vlm.vocab_size
+    cfg = passthrough("cfg")
+    special = passthrough("special")
+    vocab_size = passthrough("vocab_size")
+    attn_implementation = passthrough("attn_implementation")
 
     @property
     def image_tokens(self) -> int:
         return self.vlm.cfg.data.image_tokens
-
-    @property
-    def attn_implementation(self) -> str:
-        return self.vlm.attn_implementation
 
     def encode_images(self, pixels) -> torch.Tensor:
         return self.vlm.encode_images(pixels)
@@ -165,36 +153,19 @@ class FastVModel(nn.Module):
         if use_cache:
             raise ValueError("FastVModel: use_cache is not supported (no KV cache is built)")
         vlm = self.vlm
-        backend = vlm.attn_implementation
-        if backend not in ("sdpa", "eager", "flex_attention"):
-            raise ValueError(f"FastVModel: attention backend {backend!r} would ignore the custom mask")
-        if inputs_embeds is None:
-            if input_ids is None:
-                raise ValueError("FastVModel: give input_ids or inputs_embeds")
-            inputs_embeds = vlm.embed(input_ids, pixels=pixels, features=features)
-        elif pixels is not None or features is not None:
-            raise ValueError("FastVModel: pixels/features are ignored when inputs_embeds is given")
-        batch, length = inputs_embeds.shape[:2]
-        device, dtype = inputs_embeds.device, inputs_embeds.dtype
-        if backend == "flex_attention" and device.type == "cpu":
-            raise ValueError("FastVModel: flex_attention needs a GPU; use 'sdpa' or 'eager' on CPU")
-        if layouts is None or len(layouts) != batch:
-            raise ValueError(f"FastVModel: need one layout per sample ({batch})")
-
+        call = prepare(vlm, "FastVModel", input_ids=input_ids, layouts=layouts, pixels=pixels,
+                       features=features, inputs_embeds=inputs_embeds, mask="causal", rope=True)
+        hidden = call.inputs_embeds
+        batch, length = hidden.shape[:2]
+        device = hidden.device
         model = vlm.llm.model
-        bool_mask = build_mask(layouts, "causal", length).to(device)
-        positions = layout_position_ids(batch, length).to(device)
-        hidden = inputs_embeds
-        cos, sin = model.rotary_emb(hidden, positions)
-        attn_mask = for_backend(bool_mask, backend, dtype)
         layers = model.layers
 
         for i in range(self.layer):
             if i == self.layer - 1:
-                probs = self.attention_probs(layers[i], hidden, cos, sin, bool_mask)
-                scores = self.received_attention(probs, bool_mask).cpu()
-            hidden = layers[i](hidden, attention_mask=attn_mask, position_ids=positions,
-                               position_embeddings=(cos, sin))
+                probs = self.attention_probs(layers[i], hidden, *call.rope, call.bool_mask)
+                scores = self.received_attention(probs, call.bool_mask).cpu()
+            hidden = layers[i](hidden, **call.layer_kwargs())
 
         kept = [self._kept(l, scores[b]) for b, l in enumerate(layouts)]
         self.last_kept = kept
@@ -213,19 +184,10 @@ class FastVModel(nn.Module):
             idx[b, :len(k)] = k
             valid[b, :len(k)] = True
         idx, valid = idx.to(device), valid.to(device)
-        rows = bool_mask[:, 0].gather(1, idx[:, :, None].expand(-1, -1, length))
-        sub = rows.gather(2, idx[:, None, :].expand(-1, new_len, -1))
-        sub &= valid[:, :, None] & valid[:, None, :]
-        sub |= torch.diag_embed(~valid)  # padding rows see themselves only
-        sub_mask = sub.unsqueeze(1)
-        sub_pos = positions.gather(1, idx)
-        hidden = hidden.gather(1, idx[:, :, None].expand(-1, -1, hidden.shape[-1]))
-        sub_cos = cos.gather(1, idx[:, :, None].expand(-1, -1, cos.shape[-1]))
-        sub_sin = sin.gather(1, idx[:, :, None].expand(-1, -1, sin.shape[-1]))
-        sub_attn = for_backend(sub_mask, backend, dtype)
+        kept_args = call.subset(idx, valid)  # padding slots see themselves only
+        hidden = gather(hidden, idx)
         for layer_module in layers[self.layer:]:
-            hidden = layer_module(hidden, attention_mask=sub_attn, position_ids=sub_pos,
-                                  position_embeddings=(sub_cos, sub_sin))
+            hidden = layer_module(hidden, **kept_args)
         sub_logits = vlm.llm.lm_head(model.norm(hidden))
 
         logits = sub_logits.new_zeros(batch, length, sub_logits.shape[-1])

@@ -1,0 +1,226 @@
+"""Temporal tuning: clips train on cached per-frame CLIP features, a compressor compresses
+each frame on its own, streaming answers equal one full `video`-mask decode, and the
+study runs end to end on a tiny config, resumably. Tiny configs only."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vocolab import cli
+from vocolab import temporal as temporal_mod
+from vocolab.cache import compress_video
+from vocolab.data.clips import TEMPORAL_FAMILIES
+from vocolab.data.module import VoCoDataModule
+from vocolab.data.tokenizer import build_tokenizer, special_ids
+from vocolab.evaluate import Questions
+from vocolab.generate import greedy_generate
+from vocolab.models import VoCoVLM
+from vocolab.temporal import CELLS, TemporalStudy, frame_costs, predict_frames, run_temporal_study
+from data_helpers import data_cache
+from test_sweep import tiny_overrides
+from tiny import V, tiny_cfg
+
+FRAMES, K = 3, 2
+STUDY = tiny_overrides() | {"data.frames": FRAMES, "data.train_clips": 16, "data.heldout_clips": 4}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    with data_cache(tmp_path_factory) as root:
+        yield root
+
+
+def model_for(cfg, seed=0, untie=False) -> VoCoVLM:
+    torch.manual_seed(seed)
+    tok = build_tokenizer(cfg.data)
+    model = VoCoVLM(cfg, special_ids(tok), len(tok)).eval()
+    if untie:  # a random tied model repeats its input token; an untied head wanders over the vocabulary
+        g = torch.Generator().manual_seed(seed)
+        head = torch.nn.Linear(cfg.llm.hidden_size, len(tok))
+        with torch.no_grad():
+            head.weight.copy_(0.3 * torch.randn(len(tok), cfg.llm.hidden_size, generator=g))
+            head.bias.zero_()
+            # a generated image-slot id would be read as one more image token by the reference decoder
+            head.bias[[model.special.image, model.special.voco]] = -10.0
+        model.llm.lm_head = head
+    return model
+
+
+# -- clips: cached features, compressors per frame ----------------------------------------------
+
+
+def test_clip_features_are_cached_per_frame_and_train_like_pixels(cache):
+    cfg = tiny_cfg(**{"data.frames": FRAMES, "voco.tokens": K})
+    data = VoCoDataModule(cfg, kind="clips", train_n=4, heldout_n=2, progress=False)
+    data.setup()
+    model = model_for(cfg)
+    split = data.splits["train"]
+    pairs = [(i, -1) for i in range(4)]
+    with_pixels = data.collate(split, pairs)
+    data.attach_features(model.encode_images)
+    assert split.features.shape == (4, FRAMES, V, cfg.vision.hidden_size)
+    with torch.no_grad():
+        torch.testing.assert_close(split.features[1, 2],
+                                   model.encode_images(torch.from_numpy(split.images[1, 2])), atol=1e-6, rtol=0)
+    batch = data.collate(split, pairs)
+    assert batch.pixels is None and batch.features.shape[:2] == (4, FRAMES)
+    with torch.no_grad():
+        a = model(batch.input_ids, batch.layouts, features=batch.features, mask="video", labels=batch.labels)
+        b = model(with_pixels.input_ids, with_pixels.layouts, pixels=with_pixels.pixels, mask="video",
+                  labels=with_pixels.labels)
+    torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=0)
+    assert abs(a.loss.item() - b.loss.item()) < 1e-5
+
+
+def test_a_compressor_compresses_each_frame_on_its_own(cache):
+    cfg = tiny_cfg(**{"data.frames": FRAMES, "compress.method": "avgpool", "compress.tokens": K,
+                      "voco.tokens": 0})
+    data = VoCoDataModule(cfg, kind="clips", train_n=4, heldout_n=2, progress=False)
+    data.setup()
+    data.set_task("qa", voco_tokens=0, image_slots=cfg.image_slots)
+    model = model_for(cfg, seed=1)
+    data.attach_features(model.encode_images)
+    batch = data.collate(data.splits["train"], [(0, -1), (1, -1)])
+    slots = batch.input_ids == model.special.image
+    assert slots.sum(1).tolist() == [FRAMES * K] * 2  # K tokens per frame in the sequence
+    with torch.no_grad():
+        emb = model.embed(batch.input_ids, features=batch.features)
+        for b in range(2):
+            per_frame = torch.cat([model.projector(model.compressor(batch.features[b, t : t + 1])[0])
+                                   for t in range(FRAMES)])
+            torch.testing.assert_close(emb[b][slots[b]], per_frame, atol=1e-5, rtol=0)
+        changed = batch.features.clone()
+        changed[:, 0] += 1.0  # frame 0 only
+        moved = (model.embed(batch.input_ids, features=changed) - emb).abs().sum(-1)[0][slots[0]]
+    assert (moved[:K] > 0).all() and (moved[K:] == 0).all()
+
+
+# -- streaming answers == one full video-mask decode ---------------------------------------------
+
+
+def test_streaming_answers_equal_the_full_video_decode():
+    cfg = tiny_cfg(**{"data.frames": FRAMES, "voco.tokens": K, "llm.layers": 3})
+    model = model_for(cfg, seed=3, untie=True)
+    tok = build_tokenizer(cfg.data)
+    g = torch.Generator().manual_seed(4)
+    clips = torch.randint(0, 256, (3, FRAMES, 16, 16, 3), generator=g, dtype=torch.uint8).numpy()
+    questions = ["which way does the red circle move ?", "which shape changes color ?",
+                 "which shape appears first ?", "in how many frames is the blue square visible ?",
+                 "which way does the green cross move ?", "which shape appears last ?"]
+    qs = Questions(np.array([2, 0, 1, 2, 0, 2]), questions, ["left"] * 6, ["direction"] * 6)
+    q_ids = [tok(q, add_special_tokens=False)["input_ids"] for q in questions]
+    # eos_id=-1: every answer runs all 4 steps, so positions after the first token are checked too
+    preds, logits = predict_frames(model, tok, clips, qs, "video", K, batch_clips=2, max_new_tokens=4,
+                                   eos_id=-1, return_logits=True, progress=False)
+    assert sorted(preds) == [1, 2, 3]
+    for t in (1, FRAMES):
+        ref, ref_logits = greedy_generate(model, model.special, q_ids, clips[qs.item, :t], mode="video",
+                                          max_new_tokens=4, voco_tokens=K, eos_id=-1, return_logits=True)
+        assert preds[t] == [tok.decode(r, skip_special_tokens=True) for r in ref]
+        for got, want in zip(logits[t], ref_logits):
+            assert got.shape == want.shape == (4, len(tok))
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    # fewer frames are a different input: the answers' logits must move
+    assert max((a - b).abs().max().item() for a, b in zip(logits[1], logits[FRAMES])) > 1e-3
+    # the full-token path answers from the first t frames the same way
+    causal, causal_logits = predict_frames(model, tok, clips, qs, "causal", K, frames=[2], max_new_tokens=2,
+                                           eos_id=-1, return_logits=True, progress=False)
+    _, ref_logits = greedy_generate(model, model.special, q_ids, clips[qs.item, :2], mode="causal",
+                                    max_new_tokens=2, voco_tokens=K, eos_id=-1, return_logits=True)
+    for got, want in zip(causal_logits[2], ref_logits):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="outside"):
+        predict_frames(model, tok, clips, qs, "video", K, frames=[FRAMES + 1], progress=False)
+
+
+def test_frame_costs_match_a_real_cache():
+    cfg = tiny_cfg(**{"data.frames": FRAMES, "voco.tokens": K})
+    model = model_for(cfg)
+    clips = torch.zeros(1, FRAMES, 16, 16, 3, dtype=torch.uint8)
+    cost = frame_costs(cfg, K, FRAMES)
+    assert compress_video(model, clips, K).nbytes == cost["cache_bytes_clip"] == FRAMES * cost["cache_bytes_per_frame"]
+    per_token = cost["cache_bytes_per_frame"] // K
+    assert per_token == cfg.llm.layers * 2 * cfg.llm.hidden_size * 4  # K and V of every layer, fp32
+    assert frame_costs(cfg, V + 1, FRAMES)["cache_bytes_per_frame"] == (V + 1) * per_token
+
+
+# -- the study -----------------------------------------------------------------------------------
+
+
+def study(out, **kwargs):
+    return run_temporal_study("nano", out, k=K, steps=2, limit=12, overrides=STUDY, progress=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def finished(cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("temporal")
+    return out, study(out)
+
+
+def test_the_study_runs_end_to_end(finished):
+    out, body = finished
+    by = {r["name"]: r for r in body["runs"]}
+    assert set(by) == set(CELLS) | {"middle-frame", "blind", "best-single-frame"}
+    assert body["eval"]["families"] == list(TEMPORAL_FAMILIES) and body["eval"]["frames"] == FRAMES
+    assert body["eval"]["examples"] == 12 and body["temporal"]["failed"] == []
+    assert body["provenance"]["command"] == "vocolab temporal" and body["provenance"]["preset"] == "nano"
+    for r in body["runs"]:
+        assert 0.0 <= r["accuracy"] <= 1.0
+        assert set(r["per_family"]) <= set(TEMPORAL_FAMILIES) and r["per_family"], r["name"]
+        if r["name"] not in ("video-upper", "blind"):
+            assert "retention" in r, r["name"]
+    for name in CELLS:  # every model answers after each of the first t frames
+        assert list(by[name]["accuracy_vs_frames"]) == [str(t) for t in range(1, FRAMES + 1)]
+        assert by[name]["accuracy_vs_frames"][str(FRAMES)] == by[name]["accuracy"]
+    bytes_ = {n: by[n]["cost"]["cache_bytes_per_frame"] for n in ("temporal", "avgpool", "video-upper")}
+    assert bytes_["temporal"] == bytes_["avgpool"] < bytes_["video-upper"]
+    assert by["video-upper"]["cost"]["cached_tokens_per_frame"] == V + 1  # V image tokens + its VoCo slot
+    assert by["middle-frame"]["frame"] == FRAMES // 2 and by["voco-image"]["video_trained"] is False
+    example = body["temporal"]["example"]
+    assert [s["cache_tokens"] for s in example["steps"]] == [K * t for t in range(1, FRAMES + 1)]
+    for name in ("results.json", "table.md", "accuracy_per_family.png", "accuracy_vs_frames.png",
+                 "streaming.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "results.json").read_text())["runs"] == json.loads(json.dumps(body["runs"]))
+    assert "| temporal | voco | 2 | video |" in (out / "table.md").read_text()
+
+
+def test_a_rerun_skips_cells_and_reuses_saved_models(finished, monkeypatch):
+    out, body = finished
+
+    def never(*args, **kwargs):
+        raise AssertionError("nothing should be trained or evaluated again")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(TemporalStudy, "run_cell", never)
+        mp.setattr(TemporalStudy, "_fit", never)
+        again = study(out)
+    assert again["temporal"]["failed"] == []
+    assert [(r["name"], r["accuracy"], r.get("per_family")) for r in again["runs"]] == \
+        [(r["name"], r["accuracy"], r.get("per_family")) for r in body["runs"]]
+    # a lost cell is evaluated again from the saved models (temporal and video-upper), not retrained
+    for name in ("temporal", "lower"):
+        (out / "cells" / f"{name}.json").unlink()
+    monkeypatch.setattr(TemporalStudy, "_fit", never)
+    third = study(out)
+    assert third["temporal"]["failed"] == []
+    assert (out / "cells" / "temporal.json").exists() and (out / "cells" / "lower.json").exists()
+    old, new = ({r["name"]: r for r in b["runs"]} for b in (body, third))
+    for name in ("temporal", "lower"):
+        assert new[name]["accuracy_vs_frames"] == old[name]["accuracy_vs_frames"]
+        assert new[name]["cell_key"] == old[name]["cell_key"]
+
+
+def test_cli_temporal(monkeypatch, capsys):
+    seen = {}
+    monkeypatch.setattr(temporal_mod, "run_temporal_study", lambda *a, **kw: seen.update(args=a, kwargs=kw))
+    assert cli.main(["temporal", "--preset", "nano", "--seed", "1", "--out", "x", "--k", "4", "--steps", "3",
+                     "--limit", "5", "--set", "data.frames=3"]) == 0
+    assert seen["args"] == ("nano", "x")
+    assert seen["kwargs"] | {"command": None} == {"seed": 1, "k": 4, "steps": 3, "limit": 5,
+                                                   "overrides": {"data.frames": 3}, "command": None}
+    monkeypatch.undo()
+    assert cli.main(["temporal", "--k", "0", "--out", "y"]) == 2
+    assert "k=0" in capsys.readouterr().err

@@ -1,0 +1,523 @@
+"""`vocolab temporal`: temporal tuning of a VoCo model on video clips (DESIGN.md 5, stage `temporal`).
+
+Every model starts from the shared upper-bound *scene* model (the sweep's base
+model, trained once per preset and seed) and is trained for the same steps with the
+same seed; all are evaluated on the same held-out clips (T = `data.frames` frames):
+
+    voco-image    the image VoCo model: the base model fine-tuned on scene QA under
+                  the `voco` mask with K tokens, evaluated on clips under the `video`
+                  mask without any video training (each frame's K VoCo tokens see
+                  only that frame; the question sees every frame's VoCo tokens)
+    temporal      that model continued on clip QA under the `video` mask
+    avgpool       average pooling of each frame to K tokens (zoo compressor) from the
+                  base model, trained on clip QA, causal mask
+    video-upper   the base model trained on clip QA with every frame's V tokens,
+                  causal: the upper bound
+    lower         video-upper evaluated under the `video` mask with K VoCo tokens per
+                  frame: the lower bound (as DESIGN.md 6 defines it for images)
+    middle-frame  the base model (no video training) answering from the middle frame
+                  only; `best-single-frame` the symbolic answerer that sees one frame's
+                  full state (`vocolab.data.baselines`); `blind` the question alone
+
+Answers are read *streaming*: VoCo models compress frame by frame
+(`cache.compress_frame`) and answer after every frame, the others answer from the
+first t frames; so "accuracy against frames" (t = 1..T) comes from the same pass
+that gives the reported accuracy (t = T). Many clip questions cannot be answered
+from fewer frames (a direction needs two, a visible count all of them): that is what
+the curve shows.
+
+Resumable: each trained model is one cell (`vocolab.cells.run_cells`) under
+`out/cells/`; trained weights are kept under the study's runs folder, so a cell that
+needs another cell's model (temporal needs voco-image, lower needs video-upper)
+loads it instead of training it again.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .cells import key_of, run_cells
+from .config import Config, quick_mode
+from .sweep import QUICK, SWEEP_STEPS, base_model, runs_dir, study_config
+
+K = 2
+CELLS = ("voco-image", "temporal", "avgpool", "video-upper", "lower")
+# quick mode: clip split sizes and the clip-training batch (a clip is T images long); scenes: `sweep.QUICK`
+QUICK_CLIPS = {"train": 200, "heldout": 40, "batch_size": 8}
+
+
+# -- streaming evaluation ---------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_frames(model, tokenizer, clips: np.ndarray, qs, mask: str, k: int, *,
+                   frames: Sequence[int] | None = None, batch_clips: int = 64,
+                   max_new_tokens: int | None = None, eos_id: int | None = None, return_logits: bool = False,
+                   progress: bool = True, desc: str = "eval"):
+    """Greedy answers to every question after the first t frames of its clip, for each t in `frames`.
+
+    `clips` uint8 `[N, T, H, W, 3]`; `qs` a `vocolab.evaluate.Questions` whose `item`
+    indexes the clips. `frames` defaults to 1..T. Returns `{t: [answer text per question]}`,
+    and with `return_logits` also `{t: [float logits [steps, vocab] per question]}`.
+
+    * mask `video` (VoCo models): each clip is compressed frame by frame with
+      `compress_frame` (one growing `VoCoCache`, K tokens per frame) and the questions
+      are answered against the cache after frame t: streaming, each frame compressed once;
+    * mask `causal` (full tokens, or a zoo compressor's K tokens per frame): the clip's
+      features are computed once and the questions answered with the first t frames in
+      the sequence (`generate.greedy_generate`); `k` VoCo slots per frame.
+    """
+    from .cache import answer, compress_frame
+    from .evaluate import MAX_NEW_TOKENS
+    from .generate import greedy_generate
+
+    if mask not in ("video", "causal"):
+        raise ValueError(f"predict_frames: mask must be 'video' (VoCo cache) or 'causal', got {mask!r}")
+    clips = np.asarray(clips)
+    if clips.ndim != 5:
+        raise ValueError(f"predict_frames: expected clips [N, T, H, W, 3], got shape {clips.shape}")
+    total = clips.shape[1]
+    frames = list(range(1, total + 1)) if frames is None else sorted(set(int(t) for t in frames))
+    if not frames or frames[0] < 1 or frames[-1] > total:
+        raise ValueError(f"predict_frames: frames {frames} outside 1..{total}")
+    new_tokens = MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
+    model.eval()
+    device = next(model.parameters()).device
+    preds = {t: [""] * len(qs) for t in frames}
+    logits = {t: [None] * len(qs) for t in frames}
+    items = np.unique(qs.item)
+    for start in tqdm(range(0, len(items), batch_clips), desc=desc, disable=not progress, leave=False):
+        chunk = items[start : start + batch_clips]
+        rows = np.nonzero(np.isin(qs.item, chunk))[0]
+        q_ids = [tokenizer(qs.questions[r], add_special_tokens=False)["input_ids"] for r in rows]
+        local = {item: i for i, item in enumerate(chunk.tolist())}
+        of_row = [local[int(qs.item[r])] for r in rows]
+        pixels = torch.from_numpy(np.ascontiguousarray(clips[chunk])).to(device)
+
+        def keep(t, out):
+            tokens, step_logits = out if return_logits else (out, [None] * len(rows))
+            for r, toks, lg in zip(rows, tokens, step_logits):
+                preds[t][r] = tokenizer.decode(toks, skip_special_tokens=True)
+                logits[t][r] = lg
+
+        if mask == "video":
+            cache = None
+            for t in range(1, frames[-1] + 1):
+                cache = compress_frame(model, cache, pixels[:, t - 1], t - 1, k)
+                if t in preds:
+                    keep(t, answer(model, cache.select(of_row), q_ids, new_tokens, eos_id=eos_id,
+                                   return_logits=return_logits))
+        else:
+            features = model.encode_images(pixels)[of_row]  # [R, T, V, Dv]: one vision pass per clip
+            for t in frames:
+                keep(t, greedy_generate(model, model.special, q_ids, features=features[:, :t], mode="causal",
+                                        max_new_tokens=new_tokens, voco_tokens=k, eos_id=eos_id,
+                                        return_logits=return_logits))
+    return (preds, logits) if return_logits else preds
+
+
+def clip_run(model, tokenizer, clips: np.ndarray, qs, families, *, name: str, method: str, mask: str, k: int,
+             tokens: int, curve: bool = True, progress: bool = True) -> dict:
+    """One results-file run on clips: accuracy with all T frames (and per family), plus
+    `accuracy_vs_frames` (t -> accuracy) and `per_family_vs_frames` when `curve`."""
+    from .evaluate import score
+
+    total = clips.shape[1]
+    preds = predict_frames(model, tokenizer, clips, qs, mask, k, frames=None if curve else [total],
+                           progress=progress, desc=name)
+    run = {"name": name, "method": method, "tokens": tokens, "mask": mask, "frames": total}
+    run |= score(preds[total], qs, families)
+    if curve:
+        scores = {t: score(p, qs, families) for t, p in preds.items()}
+        run["accuracy_vs_frames"] = {str(t): s["accuracy"] for t, s in scores.items()}
+        run["per_family_vs_frames"] = {str(t): s["per_family"] for t, s in scores.items()}
+    return run
+
+
+def frame_costs(cfg: Config, tokens_per_frame: int, frames: int) -> dict:
+    """Cache bytes per frame (and for the whole clip) of a method that keeps
+    `tokens_per_frame` tokens' K/V in every layer (`zoo.costs.kv_bytes`, fp32)."""
+    from .zoo.costs import kv_bytes
+
+    per_frame = kv_bytes(cfg, [tokens_per_frame] * cfg.llm.layers)
+    return {"cached_tokens_per_frame": tokens_per_frame, "cache_bytes_per_frame": per_frame,
+            "cache_bytes_clip": per_frame * frames}
+
+
+def check_settings(cfg: Config, k: int, steps: int) -> None:
+    if not 1 <= k < cfg.data.image_tokens:
+        raise ValueError(f"temporal: k={k} is outside 1..V-1 (V={cfg.data.image_tokens}; K=V is the upper bound)")
+    if steps < 1:
+        raise ValueError(f"temporal: steps must be >= 1, got {steps}")
+
+
+# -- the study --------------------------------------------------------------------------------
+
+
+class TemporalStudy:
+    """State shared by the cells: config, scene and clip data, the base model, held-out questions."""
+
+    def __init__(self, cfg: Config, runs: Path, *, k: int, steps: int, limit: int | None, progress: bool):
+        from .data.clips import TEMPORAL_FAMILIES
+        from .data.module import VoCoDataModule
+        from .evaluate import Questions
+
+        check_settings(cfg, k, steps)
+        self.cfg, self.runs, self.k, self.steps, self.progress = cfg, runs, k, steps, progress
+        self.families = TEMPORAL_FAMILIES
+        d = cfg.data
+        self.sizes = ({"train": min(d.train_clips, QUICK_CLIPS["train"]),
+                       "heldout": min(d.heldout_clips, QUICK_CLIPS["heldout"])} if quick_mode()
+                      else {"train": d.train_clips, "heldout": d.heldout_clips})
+        self.scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=progress)
+        self.scenes.setup()
+        self.clips = VoCoDataModule(cfg, kind="clips", turns=cfg.train.turns, train_n=self.sizes["train"],
+                                    heldout_n=self.sizes["heldout"], progress=progress)
+        self.clips.setup()
+        self.heldout = self.clips.splits["heldout"]
+        self.tokenizer = self.clips.tokenizer
+        self.qs = Questions.of(self.heldout, limit)
+        self.upper = base_model(cfg, runs, self.scenes, progress)
+        with torch.no_grad():
+            self.base_id = key_of({"weights": f"{sum(p.double().sum().item() for p in self.upper.parameters()):.12e}"})
+        self._models: dict[str, object] = {}
+
+    @property
+    def frames(self) -> int:
+        return self.cfg.data.frames
+
+    @property
+    def middle(self) -> int:
+        return self.frames // 2
+
+    # -- keys -----------------------------------------------------------------------------------
+    def model_key(self, name: str) -> str:
+        """What a trained model depends on (temporal also on voco-image: the same settings)."""
+        return key_of({"model": name, "cfg": self.cell_cfg(name).to_dict(), "k": self.k, "steps": self.steps,
+                       "base": self.base_id, "clips": self.sizes})
+
+    def cell_key(self, name: str) -> str:
+        model = self.model_key("video-upper" if name == "lower" else name)
+        return key_of({"cell": name, "model": model, "questions": len(self.qs)})
+
+    # -- models ---------------------------------------------------------------------------------
+    def cell_cfg(self, name: str) -> Config:
+        """The config a model is trained with (the clip-trained ones with a smaller batch in quick mode)."""
+        settings = {
+            "voco-image": {"voco.tokens": self.k, "voco.mask": "voco"},
+            "temporal": {"voco.tokens": self.k, "voco.mask": "video"},
+            "avgpool": {"compress.method": "avgpool", "compress.tokens": self.k, "voco.tokens": 0,
+                        "voco.mask": "causal"},
+            "video-upper": {"voco.mask": "causal"},
+        }
+        if name not in settings:
+            raise ValueError(f"temporal: no model called {name!r}")
+        if quick_mode() and name != "voco-image":
+            batch = min(self.cfg.train.batch_size, QUICK_CLIPS["batch_size"])
+            settings[name]["train.batch_size"] = batch
+        return self.cfg.override(**settings[name])
+
+    def model(self, name: str, train: bool = True):
+        """The trained model `name`: from memory, from its saved checkpoint, or trained now
+        (`train=False`: None instead of training)."""
+        from .checkpoint import load_checkpoint, save_checkpoint
+
+        if name in self._models:
+            return self._models[name]
+        folder = self.runs / "temporal" / "models" / name
+        key = self.model_key(name)
+        if (folder / "meta.json").exists():
+            model, _, meta = load_checkpoint(folder)
+            if meta.get("model_key") == key:
+                self._models[name] = model.eval()
+                return self._models[name]
+        if not train:
+            return None
+        t0 = time.perf_counter()
+        if name == "voco-image":  # scene QA, voco mask
+            model = self._fit(name, self.scenes, "voco", self.upper)
+        elif name == "temporal":  # the image VoCo model, continued on clips under the video mask
+            model = self._fit(name, self.clips, "video", self.model("voco-image"))
+        else:  # avgpool and video-upper: clip QA, causal, from the base model
+            model = self._fit(name, self.clips, "causal", self.upper)
+        save_checkpoint(model, model.cfg, folder, {"model_key": key, "stage": name, "steps": self.steps,
+                                                   "train_s": round(time.perf_counter() - t0, 1)})
+        self._models[name] = model
+        return model
+
+    def _fit(self, name: str, data, mask: str, init):
+        from .lit import VLMModule
+        from .train import make_trainer
+
+        cfg = self.cell_cfg(name)
+        torch.manual_seed(self.cfg.seed)
+        module = VLMModule(cfg, mask=mask, stage=name, steps=self.steps)
+        module.model.load_backbone(init.state_dict())
+        data.set_task("qa", voco_tokens=cfg.voco.tokens, image_slots=cfg.image_slots)
+        data.batch_size = cfg.train.batch_size
+        trainer = make_trainer(cfg, self.runs / "temporal", name, self.steps, progress=self.progress,
+                               checkpoint=False, limit_val_batches=0)
+        trainer.fit(module, datamodule=data)
+        return module.model.cpu().eval()
+
+    # -- runs -----------------------------------------------------------------------------------
+    def _on_device(self, model):
+        from .runtime import device
+
+        return model.to(device()).eval()
+
+    def run_cell(self, name: str) -> dict:
+        t0 = time.perf_counter()
+        v = self.cfg.data.image_tokens
+        if name == "lower":
+            model, mask, k, tokens, method = self.model("video-upper"), "video", self.k, self.k, "voco"
+        else:
+            model = self.model(name)
+            mask = {"voco-image": "video", "temporal": "video"}.get(name, "causal")
+            k = {"avgpool": 0, "video-upper": self.cfg.voco.tokens}.get(name, self.k)
+            tokens = v if name == "video-upper" else self.k
+            method = {"avgpool": "avgpool", "video-upper": "full"}.get(name, "voco")
+        run = clip_run(self._on_device(model), self.tokenizer, self.heldout.images, self.qs, self.families,
+                       name=name, method=method, mask=mask, k=k, tokens=tokens, progress=self.progress)
+        model.cpu()
+        # cached per frame: VoCo K tokens; avgpool K tokens; full V image tokens + its VoCo slots
+        run["cost"] = frame_costs(self.cfg, tokens + (k if name == "video-upper" else 0), self.frames)
+        run["train_steps"] = 0 if name == "lower" else self.steps
+        run["video_trained"] = name != "voco-image"
+        run["wall_s"] = round(time.perf_counter() - t0, 1)
+        return run
+
+    def references(self) -> tuple[list[dict], dict]:
+        """middle-frame (the base model on one frame), blind and the symbolic best single frame."""
+        from .evaluate import blind_run
+
+        v, kb = self.cfg.data.image_tokens, self.cfg.voco.tokens
+        model = self._on_device(self.upper)
+        middle = clip_run(model, self.tokenizer, self.heldout.images[:, self.middle : self.middle + 1], self.qs,
+                          self.families, name="middle-frame", method="full", mask="causal", k=kb, tokens=v,
+                          curve=False, progress=self.progress)
+        self.upper.cpu()
+        middle |= {"frame": self.middle, "frames": 1, "cost": frame_costs(self.cfg, v + kb, 1),
+                   "train_steps": 0, "video_trained": False}
+        blind = blind_run(self.clips.splits["train"], self.qs, self.families) | {"frames": 0}
+        single, detail = self.single_frame()
+        return [middle, blind, single], detail
+
+    def single_frame(self) -> tuple[dict, dict]:
+        """The symbolic answerer that sees the full state of one frame, at its best frame."""
+        from .data.baselines import best_single_frame
+        from .data.clips import Clip
+        from .data.scenes import QA
+        from .data.storage import iter_rows
+
+        def pairs(split: str) -> list[list[tuple]]:
+            out = []
+            for row in iter_rows(self.cfg.data, "clips", split, self.sizes[split], render=False):
+                clip = Clip.from_json(row["objects"])
+                out.append([(clip, QA(*f)) for f in zip(row["question"], row["answer"], row["family"],
+                                                        row["template"])])
+            return out
+
+        train = [p for clip in pairs("train") for p in clip]
+        held = pairs("heldout")
+        heldout = [held[int(i)][j] for i, j in zip(self.qs.item, self._question_index())]
+        if [qa.question for _, qa in heldout] != self.qs.questions:
+            raise RuntimeError("temporal: the symbolic clips do not match the held-out split")
+        best = best_single_frame(self.cfg.data, train, heldout)
+        frame = best["best_overall"]["frame"]
+        chosen = best["per_frame"][frame]
+        run = {"name": "best-single-frame", "method": "symbolic", "tokens": 0, "frames": 1, "frame": frame,
+               "accuracy": chosen["accuracy"], "per_family": chosen["per_family"]}
+        detail = {"per_frame": {str(t): s["accuracy"] for t, s in best["per_frame"].items()},
+                  "best_per_family": best["best_per_family"]}
+        return run, detail
+
+    def _question_index(self) -> list[int]:
+        """Each flattened question's index within its clip (`Questions.of` order)."""
+        out, seen = [], {}
+        for i in self.qs.item.tolist():
+            out.append(seen.get(i, 0))
+            seen[i] = out[-1] + 1
+        return out
+
+    def streaming_example(self, item: int = 0) -> dict | None:
+        """One clip streamed through the temporal model: the cache and the answer after each
+        frame (None when the temporal model is neither in memory nor saved)."""
+        from .cache import answer, compress_frame
+
+        model = self.model("temporal", train=False)
+        if model is None:
+            return None
+        model.cpu()
+        tok = self.tokenizer
+        question, gold = self.heldout.questions[item][0], self.heldout.answers[item][0]
+        q_ids = [tok(question, add_special_tokens=False)["input_ids"]]
+        pixels = torch.from_numpy(self.heldout.images[item : item + 1])
+        cache, steps = None, []
+        for t in range(self.frames):
+            cache = compress_frame(model, cache, pixels[:, t], t, self.k)
+            said = tok.decode(answer(model, cache, q_ids, 3)[0], skip_special_tokens=True)
+            steps.append({"frames": t + 1, "cache_tokens": cache.tokens, "cache_bytes": cache.nbytes,
+                          "answer": said})
+        return {"clip": item, "question": question, "gold": gold, "steps": steps}
+
+
+def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/temporal", *, seed: int = 0,
+                       k: int = K, steps: int | None = None, limit: int | None = None,
+                       overrides: dict | None = None, command: str = "vocolab temporal",
+                       progress: bool = True) -> dict:
+    """Train (or resume) every cell, evaluate on held-out clips; write results.json, table.md
+    and the figures (accuracy_per_family.png, accuracy_vs_frames.png, streaming.png) to `out`."""
+    from .evaluate import add_retention
+    from .report import results
+    from .runtime import provenance
+
+    start = time.perf_counter()
+    cfg = study_config(preset_name, seed, overrides, QUICK)
+    steps = steps if steps is not None else (5 if quick_mode() else SWEEP_STEPS)
+    check_settings(cfg, k, steps)  # before any data is generated or model trained
+    out = Path(out)
+    study = TemporalStudy(cfg, runs_dir(cfg), k=k, steps=steps, limit=limit, progress=progress)
+    refs, single_detail = study.references()
+    done, failed = run_cells(((name, study.cell_key(name), lambda name=name: study.run_cell(name))
+                              for name in CELLS), out / "cells", desc="temporal", progress=progress)
+    runs = done + refs
+    names = {r["name"] for r in runs}
+    if {"video-upper", "lower"} <= names:
+        runs = add_retention(runs, upper="video-upper", lower="lower")
+    example = study.streaming_example() if "temporal" in names else None
+    body = results(provenance(command, cfg.preset, seed, time.perf_counter() - start),
+                   {"split": "heldout", "kind": "clips", "examples": len(study.qs),
+                    "families": list(study.families), "frames": study.frames}, runs,
+                   config=cfg.to_dict(),
+                   temporal={"k": k, "steps": steps, "clips": study.sizes, "middle_frame": study.middle,
+                             "failed": failed, "upper": "video-upper", "lower": "lower",
+                             "single_frame": single_detail, "example": example,
+                             "cells_wall_s": round(sum(r.get("wall_s", 0) for r in done), 1),
+                             "note": "retention against video-upper (upper) and lower = video-upper under "
+                                     "the video mask with K VoCo tokens per frame; cache bytes are fp32 "
+                                     "K/V of every layer; wall_s of this invocation, cells_wall_s sums "
+                                     "every cell's own time including resumed ones"})
+    frames = study.heldout.images[example["clip"]] if example else None
+    write_temporal_outputs(body, out, example_frames=frames)
+    return body
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def temporal_markdown(body: dict) -> str:
+    families = body["eval"]["families"]
+    total = body["eval"]["frames"]
+    head = ["run", "method", "tokens/frame", "mask", "accuracy", *families, "retention", "cache bytes/frame"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in body["runs"]:
+        cost = r.get("cost", {}).get("cache_bytes_per_frame")
+        lines.append("| " + " | ".join([
+            r["name"], r["method"], str(r["tokens"]), r.get("mask", "-"), _pct(r["accuracy"]),
+            *(_pct(r.get("per_family", {}).get(f)) for f in families),
+            "-" if r.get("retention") is None else f"{r['retention']:.2f}",
+            "-" if cost is None else f"{cost:,}"]) + " |")
+    curves = [r for r in body["runs"] if "accuracy_vs_frames" in r]
+    if curves:
+        head = ["run", *(f"t={t}" for t in range(1, total + 1))]
+        lines += ["", "Accuracy (%) when only the first t frames are given:", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in curves:
+            lines.append("| " + " | ".join([r["name"], *(_pct(r["accuracy_vs_frames"].get(str(t)))
+                                                         for t in range(1, total + 1))]) + " |")
+    t = body["temporal"]
+    lines += ["", f"Accuracy in %, {body['eval']['examples']} held-out questions on clips of {total} frames; "
+                  f"K = {t['k']} tokens per frame, {t['steps']} training steps per model. Retention against "
+                  f"video-upper, lower bound = video-upper under the video mask with K VoCo tokens per frame."]
+    if t.get("failed"):
+        lines.append(f"Failed cells: {', '.join(t['failed'])}.")
+    return "\n".join(lines)
+
+
+def plot_accuracy_vs_frames(body: dict):
+    """Accuracy when only the first t frames are given, one line per model; single-frame
+    references and blind as horizontal lines."""
+    import seaborn as sns
+
+    from .plotting import _finish, _new_figure
+
+    total = body["eval"]["frames"]
+    curves = [r for r in body["runs"] if "accuracy_vs_frames" in r]
+    fig, axes = _new_figure((5.6, 3.8))
+    ax = axes[0, 0]
+    colors = sns.color_palette("colorblind", max(1, len(curves)))
+    ts = list(range(1, total + 1))
+    for color, r in zip(colors, curves):
+        ax.plot(ts, [r["accuracy_vs_frames"][str(t)] for t in ts], marker="o", color=color, label=r["name"],
+                ls="--" if r["name"] == "lower" else "-")
+    by = {r["name"]: r for r in body["runs"]}
+    for name, color, style in (("middle-frame", "0.3", "-."), ("best-single-frame", "black", ":"),
+                               ("blind", "0.6", (0, (1, 3)))):
+        if name in by:
+            ax.axhline(by[name]["accuracy"], color=color, ls=style, lw=1.2, label=name)
+    ax.set_xticks(ts)
+    ax.set_xlabel("frames given (t)")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Accuracy against frames (K = {body['temporal']['k']} per frame)")
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _finish(fig)
+
+
+def plot_temporal_families(body: dict):
+    """Per-family accuracy of every model run, blind as each family's chance line."""
+    from .plotting import plot_family_accuracy
+
+    by = {r["name"]: r for r in body["runs"]}
+    runs = {r["name"]: r["per_family"] for r in body["runs"] if r["name"] != "blind" and "per_family" in r}
+    chance = by["blind"]["per_family"] if "blind" in by else None
+    return plot_family_accuracy(runs, chance=chance, families=body["eval"]["families"],
+                                title=f"Temporal families, {body['eval']['frames']} frames "
+                                      f"(black lines: blind)")
+
+
+def plot_streaming(frames: np.ndarray, example: dict):
+    """One clip streamed frame by frame: each frame with the cache size and the answer so far."""
+    from .plotting import _finish, _new_figure
+
+    total = len(example["steps"])
+    fig, axes = _new_figure((2.2 * total, 3.0), 1, total)
+    for ax, frame, step in zip(axes[0], frames, example["steps"]):
+        ax.imshow(frame, interpolation="nearest")
+        ax.set_axis_off()
+        ok = "ok" if step["answer"] == example["gold"] else "x"
+        ax.set_title(f"t={step['frames'] - 1}: cache {step['cache_tokens']} tok\n{step['cache_bytes']:,} B\n"
+                     f"answer: {step['answer'] or '-'} ({ok})", fontsize=8)
+    fig.suptitle(f"{example['question']}  (gold: {example['gold']})", fontsize=10)
+    return _finish(fig)
+
+
+def write_temporal_outputs(body: dict, out: str | Path, example_frames: np.ndarray | None = None) -> None:
+    from .outputs import write_json
+    from .plotting import save_figure
+
+    out = Path(out)
+    write_json(out / "results.json", body)
+    (out / "table.md").write_text(temporal_markdown(body) + "\n")
+    save_figure(plot_temporal_families(body), out / "accuracy_per_family.png")
+    save_figure(plot_accuracy_vs_frames(body), out / "accuracy_vs_frames.png")
+    example = body.get("temporal", {}).get("example")
+    if example is not None and example_frames is not None:
+        save_figure(plot_streaming(example_frames, example), out / "streaming.png")
+    print(temporal_markdown(body))
+
+
+__all__ = ["CELLS", "K", "TemporalStudy", "clip_run", "frame_costs", "plot_accuracy_vs_frames",
+           "plot_streaming", "plot_temporal_families", "predict_frames", "run_temporal_study",
+           "temporal_markdown", "write_temporal_outputs"]
