@@ -77,42 +77,41 @@ def plot_retention_vs_tokens(body: dict, ax=None):
     return _finish(ax.figure)
 
 
-def plot_accuracy_vs_flops(body: dict, ax=None):
-    """Accuracy against FLOPs per answered question (image side cached where the method
-    allows it), every cell and the bounds, with the Pareto front."""
-    owned = ax is None
-    if owned:
-        fig, axes = _new_figure((6.8, 4.4))
-        ax = axes[0, 0]
+def plot_accuracy_vs_flops(body: dict):
+    """Accuracy against inference FLOPs, every cell and the upper bound, with the Pareto
+    front: left per answered question with the image side cached where the method allows
+    it (VoCo's case: many questions per image), right for one new image and one question."""
+    fig, axes = _new_figure((11.5, 4.4), ncols=2)
+    for ax, key, label in ((axes[0, 0], "question_flops", "FLOPs per further question (image side cached)"),
+                           (axes[0, 1], "prefill_flops", "FLOPs for a new image + question (no cache)")):
+        _accuracy_cost_panel(body, ax, key, label)
+    axes[0, 0].legend(fontsize=7, ncol=2, frameon=False)
+    fig.suptitle("accuracy against inference cost (marker size ~ log2 K)")
+    return _finish(fig)
+
+
+def _accuracy_cost_panel(body: dict, ax, key: str, label: str) -> None:
     colors = _palette(_methods(body))
-    points, labels = [], []
     upper = _bound(body, "upper")
-    for r in cells(body) + [upper]:
-        flops = r.get("cost", {}).get("question_flops")
-        if flops is None:
-            continue
-        points.append((flops, r["accuracy"]))
-        labels.append(r)
-    for (x, y), r in zip(points, labels):
-        color = "black" if r is upper else colors[r["method"]]
-        ax.scatter(x, y, color=color, s=18 + 6 * np.log2(max(1, r["tokens"])), zorder=3,
-                   marker="s" if r is upper else "o")
+    rows = [r for r in cells(body) + [upper] if r.get("cost", {}).get(key) is not None]
+    points = [(r["cost"][key], r["accuracy"]) for r in rows]
+    for (x, y), r in zip(points, rows):
+        ax.scatter(x, y, color="black" if r is upper else colors[r["method"]], zorder=3,
+                   s=18 + 6 * np.log2(max(1, r["tokens"])), marker="s" if r is upper else "o")
     front = pareto_front(points)
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="0.2", lw=1, ls="--",
             label="Pareto front", zorder=2)
     for i in front:
-        ax.annotate(labels[i]["name"], points[i], fontsize=7, xytext=(4, -8), textcoords="offset points")
+        ax.annotate(rows[i]["name"], points[i], fontsize=7, xytext=(4, -8), textcoords="offset points")
     for method, color in colors.items():
         ax.scatter([], [], color=color, label=method)
     ax.scatter([], [], color="black", marker="s", label="upper (all V)")
     ax.axhline(_bound(body, "blind")["accuracy"], color="0.5", lw=0.8, ls=":", label="blind")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(lambda x, _: _human(x))
-    ax.set_xlabel("FLOPs per answered question (log; marker size ~ log2 K)")
+    ax.xaxis.set_minor_formatter(lambda x, _: "")
+    ax.set_xlabel(label + " (log)")
     ax.set_ylabel("held-out exact match")
-    ax.set_title("accuracy against inference cost")
-    ax.legend(fontsize=7, ncol=2, frameon=False)
-    return _finish(ax.figure)
 
 
 def plot_family_heatmap(body: dict, k: int = 1, ax=None):
