@@ -70,6 +70,8 @@ def test_a_rerun_skips_finished_cells(finished, monkeypatch):
     monkeypatch.setattr(sweep_mod.Sweep, "run_cell", never)
     again = sweep(out)
     assert again["sweep"]["failed"] == []
+    assert len(again["invocations"]) == len(body["invocations"]) + 1  # every invocation is on record
+    assert again["invocations"][-1]["cells_run"] == 0 and body["invocations"][-1]["cells_run"] > 0
     assert [r["accuracy"] for r in again["runs"]] == [r["accuracy"] for r in body["runs"]]
 
 

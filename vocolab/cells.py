@@ -39,9 +39,21 @@ def made_at() -> dict:
     return {"commit": commit, "dirty": dirty, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
+def log_invocation(out: str | Path, entry: dict) -> list[dict]:
+    """Append this invocation (commit, wall time, cells it ran) to `out/invocations.json` and
+    return the whole history: a resumed grid's results file keeps the cost of every run
+    that made its cells, not only of the last (possibly seconds-long) invocation."""
+    path = Path(out) / "invocations.json"
+    history = json.loads(path.read_text()) if path.exists() else []
+    history.append(made_at() | entry)
+    write_json(path, history)
+    return history
+
+
 def run_cells(cells: Iterable[tuple[str, str, Callable[[], dict]]], folder: str | Path, *, desc: str = "cells",
-              progress: bool = True) -> tuple[list[dict], list[str]]:
-    """Run `(name, key, fn)` cells in order, skipping finished ones; returns (runs, failed names)."""
+              progress: bool = True, ran: list | None = None) -> tuple[list[dict], list[str]]:
+    """Run `(name, key, fn)` cells in order, skipping finished ones; returns (runs, failed names).
+    The names of the cells this call actually ran are appended to `ran` when given."""
     from tqdm.auto import tqdm
 
     folder = Path(folder)
@@ -67,9 +79,11 @@ def run_cells(cells: Iterable[tuple[str, str, Callable[[], dict]]], folder: str 
             continue
         bad.unlink(missing_ok=True)
         write_json(path, run)
+        if ran is not None:
+            ran.append(name)
         done.append(run)
         print(f"{desc}: {name}: accuracy {run['accuracy']:.3f} ({run.get('wall_s', 0):.0f} s)")
     return done, failed
 
 
-__all__ = ["key_of", "made_at", "model_id", "run_cells"]
+__all__ = ["key_of", "log_invocation", "made_at", "model_id", "run_cells"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .cells import key_of, model_id, run_cells
+from .cells import key_of, log_invocation, model_id, run_cells
 from .config import quick_mode
 from .distill import OBJECTIVES
 from .sweep import QUICK, SWEEP_STEPS, base_model, runs_dir, study_config
@@ -83,11 +83,15 @@ def run_distill_study(preset_name: str = "nano", out: str | Path = "figures/dist
     cells = [(f"{o}-k{k}", key_of({"o": o, "k": k, "cfg": cfg.to_dict(), "steps": steps, "base": base_id,
                                    "questions": len(qs), **weights}),
               lambda o=o, k=k: train(o, k)) for k in ks for o in objectives]
-    done, failed = run_cells(cells, out / "cells", desc="distill", progress=progress)
+    ran: list[str] = []
+    done, failed = run_cells(cells, out / "cells", desc="distill", progress=progress, ran=ran)
     all_runs = add_retention(bounds + done)
-    body = results(provenance(command, cfg.preset, seed, time.perf_counter() - start),
+    wall = time.perf_counter() - start
+    history = log_invocation(out, {"command": command, "wall_s": round(wall, 1), "cells_run": len(ran),
+                                   "cells_failed": len(failed)})
+    body = results(provenance(command, cfg.preset, seed, wall),
                    {"split": "heldout", "examples": len(qs), "families": list(FAMILIES)}, all_runs,
-                   config=cfg.to_dict(),
+                   config=cfg.to_dict(), invocations=history,
                    distill={"objectives": list(objectives), "ks": list(ks), "steps": steps, "failed": failed,
                             **weights,
                             "cells_wall_s": round(sum(r.get("wall_s", 0) for r in done), 1)})

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .cells import key_of, model_id, run_cells
+from .cells import key_of, log_invocation, model_id, run_cells
 from .config import Config, quick_mode
 from .outputs import write_json
 
@@ -266,19 +266,24 @@ def run_sweep(preset_name: str = "nano", out: str | Path = "figures/sweep", *, s
     out = Path(out)
     sweep = Sweep(cfg, out, runs_dir(cfg), steps, limit, progress)
     bounds = sweep.bounds()
+    ran: list[str] = []
     done, failed = run_cells(((cell.name, sweep.cell_key(cell), lambda cell=cell: sweep.run_cell(cell))
-                              for cell in cells), out / "cells", desc="sweep", progress=progress)
+                              for cell in cells), out / "cells", desc="sweep", progress=progress, ran=ran)
     from .evaluate import add_retention
 
     runs_all = add_retention(bounds + done)
     cell_seconds = sum(r.get("wall_s", 0) for r in done)
-    body = results(provenance(command, cfg.preset, seed, time.perf_counter() - start),
+    wall = time.perf_counter() - start
+    history = log_invocation(out, {"command": command, "wall_s": round(wall, 1), "cells_run": len(ran),
+                                   "cells_failed": len(failed)})
+    body = results(provenance(command, cfg.preset, seed, wall),
                    {"split": "heldout", "examples": len(sweep.qs), "families": list(sweep.families)},
-                   runs_all, config=cfg.to_dict(),
+                   runs_all, config=cfg.to_dict(), invocations=history,
                    sweep={"methods": list(methods), "ks": list(ks), "steps": steps, "fastv_layer": FASTV_LAYER,
                           "failed": failed, "cells_wall_s": round(cell_seconds, 1),
-                          "note": "wall_s of this invocation; cells_wall_s sums every cell's own time, "
-                                  "including cells finished by earlier (resumed) invocations"})
+                          "note": "provenance.wall_s is this invocation's; `invocations` lists every "
+                                  "invocation that made this folder's cells; cells_wall_s sums every cell's "
+                                  "own time"})
     write_outputs(body, out)
     return body
 
