@@ -30,3 +30,20 @@ def data_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VOCOLAB_CACHE", str(root))
         yield root
+
+
+def forbid_reruns(monkeypatch, target: str) -> list[str]:
+    """Patch `target` (a module's imported `run_cells`) so that every cell it is given fails
+    the test if it runs; returns the list of cell names it was given (filled on use)."""
+    from vocolab import cells
+
+    given: list[str] = []
+    real = cells.run_cells
+
+    def spy(grid, folder, **kw):
+        grid = list(grid)
+        given.extend(name for name, _, _ in grid)
+        return real([(n, k, lambda n=n: pytest.fail(f"{n} was rerun")) for n, k, _ in grid], folder, **kw)
+
+    monkeypatch.setattr(target, spy)
+    return given

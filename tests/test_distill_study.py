@@ -2,9 +2,9 @@
 is evaluated with retention, and a rerun skips finished runs."""
 
 import pytest
+from data_helpers import forbid_reruns
 from test_sweep import tiny_overrides
 
-from vocolab import cells as cells_mod
 from vocolab.distill import OBJECTIVES
 from vocolab.distill_study import run_distill_study
 
@@ -31,15 +31,7 @@ def test_every_objective_is_trained_and_scored(study):
 
 def test_rerun_skips_finished_objectives(study, monkeypatch):
     out, body = study
-    calls = []
-    real = cells_mod.run_cells
-
-    def spy(cells, folder, **kw):
-        cells = list(cells)
-        calls.extend(name for name, _, _ in cells)
-        return real([(n, k, lambda: pytest.fail(f"{n} was rerun")) for n, k, _ in cells], folder, **kw)
-
-    monkeypatch.setattr("vocolab.distill_study.run_cells", spy)
+    calls = forbid_reruns(monkeypatch, "vocolab.distill_study.run_cells")
     again = run_distill_study("nano", out, ks=(1,), steps=2, limit=12, overrides=tiny_overrides(), progress=False)
     assert len(calls) == len(OBJECTIVES) and again["distill"]["failed"] == []
 

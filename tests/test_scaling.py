@@ -6,9 +6,9 @@ import json
 import math
 
 import pytest
+from data_helpers import forbid_reruns
 from test_sweep import tiny_overrides
 
-from vocolab import cells as cells_mod
 from vocolab.cli import build_parser
 from vocolab.scaling import LLMSize, analyse, plan, run_scaling, with_flops
 
@@ -90,18 +90,11 @@ def test_the_fit_is_bounded_with_intervals_and_heldout_checks(finished):
 
 def test_a_rerun_trains_nothing(finished, monkeypatch):
     out, body = finished
-    calls = []
-    real = cells_mod.run_cells
-
-    def spy(cells, folder, **kw):
-        cells = list(cells)
-        calls.extend(name for name, _, _ in cells)
-        return real([(n, k, lambda n=n: pytest.fail(f"{n} was rerun")) for n, k, _ in cells], folder, **kw)
+    calls = forbid_reruns(monkeypatch, "vocolab.scaling.run_cells")
 
     def never(*args, **kwargs):
         raise AssertionError("a stage was retrained: the shared CLIP and upper-bound models must be reused")
 
-    monkeypatch.setattr("vocolab.scaling.run_cells", spy)
     monkeypatch.setattr("vocolab.pipeline.vlm_stage", never)
     monkeypatch.setattr("vocolab.pipeline.clip_stage", never)
     again = scaling(out)

@@ -339,6 +339,15 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
     return value
 
 
+def study_config(preset_name: str, seed: int, overrides: dict | None, quick_sizes: dict) -> Config:
+    """The preset with its seed, shrunk by `quick_sizes` in quick mode, then the user's
+    overrides: how every job (quickstart, sweep, studies) builds its config."""
+    cfg = preset(preset_name, seed=seed)
+    if quick_mode():
+        cfg = cfg.override(**quick_sizes)
+    return cfg.override(**overrides) if overrides else cfg
+
+
 def quick_mode() -> bool:
     """True when VOCOLAB_QUICK=1: notebooks and the CLI shrink steps and examples."""
     return os.environ.get("VOCOLAB_QUICK", "0") not in ("", "0", "false", "False")
@@ -346,5 +355,6 @@ def quick_mode() -> bool:
 
 __all__ = [
     "ATTN_BACKENDS", "MASK_MODES", "CompressConfig", "Config", "DataConfig", "LLMConfig", "PRESETS",
-    "TrainConfig", "VisionConfig", "VoCoConfig", "preset", "quick_mode", "resolve_config", "validate",
+    "TrainConfig", "VisionConfig", "VoCoConfig", "preset", "quick_mode", "resolve_config", "study_config",
+    "validate",
 ]

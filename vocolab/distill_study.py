@@ -32,7 +32,7 @@ def run_distill_study(preset_name: str = "nano", out: str | Path = "figures/dist
     """Train and evaluate every (objective, K); write results.json, table.md and a figure."""
     from .data import FAMILIES
     from .data.module import VoCoDataModule
-    from .evaluate import Questions, add_retention, blind_run, model_run
+    from .evaluate import Questions, add_retention, bound_runs, model_run
     from .report import results
     from .runtime import provenance
 
@@ -48,11 +48,7 @@ def run_distill_study(preset_name: str = "nano", out: str | Path = "figures/dist
     qs = Questions.of(data.splits["heldout"], limit)
     upper = base_model(cfg, runs, data, progress)
     heldout, tok = data.splits["heldout"], data.tokenizer
-    bounds = [model_run(upper, tok, heldout, qs, FAMILIES, name="upper", method="full", mask="causal",
-                        k=cfg.voco.tokens, progress=progress),
-              model_run(upper, tok, heldout, qs, FAMILIES, name="lower", method="voco", mask="voco", k=1,
-                        progress=progress),
-              blind_run(data.splits["train"], qs, FAMILIES)]
+    bounds = bound_runs(upper, tok, data.splits["train"], heldout, qs, FAMILIES, k_lower=1, progress=progress)
     base_id = model_id(upper)
 
     weights = {"temperature": temperature, "kl_weight": kl_weight, "hidden_weight": hidden_weight}

@@ -111,18 +111,25 @@ def add_retention(runs: list[dict], upper: str = "upper", lower: str = "lower") 
     return runs
 
 
-def standard_runs(upper, voco_models: dict[str, object], tokenizer, train: Split, heldout: Split,
-                  families, limit: int | None = None, progress: bool = True) -> tuple[list[dict], Questions]:
-    """Table 1 in miniature: upper, lower, blind and every VoCo model, same questions."""
-    qs = Questions.of(heldout, limit)
-    k_lower = min((m.cfg.voco.tokens for m in voco_models.values()), default=upper.cfg.voco.tokens)
-    runs = [
+def bound_runs(upper, tokenizer, train: Split, heldout: Split, qs: Questions, families, k_lower: int,
+               progress: bool = True) -> list[dict]:
+    """The reference runs every table needs: upper (all image tokens, causal), lower (the
+    upper-bound model under the `voco` mask with `k_lower` VoCo tokens) and blind."""
+    return [
         model_run(upper, tokenizer, heldout, qs, families, name="upper", method="full", mask="causal",
                   k=upper.cfg.voco.tokens, progress=progress),
         model_run(upper, tokenizer, heldout, qs, families, name="lower", method="voco", mask="voco",
                   k=k_lower, progress=progress),
         blind_run(train, qs, families),
     ]
+
+
+def standard_runs(upper, voco_models: dict[str, object], tokenizer, train: Split, heldout: Split,
+                  families, limit: int | None = None, progress: bool = True) -> tuple[list[dict], Questions]:
+    """Table 1 in miniature: upper, lower, blind and every VoCo model, same questions."""
+    qs = Questions.of(heldout, limit)
+    k_lower = min((m.cfg.voco.tokens for m in voco_models.values()), default=upper.cfg.voco.tokens)
+    runs = bound_runs(upper, tokenizer, train, heldout, qs, families, k_lower, progress)
     for name, model in voco_models.items():
         runs.append(model_run(model, tokenizer, heldout, qs, families, name=name, method="voco", mask="voco",
                               k=model.cfg.voco.tokens, progress=progress))

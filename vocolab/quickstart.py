@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .batching import Batch, make_batch
-from .config import Config, preset, quick_mode
+from .config import Config, quick_mode, study_config
 from .data.storage import numpy_view
 from .outputs import staged_output, write_json
 
@@ -29,10 +29,7 @@ QUICK_SIZES = {"data.train_scenes": 200, "data.heldout_scenes": 100,
 
 def job_config(preset_name: str, seed: int, overrides: dict | None = None) -> Config:
     """The preset, shrunk in quick mode (VOCOLAB_QUICK=1), then the user's overrides."""
-    cfg = preset(preset_name, seed=seed)
-    if quick_mode():
-        cfg = cfg.override(**QUICK_SIZES)
-    return cfg.override(**overrides) if overrides else cfg
+    return study_config(preset_name, seed, overrides, QUICK_SIZES)
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .cells import key_of, log_invocation, model_id, run_cells
-from .config import Config, quick_mode
+from .config import Config, quick_mode, study_config
 from .outputs import write_json
 
 TRAINED = ("voco", "avgpool", "qformer", "perceiver", "quecc")
@@ -197,22 +197,20 @@ class Sweep:
 
     # -- the bounds ---------------------------------------------------------------------------
     def bounds(self) -> list[dict]:
-        from .evaluate import blind_run, model_run
+        from .evaluate import bound_runs
         from .zoo.costs import method_costs
 
         heldout, tok = self.data.splits["heldout"], self.data.tokenizer
         k = self.cfg.voco.tokens
-        upper = model_run(self.upper, tok, heldout, self.qs, self.families, name="upper", method="full",
-                          mask="causal", k=k, progress=self.progress)
+        upper, lower, blind = bound_runs(self.upper, tok, self.data.splits["train"], heldout, self.qs,
+                                         self.families, k_lower=1, progress=self.progress)
         q_ids = tok(self.qs.questions[0], add_special_tokens=False)["input_ids"]
         item = int(self.qs.item[0])
         with torch.no_grad():
             features = self.upper.encode_images(torch.from_numpy(heldout.images[item : item + 1]))
         upper["cost"] = method_costs(self.upper, "full", features, q_ids, tokens=self.cfg.data.image_tokens,
                                      voco_tokens=k)
-        lower = model_run(self.upper, tok, heldout, self.qs, self.families, name="lower", method="voco",
-                          mask="voco", k=1, progress=self.progress)
-        return [upper, lower, blind_run(self.data.splits["train"], self.qs, self.families)]
+        return [upper, lower, blind]
 
 
 def base_model(cfg: Config, runs: Path, data, progress: bool = True):
@@ -233,16 +231,6 @@ def base_model(cfg: Config, runs: Path, data, progress: bool = True):
     model = trained.upper.model.cpu().eval()
     save_checkpoint(model, cfg, folder, {"sweep_key": meta_key, "stage_seconds": trained.seconds})
     return model
-
-
-def study_config(preset_name: str, seed: int, overrides: dict | None, quick_sizes: dict) -> Config:
-    """The preset, shrunk in quick mode, then the user's overrides."""
-    from .config import preset
-
-    cfg = preset(preset_name, seed=seed)
-    if quick_mode():
-        cfg = cfg.override(**quick_sizes)
-    return cfg.override(**overrides) if overrides else cfg
 
 
 def runs_dir(cfg: Config) -> Path:
