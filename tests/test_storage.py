@@ -88,6 +88,25 @@ def test_config_change_means_new_data(nano, tmp_path):
         cache_dir(nano, "scenes", "train", n=4, root=tmp_path)
 
 
+def test_train_questions_per_scene_changes_only_the_train_split(nano, tmp_path):
+    more = replace(nano, train_questions_per_scene=9)
+    train = load_scenes(more, "train", root=tmp_path, n=3, progress=False)
+    assert all(len(q) == 9 for q in train["question"])
+    assert all(len(set(q)) == 9 for q in train["question"])  # nine distinct questions per scene
+    assert cache_dir(more, "scenes", "train", n=3, root=tmp_path) != cache_dir(nano, "scenes", "train", n=3,
+                                                                               root=tmp_path)
+    # held-out items keep questions_per_scene and share the plain config's cache
+    assert cache_dir(more, "scenes", "heldout", n=3, root=tmp_path) == cache_dir(nano, "scenes", "heldout", n=3,
+                                                                                 root=tmp_path)
+    heldout = load_scenes(more, "heldout", root=tmp_path, n=3, progress=False)
+    assert all(len(q) == nano.questions_per_scene for q in heldout["question"])
+    # the scenes themselves are the same ones, only more is asked about them
+    plain = load_scenes(nano, "train", root=tmp_path, n=3, progress=False)
+    assert list(train["objects"]) == list(plain["objects"])
+    clips = load_clips(more, "train", root=tmp_path, n=2, progress=False)
+    assert all(len(q) == 9 for q in clips["question"])
+
+
 def test_stale_config_is_rebuilt(nano, tmp_path):
     load_scenes(nano, "train", root=tmp_path, n=4, progress=False)
     folder = cache_dir(nano, "scenes", "train", n=4, root=tmp_path)

@@ -33,6 +33,12 @@ def _fit(tmp, steps, ckpt=None):
     return module.model.state_dict()
 
 
+def test_grad_clip_reaches_the_trainer(tmp_path):
+    clipped = make_trainer(preset("nano", **{"train.grad_clip": 0.5}), tmp_path, "a", 3, progress=False)
+    plain = make_trainer(preset("nano", **{"train.grad_clip": 0.0}), tmp_path, "b", 3, progress=False)
+    assert clipped.gradient_clip_val == 0.5 and plain.gradient_clip_val is None
+
+
 def test_resume_from_mid_epoch_checkpoint_matches_uninterrupted_run(cache):
     straight = _fit(cache / "a", 9)
     ckpt = cache / "a" / "run" / "checkpoints" / "step4.ckpt"  # saved during the run, mid first epoch

@@ -53,6 +53,7 @@ def make_trainer(cfg: Config, out: str | Path, name: str, steps: int, val_every:
         logger=loggers(out, name), callbacks=callbacks, enable_checkpointing=checkpoint,
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=min(10, max(1, steps // 10)),
+        gradient_clip_val=cfg.train.grad_clip or None,
         val_check_interval=val_every if val_every else None,
         check_val_every_n_epoch=None if val_every else 1, limit_val_batches=kwargs.pop("limit_val_batches", 1.0),
         **kwargs,

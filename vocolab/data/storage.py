@@ -64,6 +64,14 @@ def split_seed(cfg: DataConfig, split: str) -> int:
     return cfg.train_seed if split == "train" else cfg.heldout_seed
 
 
+def questions_per_item(cfg: DataConfig, split: str) -> int:
+    """Questions generated per scene or clip of `split`."""
+    split_seed(cfg, split)
+    if split == "train" and cfg.train_questions_per_scene > 0:
+        return cfg.train_questions_per_scene
+    return cfg.questions_per_scene
+
+
 def split_size(cfg: DataConfig, kind: str, split: str, n: int | None = None) -> int:
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -87,20 +95,22 @@ def _qa_columns(qas) -> dict[str, list[str]]:
             "family": [q.family for q in qas], "template": [q.template for q in qas]}
 
 
-def scene_row(cfg: DataConfig, seed: int, index: int, render: bool = True) -> dict[str, Any]:
+def scene_row(cfg: DataConfig, seed: int, index: int, render: bool = True, questions: int | None = None) -> dict[str, Any]:
     rng = item_rng(seed, "scenes", index)
     scene = sample_scene(rng, cfg)
-    row = {"caption": caption(scene), **_qa_columns(scene_questions(scene, rng, cfg.questions_per_scene, cfg)),
+    n = cfg.questions_per_scene if questions is None else questions
+    row = {"caption": caption(scene), **_qa_columns(scene_questions(scene, rng, n, cfg)),
            "objects": scene.to_json()}
     if render:
         row["image"] = render_scene(scene, cfg, rng)
     return row
 
 
-def clip_row(cfg: DataConfig, seed: int, index: int, render: bool = True) -> dict[str, Any]:
+def clip_row(cfg: DataConfig, seed: int, index: int, render: bool = True, questions: int | None = None) -> dict[str, Any]:
     rng = item_rng(seed, "clips", index)
     clip = sample_clip(rng, cfg)
-    row = {"caption": clip_caption(clip), **_qa_columns(clip_questions(clip, rng, cfg.questions_per_scene)),
+    n = cfg.questions_per_scene if questions is None else questions
+    row = {"caption": clip_caption(clip), **_qa_columns(clip_questions(clip, rng, n)),
            "objects": clip.to_json()}
     if render:
         row["frames"] = render_clip(clip, cfg, rng)
@@ -117,8 +127,9 @@ def iter_rows(cfg: DataConfig | Config, kind: str, split: str, n: int | None = N
         raise ValueError(f"kind must be one of {tuple(KINDS)}, got {kind!r}")
     cfg = _data_config(cfg)
     seed, count = split_seed(cfg, split), split_size(cfg, kind, split, n)
+    questions = questions_per_item(cfg, split)
     for i in tqdm(range(count), desc=f"{kind}/{split}", disable=not progress, mininterval=0.5):
-        yield _ROW_FNS[kind](cfg, seed, i, render)
+        yield _ROW_FNS[kind](cfg, seed, i, render, questions)
 
 
 def features(cfg: DataConfig, kind: str) -> datasets.Features:
@@ -137,6 +148,7 @@ def features(cfg: DataConfig, kind: str) -> datasets.Features:
 def cache_spec(cfg: DataConfig, kind: str, split: str, n: int | None = None) -> tuple[str, dict[str, Any]]:
     """(key, the JSON-normalised fields it hashes)."""
     spec = {f: getattr(cfg, f) for f in _AFFECTS[kind]}
+    spec["questions_per_scene"] = questions_per_item(cfg, split)  # a split's own count
     spec.update(kind=kind, split=split, seed=split_seed(cfg, split),
                 count=split_size(cfg, kind, split, n), generator_version=GENERATOR_VERSION)
     text = json.dumps(spec, sort_keys=True)
