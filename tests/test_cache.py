@@ -64,6 +64,22 @@ def test_greedy_decoding_through_the_cache_matches_the_full_masked_forward(k):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
+def test_structural_tokens_are_never_generated():
+    """A model that prefers the image token (as the untrained-under-the-mask lower bound
+    may) still decodes text on both paths: the next best token, never BOS/pad/image/VoCo."""
+    vlm = tiny_vlm("sdpa", untie=True)
+    structural = [SPECIAL.bos, SPECIAL.pad, SPECIAL.image, SPECIAL.voco]
+    with torch.no_grad():
+        bias = torch.zeros(vlm.vocab_size)
+        bias[structural] = 1e4
+        vlm.llm.lm_head.bias = torch.nn.Parameter(bias)
+    questions = [random_text(4, seed=11), random_text(3, seed=12)]
+    pix = images(2, seed=13)
+    got = answer(vlm, compress(vlm, pix, 1), questions, 5)
+    assert got == greedy_generate(vlm, SPECIAL, questions, pix, "voco", 5, voco_tokens=1)
+    assert all(len(t) > 0 and not set(t) & set(structural) for t in got)
+
+
 def test_answer_stops_at_eos_and_leaves_it_out():
     vlm = tiny_vlm("sdpa", untie=True)
     questions = [random_text(4, seed=8), random_text(2, seed=9)]

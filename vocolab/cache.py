@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from .layout import build_layout
+from .layout import build_layout, greedy_choice
 from .masks import sample_mask
 
 FORMAT = "vocolab.VoCoCache"
@@ -430,7 +430,7 @@ def answer(model, cache: VoCoCache, questions: Sequence[Sequence[int]], max_new_
     for step in range(max_new_tokens):
         mask = text_mask(cache.tokens, real_past, real)
         logits = model(tokens, mask=mask, position_ids=pos, past_key_values=past, use_cache=True).logits[:, -1]
-        choice = logits.argmax(dim=-1)
+        choice = greedy_choice(logits, model.special)
         for b in alive.nonzero().flatten().tolist():
             out_logits[b].append(logits[b].float())
             if int(choice[b]) == eos:

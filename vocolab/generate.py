@@ -3,7 +3,8 @@
 No KV cache, no cleverness: at each step every unfinished sample's sequence
 `[BOS] ([IMG x V][VOCO x K]) x T [question] [generated so far]` is rebuilt with its own
 `Layout` (`vocolab.layout.assemble`), right-padded into a batch, and run through the
-model under a mask mode; the argmax at each sample's own last position is appended.
+model under a mask mode; the argmax at each sample's own last position (over tokens that
+may be generated: `layout.greedy_choice`) is appended.
 Because the mask is rebuilt from the layout every step, it can never drift (the
 official VoCo-LLaMA code's mask slid into the prompt after the first answer token).
 
@@ -22,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .layout import SpecialIds, assemble, pad_batch
+from .layout import SpecialIds, assemble, greedy_choice, pad_batch
 
 
 def _frames_of(x: torch.Tensor, single: int) -> int:
@@ -104,7 +105,7 @@ def greedy_generate(
         out = model(input_ids, list(layouts), mask=mode, **kwargs).logits
         last = out[torch.arange(len(active), device=out.device),
                    torch.tensor([l.length - 1 for l in layouts], device=out.device)]
-        choice = last.argmax(dim=-1).tolist()
+        choice = greedy_choice(last, ids).tolist()
         still = []
         for row, b in enumerate(active):
             logits[b].append(last[row].float())

@@ -119,6 +119,15 @@ class SpecialIds:
     voco: int
 
 
+def greedy_choice(logits, ids: SpecialIds):
+    """Argmax over the last axis among tokens that may be generated: BOS, padding, image
+    and VoCo ids lay out a sequence and are never an answer (a model that was not
+    trained under a mask, such as the lower bound, may otherwise pick one, and an image
+    token without its image cannot be embedded)."""
+    banned = [ids.bos, ids.pad, ids.image, ids.voco]
+    return logits.index_fill(-1, logits.new_tensor(banned, dtype=torch.long), float("-inf")).argmax(-1)
+
+
 def assemble(
     question_ids: Sequence[int],
     answer_ids: Sequence[int],
