@@ -32,11 +32,11 @@ Step budget (nano, 2-core CPU, fp32, batch 32). An instruct step costs ~0.2 s at
 128 / 4 layers (N = 0.86M; the nano quickstart: pretrain 0.19, upper 0.23, voco 0.21 s
 per step); model it as t(N) ~ 0.03 s + 0.18 s * N / 0.86M. With the sizes below
 (N = 0.11M, 0.37M, 0.86M, 1.93M, a 17x span) one step of every size costs
-0.055 + 0.107 + 0.21 + 0.43 ~ 0.80 s. Each size trains pretrain 400 + upper 800 (the
-preset's) + 4 VoCo x 300 + 4 QueCC x 300 (`SCALING_STEPS`) = 3600 steps:
-3600 x 0.80 ~ 2900 s. Add the CLIP stage (~15 s), 36 evaluations on the 2500 held-out
+0.055 + 0.107 + 0.21 + 0.43 ~ 0.80 s. Each size trains pretrain 400 + upper 1100 (the
+preset's) + 4 VoCo x 200 + 4 QueCC x 200 (`SCALING_STEPS`) = 3100 steps:
+3100 x 0.80 ~ 2500 s. Add the CLIP stage (~15 s), 36 evaluations on the 2500 held-out
 questions (~2-25 s each, ~250 s), cost measurements (~40 s) and trainer set-up
-(~2 s x 41 fits): about 3300 s, 55 minutes, inside the 90-minute target with ~1.6x
+(~2 s x 41 fits): about 2900 s, 48 minutes, inside the 90-minute target with ~1.9x
 headroom. `steps` (cell steps) and `--set train.pretrain_steps=... train.instruct_steps=...`
 move the budget linearly; `limit` caps the evaluation. Every cell records its own
 `wall_s` and every size its stage seconds, so the real cost is in the results file.
@@ -76,7 +76,7 @@ from .sweep import QUICK, TRAINED, Cell, Sweep, runs_dir, study_config
 METHODS = ("voco", "quecc")
 KS = (1, 2, 4, 16)  # plus K = V (64 at nano): the upper-bound model itself
 QUICK_KS = (1, 4)
-SCALING_STEPS = 300  # fine-tuning steps of every (size, method, K) cell at nano
+SCALING_STEPS = 200  # fine-tuning steps of every (size, method, K) cell at nano
 N_BOOT = 200
 BETA_ZERO = 1e-6  # a fitted beta below this (on its lower bound) is reported as zero: no gain from tokens
 #: The paper's constants (N in billions of parameters, V visual tokens), REFERENCE.md section 2.
