@@ -199,6 +199,30 @@ def test_provenance_has_design_keys():
     assert isinstance(prov["commit"], str) and prov["commit"]
 
 
+def test_a_runs_own_output_folder_does_not_make_the_checkout_dirty(tmp_path, monkeypatch):
+    import subprocess
+
+    def git(*args):
+        out = subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    git("init", "-q")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(runtime, "_git", git)
+    assert runtime.git_state()[1] is False
+    (tmp_path / "out" / "results.json").write_text('{"rewritten": true}')  # the run writes its results
+    assert runtime.git_state()[1] is True
+    assert runtime.git_state(tmp_path / "out")[1] is False
+    assert runtime.provenance("c", "nano", 0, 1.0, out=tmp_path / "out")["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2")  # the code changed: dirty whatever the output folder
+    assert runtime.git_state(tmp_path / "out")[1] is True
+    assert runtime.git_state(tmp_path.parent / "elsewhere")[1] is True  # a folder outside the checkout
+
+
 def test_plot_cache_bytes_log_log_with_full_line():
     ks = [1, 2, 4, 8, 16, 32, 64]
     per_token = 2 * 2 * 2 * 32 * 4  # layers x (K, V) x kv_heads x head_dim x fp32

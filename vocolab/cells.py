@@ -31,11 +31,12 @@ def model_id(model) -> str:
         return key_of({"weights": f"{sum(p.double().sum().item() for p in model.parameters()):.12e}"})
 
 
-def made_at() -> dict:
-    """Which code made a cell (a resumed grid mixes cells from several invocations)."""
+def made_at(out: str | Path | None = None) -> dict:
+    """Which code made a cell (a resumed grid mixes cells from several invocations);
+    `out`: the study's folder, whose own files do not count as a dirty checkout."""
     from .runtime import git_state
 
-    commit, dirty = git_state()
+    commit, dirty = git_state(out)
     return {"commit": commit, "dirty": dirty, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
@@ -45,7 +46,7 @@ def log_invocation(out: str | Path, entry: dict) -> list[dict]:
     that made its cells, not only of the last (possibly seconds-long) invocation."""
     path = Path(out) / "invocations.json"
     history = json.loads(path.read_text()) if path.exists() else []
-    history.append(made_at() | entry)
+    history.append(made_at(out) | entry)
     write_json(path, history)
     return history
 
@@ -70,7 +71,7 @@ def run_cells(cells: Iterable[tuple[str, str, Callable[[], dict]]], folder: str 
                 done.append(old)
                 continue
         try:
-            run = fn() | {"cell_key": key, "made_at": made_at()}
+            run = fn() | {"cell_key": key, "made_at": made_at(folder)}
         except Exception as err:  # noqa: BLE001 - one broken cell must not stop the grid
             write_json(bad, {"cell": name, "error": f"{type(err).__name__}: {err}",
                              "traceback": traceback.format_exc()})

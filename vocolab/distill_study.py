@@ -85,7 +85,7 @@ def run_distill_study(preset_name: str = "nano", out: str | Path = "figures/dist
     wall = time.perf_counter() - start
     history = log_invocation(out, {"command": command, "wall_s": round(wall, 1), "cells_run": len(ran),
                                    "cells_failed": len(failed)})
-    body = results(provenance(command, cfg.preset, seed, wall),
+    body = results(provenance(command, cfg.preset, seed, wall, out),
                    {"split": "heldout", "examples": len(qs), "families": list(FAMILIES)}, all_runs,
                    config=cfg.to_dict(), invocations=history,
                    distill={"objectives": list(objectives), "ks": list(ks), "steps": steps, "failed": failed,

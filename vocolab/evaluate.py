@@ -162,7 +162,7 @@ def run_eval(upper_path: str, voco_paths: list[str], out: str, limit: int | None
     with staged_output(out) as stage:
         train, heldout = Split.load(cfg, "scenes", "train"), Split.load(cfg, "scenes", "heldout")
         runs, qs = standard_runs(upper, vocos, tokenizer, train, heldout, FAMILIES, limit)
-        body = results(provenance(command, cfg.preset, cfg.seed, time.perf_counter() - start),
+        body = results(provenance(command, cfg.preset, cfg.seed, time.perf_counter() - start, out),
                        {"split": "heldout", "examples": len(qs), "families": list(FAMILIES)}, runs)
         write_json(stage / "results.json", body)
         (stage / "table1.md").write_text(table1_markdown(runs, FAMILIES) + "\n")

@@ -228,7 +228,7 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
             c["kv_ratio"] = round(c["kv_tokens"] / ref["kv_tokens"], 4)
             if run.get("step_time_ms") and by["full"].get("step_time_ms"):
                 run["step_time_ratio"] = round(run["step_time_ms"] / by["full"]["step_time_ms"], 4)
-    body = results(provenance(command, cfg.preset, seed, time.perf_counter() - start),
+    body = results(provenance(command, cfg.preset, seed, time.perf_counter() - start, out),
                    {"split": "heldout", "kind": "clips", "examples": len(qs), "families": families},
                    bounds + done, config=cfg.to_dict(),
                    mod={"r": r, "k_per_frame": k, "layers": layers, "mod_layers": list(mod_layers),

@@ -117,7 +117,7 @@ def run_quickstart(preset_name: str = "nano", seed: int = 0, out: str | Path = "
                     stage / "clip_sample.png")
 
         body = results(
-            provenance(command, cfg.preset, seed, time.perf_counter() - start),
+            provenance(command, cfg.preset, seed, time.perf_counter() - start, out),
             {"split": "heldout", "examples": len(qs), "families": list(FAMILIES)}, table, cost,
             config=cfg.to_dict(), stage_seconds=trained.seconds | {"eval": round(eval_s, 1)},
             parameters=voco.parameter_report(), mask_check=checks)

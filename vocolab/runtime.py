@@ -222,14 +222,21 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def git_state() -> tuple[str, bool | None]:
+def git_state(ignore: str | os.PathLike | None = None) -> tuple[str, bool | None]:
     """(commit, dirty): "unknown"/None outside a git checkout or before the first commit.
 
     Dirty means tracked files differ from the commit; untracked files (figures,
     runs) are ignored, or every run that writes results would mark itself dirty.
+    `ignore` is the folder a run writes to: its committed files (the cells of a
+    resumed grid, the previous results) change during the run and say nothing about
+    the code that ran.
     """
     commit = _git("rev-parse", "HEAD") or "unknown"
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    args = ["status", "--porcelain", "--untracked-files=no"]
+    root = _git("rev-parse", "--show-toplevel") if ignore is not None else None
+    if root and Path(ignore).resolve().is_relative_to(Path(root).resolve()):
+        args += ["--", ":/", f":(exclude){Path(ignore).resolve()}"]
+    status = _git(*args)
     dirty = None if status is None else bool(status)
     return commit, dirty
 
@@ -242,9 +249,11 @@ def device_name(dev: torch.device | None = None) -> str:
     return dev.type
 
 
-def provenance(command: str, preset: str, seed: int, wall_s: float) -> dict:
-    """The `provenance` block of a results file (DESIGN.md section 6)."""
-    commit, dirty = git_state()
+def provenance(command: str, preset: str, seed: int, wall_s: float,
+               out: str | os.PathLike | None = None) -> dict:
+    """The `provenance` block of a results file (DESIGN.md section 6); `out`: the folder
+    the results go to (its own files do not make the checkout dirty)."""
+    commit, dirty = git_state(out)
     versions = {"python": platform.python_version()}
     versions.update({pkg: _version(pkg) for pkg in _VERSION_PACKAGES})
     return {

@@ -332,7 +332,7 @@ def run_scaling(preset_name: str = "nano", out: str | Path = "figures/scaling", 
                "note": "wall_s of this invocation; cells_wall_s sums every cell's own time, including cells "
                        "finished by earlier (resumed) invocations"}
     analysis = analyse(runs, q_tokens, v, methods, n_boot=n_boot, seed=seed)
-    body = results(provenance(command, cfg.preset, seed, time.perf_counter() - start),
+    body = results(provenance(command, cfg.preset, seed, time.perf_counter() - start, out),
                    {"split": "heldout", "examples": len(grid.qs), "families": list(FAMILIES)}, runs,
                    config=cfg.to_dict(), scaling=scaling, **analysis)
     write_scaling_outputs(body, out, echo=progress)

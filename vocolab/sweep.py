@@ -264,7 +264,7 @@ def run_sweep(preset_name: str = "nano", out: str | Path = "figures/sweep", *, s
     wall = time.perf_counter() - start
     history = log_invocation(out, {"command": command, "wall_s": round(wall, 1), "cells_run": len(ran),
                                    "cells_failed": len(failed)})
-    body = results(provenance(command, cfg.preset, seed, wall),
+    body = results(provenance(command, cfg.preset, seed, wall, out),
                    {"split": "heldout", "examples": len(sweep.qs), "families": list(sweep.families)},
                    runs_all, config=cfg.to_dict(), invocations=history,
                    sweep={"methods": list(methods), "ks": list(ks), "steps": steps, "fastv_layer": FASTV_LAYER,

@@ -392,7 +392,7 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     if {"video-upper", "lower"} <= names:
         runs = add_retention(runs, upper="video-upper", lower="lower")
     example = study.streaming_example() if "temporal" in names else None
-    body = results(provenance(command, cfg.preset, seed, time.perf_counter() - start),
+    body = results(provenance(command, cfg.preset, seed, time.perf_counter() - start, out),
                    {"split": "heldout", "kind": "clips", "examples": len(study.qs),
                     "families": list(study.families), "frames": study.frames}, runs,
                    config=cfg.to_dict(),
