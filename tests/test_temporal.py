@@ -166,6 +166,8 @@ def test_the_study_runs_end_to_end(finished):
     assert body["eval"]["families"] == list(TEMPORAL_FAMILIES) and body["eval"]["frames"] == FRAMES
     assert body["eval"]["examples"] == 12 and body["temporal"]["failed"] == []
     assert body["provenance"]["command"] == "vocolab temporal" and body["provenance"]["preset"] == "nano"
+    assert body["invocations"][-1]["cells_run"] == len(CELLS)  # this invocation's cost is on record
+    assert (out / "invocations.json").exists()
     for r in body["runs"]:
         assert 0.0 <= r["accuracy"] <= 1.0
         assert set(r["per_family"]) <= set(TEMPORAL_FAMILIES) and r["per_family"], r["name"]

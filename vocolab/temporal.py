@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .cells import key_of, run_cells
+from .cells import key_of, log_invocation, run_cells
 from .config import Config, quick_mode
 from .sweep import QUICK, SWEEP_STEPS, base_model, runs_dir, study_config
 
@@ -385,17 +385,21 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     out = Path(out)
     study = TemporalStudy(cfg, runs_dir(cfg), k=k, steps=steps, limit=limit, progress=progress)
     refs, single_detail = study.references()
+    ran: list[str] = []
     done, failed = run_cells(((name, study.cell_key(name), lambda name=name: study.run_cell(name))
-                              for name in CELLS), out / "cells", desc="temporal", progress=progress)
+                              for name in CELLS), out / "cells", desc="temporal", progress=progress, ran=ran)
     runs = done + refs
     names = {r["name"] for r in runs}
     if {"video-upper", "lower"} <= names:
         runs = add_retention(runs, upper="video-upper", lower="lower")
     example = study.streaming_example() if "temporal" in names else None
-    body = results(provenance(command, cfg.preset, seed, time.perf_counter() - start, out),
+    wall = time.perf_counter() - start
+    history = log_invocation(out, {"command": command, "wall_s": round(wall, 1), "cells_run": len(ran),
+                                   "cells_failed": len(failed)})
+    body = results(provenance(command, cfg.preset, seed, wall, out),
                    {"split": "heldout", "kind": "clips", "examples": len(study.qs),
                     "families": list(study.families), "frames": study.frames}, runs,
-                   config=cfg.to_dict(),
+                   config=cfg.to_dict(), invocations=history,
                    temporal={"k": k, "steps": steps, "clips": study.sizes, "middle_frame": study.middle,
                              "failed": failed, "upper": "video-upper", "lower": "lower",
                              "single_frame": single_detail, "example": example,
