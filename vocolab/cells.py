@@ -40,13 +40,15 @@ def made_at(out: str | Path | None = None) -> dict:
     return {"commit": commit, "dirty": dirty, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def log_invocation(out: str | Path, entry: dict) -> list[dict]:
-    """Append this invocation (commit, wall time, cells it ran) to `out/invocations.json` and
-    return the whole history: a resumed grid's results file keeps the cost of every run
-    that made its cells, not only of the last (possibly seconds-long) invocation."""
+def log_invocation(out: str | Path, command: str, wall_s: float, ran: list, failed: list) -> list[dict]:
+    """Append this invocation (commit, command, wall time, cells it ran and that failed) to
+    `out/invocations.json` and return the whole history: a resumed grid's results file keeps
+    the cost of every run that made its cells, not only of the last (possibly seconds-long)
+    invocation."""
     path = Path(out) / "invocations.json"
     history = json.loads(path.read_text()) if path.exists() else []
-    history.append(made_at(out) | entry)
+    history.append(made_at(out) | {"command": command, "wall_s": round(wall_s, 1), "cells_run": len(ran),
+                                   "cells_failed": len(failed)})
     write_json(path, history)
     return history
 

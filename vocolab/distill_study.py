@@ -83,8 +83,7 @@ def run_distill_study(preset_name: str = "nano", out: str | Path = "figures/dist
     done, failed = run_cells(cells, out / "cells", desc="distill", progress=progress, ran=ran)
     all_runs = add_retention(bounds + done)
     wall = time.perf_counter() - start
-    history = log_invocation(out, {"command": command, "wall_s": round(wall, 1), "cells_run": len(ran),
-                                   "cells_failed": len(failed)})
+    history = log_invocation(out, command, wall, ran, failed)
     body = results(provenance(command, cfg.preset, seed, wall, out),
                    {"split": "heldout", "examples": len(qs), "families": list(FAMILIES)}, all_runs,
                    config=cfg.to_dict(), invocations=history,

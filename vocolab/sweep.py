@@ -262,8 +262,7 @@ def run_sweep(preset_name: str = "nano", out: str | Path = "figures/sweep", *, s
     runs_all = add_retention(bounds + done)
     cell_seconds = sum(r.get("wall_s", 0) for r in done)
     wall = time.perf_counter() - start
-    history = log_invocation(out, {"command": command, "wall_s": round(wall, 1), "cells_run": len(ran),
-                                   "cells_failed": len(failed)})
+    history = log_invocation(out, command, wall, ran, failed)
     body = results(provenance(command, cfg.preset, seed, wall, out),
                    {"split": "heldout", "examples": len(sweep.qs), "families": list(sweep.families)},
                    runs_all, config=cfg.to_dict(), invocations=history,

@@ -394,8 +394,7 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
         runs = add_retention(runs, upper="video-upper", lower="lower")
     example = study.streaming_example() if "temporal" in names else None
     wall = time.perf_counter() - start
-    history = log_invocation(out, {"command": command, "wall_s": round(wall, 1), "cells_run": len(ran),
-                                   "cells_failed": len(failed)})
+    history = log_invocation(out, command, wall, ran, failed)
     body = results(provenance(command, cfg.preset, seed, wall, out),
                    {"split": "heldout", "kind": "clips", "examples": len(study.qs),
                     "families": list(study.families), "frames": study.frames}, runs,

@@ -95,22 +95,20 @@ def _qa_columns(qas) -> dict[str, list[str]]:
             "family": [q.family for q in qas], "template": [q.template for q in qas]}
 
 
-def scene_row(cfg: DataConfig, seed: int, index: int, render: bool = True, questions: int | None = None) -> dict[str, Any]:
+def scene_row(cfg: DataConfig, seed: int, index: int, questions: int, render: bool = True) -> dict[str, Any]:
     rng = item_rng(seed, "scenes", index)
     scene = sample_scene(rng, cfg)
-    n = cfg.questions_per_scene if questions is None else questions
-    row = {"caption": caption(scene), **_qa_columns(scene_questions(scene, rng, n, cfg)),
+    row = {"caption": caption(scene), **_qa_columns(scene_questions(scene, rng, questions, cfg)),
            "objects": scene.to_json()}
     if render:
         row["image"] = render_scene(scene, cfg, rng)
     return row
 
 
-def clip_row(cfg: DataConfig, seed: int, index: int, render: bool = True, questions: int | None = None) -> dict[str, Any]:
+def clip_row(cfg: DataConfig, seed: int, index: int, questions: int, render: bool = True) -> dict[str, Any]:
     rng = item_rng(seed, "clips", index)
     clip = sample_clip(rng, cfg)
-    n = cfg.questions_per_scene if questions is None else questions
-    row = {"caption": clip_caption(clip), **_qa_columns(clip_questions(clip, rng, n)),
+    row = {"caption": clip_caption(clip), **_qa_columns(clip_questions(clip, rng, questions)),
            "objects": clip.to_json()}
     if render:
         row["frames"] = render_clip(clip, cfg, rng)
@@ -129,7 +127,7 @@ def iter_rows(cfg: DataConfig | Config, kind: str, split: str, n: int | None = N
     seed, count = split_seed(cfg, split), split_size(cfg, kind, split, n)
     questions = questions_per_item(cfg, split)
     for i in tqdm(range(count), desc=f"{kind}/{split}", disable=not progress, mininterval=0.5):
-        yield _ROW_FNS[kind](cfg, seed, i, render, questions)
+        yield _ROW_FNS[kind](cfg, seed, i, questions, render)
 
 
 def features(cfg: DataConfig, kind: str) -> datasets.Features:
