@@ -64,6 +64,7 @@ def test_unknown_preset_is_one_line_and_exit_2(tmp_path, capsys, quick):
     (["badpair"], "badpair"),                       # not key=value
     (["llm.layers=two"], "llm.layers"),             # wrong type
     (["voco.mask=sideways"], "voco.mask"),          # not a mask mode
+    (["train.voco_objective=telepathy"], "train.voco_objective"),  # not a distillation objective
     (['data.colors=["gold", "red"]'], "data.colors"),  # a colour the renderer cannot draw
 ])
 def test_bad_override_is_one_line_naming_the_field(tmp_path, capsys, quick, pairs, field):

@@ -102,6 +102,28 @@ def test_projector_is_mlp2x_gelu():
     proj = Projector(8, 16)
     assert [type(m).__name__ for m in proj.children()] == ["Linear", "GELU", "Linear"]
     assert proj(torch.randn(2, 5, 8)).shape == (2, 5, 16)
+    assert proj.positions is None
+
+
+def test_projector_position_embedding_marks_where_each_patch_is():
+    torch.manual_seed(0)
+    plain, placed = Projector(8, 16), Projector(8, 16, positions=5)
+    placed.load_state_dict(plain.state_dict() | {"positions": placed.positions.detach()})
+    x = torch.randn(3, 5, 8)
+    torch.testing.assert_close(placed(x), plain(x))  # zero at initialisation: the plain projector
+    with torch.no_grad():
+        placed.positions.normal_()
+    same = x[:, :1].expand(3, 5, 8)  # one feature at every position: outputs now differ by position
+    out = placed(same)
+    torch.testing.assert_close(out - plain(same), placed.positions.expand(3, 5, 16))
+    assert not torch.allclose(out[:, 0], out[:, 1])
+    out.sum().backward()
+    assert placed.positions.grad is not None and placed.positions.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"\[\.\.\., 5, 8\]"):
+        placed(torch.randn(3, 4, 8))
+    # with a zoo compressor the LLM sees K pooled tokens, not V patches: no per-patch embedding
+    pooled = tiny_vlm(**{"llm.image_positions": True, "compress.method": "avgpool", "compress.tokens": 4})
+    assert pooled.projector.positions is None
 
 
 def test_llama_config_from_cfg():
@@ -139,8 +161,19 @@ def _image_and_text_batch():
     return pad_batch([a, b, c], SPECIAL.pad), [la, lb, lc]
 
 
-def test_embed_places_projected_features_in_image_slots():
-    vlm = tiny_vlm()
+def tiny_vlm_with_positions(on: bool) -> VoCoVLM:
+    """The tiny VLM, with random (not zero) per-patch position embeddings when `on`."""
+    vlm = tiny_vlm(**{"llm.image_positions": on})
+    if on:
+        with torch.no_grad():
+            vlm.projector.positions.normal_()
+    return vlm
+
+
+@pytest.mark.parametrize("positions", [False, True])
+def test_embed_places_projected_features_in_image_slots(positions):
+    vlm = tiny_vlm_with_positions(positions)
+    assert (vlm.projector.positions is not None) == positions
     ids, layouts = _image_and_text_batch()
     pix = images(3)
     with torch.no_grad():
@@ -158,8 +191,9 @@ def test_embed_places_projected_features_in_image_slots():
             torch.testing.assert_close(vlm.embed(ids, **kwargs), emb)
 
 
-def test_embed_video_frames_fill_slots_in_order():
-    vlm = tiny_vlm()
+@pytest.mark.parametrize("positions", [False, True])
+def test_embed_video_frames_fill_slots_in_order(positions):
+    vlm = tiny_vlm_with_positions(positions)  # every frame gets the same per-patch embedding
     ids, layout = assemble([10], [12], SPECIAL, frames=2, image_tokens=V, voco_tokens=1)
     ids = torch.tensor([ids])
     clip = images(1, frames=2)

@@ -51,6 +51,23 @@ def test_resume_from_mid_epoch_checkpoint_matches_uninterrupted_run(cache):
     assert any(not torch.equal(straight[n], interrupted[n]) for n in straight)  # the test can fail
 
 
+def test_recipe_distils_the_voco_stage_from_the_upper_bound(cache):
+    from vocolab.distill import DistillModule
+    from vocolab.pipeline import run_recipe
+
+    cfg = preset("nano", **TINY, **{"train.instruct_steps": 1, "train.voco_steps": 2})
+    data = VoCoDataModule(cfg, train_n=48, heldout_n=8, turns=True, progress=False)
+    trained = run_recipe(cfg, cache / "runs", data=data, progress=False, stages=("upper", "voco"))
+    assert cfg.train.voco_objective == "attention"
+    assert isinstance(trained.voco, DistillModule) and trained.voco.objective == "attention"
+    assert trained.voco.teacher is trained.upper.model and trained.voco.model is not trained.upper.model
+    implicit = cfg.override(**{"train.voco_objective": "implicit"})
+    plain = run_recipe(implicit, cache / "runs2", data=data, progress=False, stages=("upper", "voco"))
+    assert type(plain.voco) is VLMModule
+    with pytest.raises(ValueError, match="upper stage"):
+        run_recipe(cfg, cache / "runs3", data=data, progress=False, stages=("voco",))
+
+
 def test_fit_command_chains_the_yaml_stages(cache, monkeypatch):
     monkeypatch.chdir(cache)
     configs = Path(__file__).resolve().parents[1] / "configs" / "nano"

@@ -35,11 +35,12 @@ import torch
 import torch.nn.functional as F
 
 from .batching import Batch
+from .config import VOCO_OBJECTIVES
 from .layout import IGNORE_INDEX, Layout
 from .lit import VLMModule
 from .models import VoCoVLM
 
-OBJECTIVES = ("implicit", "logits", "attention", "logits+attention")
+OBJECTIVES = VOCO_OBJECTIVES
 STUDENT_MASKS = ("voco", "video")  # the teacher always runs under "causal"
 
 

@@ -6,6 +6,8 @@
     upper     instruct on QA under the `causal` mask: the upper bound
     voco      instruct on QA under the `voco` mask with K VoCo tokens, initialised
               from the upper-bound model (it already answers; now it must compress)
+              and, per `train.voco_objective`, distilled from it: by default its text
+              tokens' hidden states are pulled towards the upper bound's (`vocolab.distill`)
 
 The lower bound needs no training: it is the upper-bound model evaluated under
 the `voco` mask. Each stage logs to CSV under `out/<stage>/` and checkpoints there.
@@ -54,10 +56,19 @@ def clip_stage(cfg: Config, data: VoCoDataModule, out: Path, progress: bool = Tr
 
 
 def vlm_stage(cfg: Config, data: VoCoDataModule, out: Path, name: str, *, task: str, mask: str, steps: int,
-              init: VLMModule | ClipModule | None, k: int | None = None, progress: bool = True) -> VLMModule:
-    """One `VLMModule` stage initialised from the previous stage's weights."""
+              init: VLMModule | ClipModule | None, k: int | None = None, progress: bool = True,
+              teacher: VLMModule | None = None) -> VLMModule:
+    """One `VLMModule` stage initialised from the previous stage's weights; with a
+    `teacher`, a `DistillModule` trained with `train.voco_objective` against it."""
     k = cfg.voco.tokens if k is None else k
-    module = VLMModule(cfg, mask=mask, stage=name, steps=max(1, steps))
+    objective = cfg.train.voco_objective if teacher is not None else "implicit"
+    if objective == "implicit":
+        module = VLMModule(cfg, mask=mask, stage=name, steps=max(1, steps))
+    else:
+        from .distill import DistillModule
+
+        module = DistillModule(cfg, objective=objective, mask=mask, stage=name, steps=max(1, steps))
+        module.set_teacher(teacher)
     if isinstance(init, ClipModule):
         module.model.load_vision_from_clip(init.clip)
     elif init is not None:
@@ -78,6 +89,9 @@ def run_recipe(cfg: Config, out: str | Path, data: VoCoDataModule | None = None,
     data.setup()
     result = Trained(data=data)
     t = cfg.train
+    if "voco" in stages and "upper" not in stages and t.voco_objective != "implicit":
+        raise ValueError(f"run_recipe: the voco stage distils from the upper bound (train.voco_objective="
+                         f"{t.voco_objective!r}); train the upper stage too or set train.voco_objective=implicit")
     plan = {
         "clip": lambda: clip_stage(cfg, data, out, progress),
         "pretrain": lambda: vlm_stage(cfg, data, out, "pretrain", task="caption", mask="causal",
@@ -85,7 +99,7 @@ def run_recipe(cfg: Config, out: str | Path, data: VoCoDataModule | None = None,
         "upper": lambda: vlm_stage(cfg, data, out, "upper", task="qa", mask="causal", steps=t.instruct_steps,
                                    init=result.pretrain, progress=progress),
         "voco": lambda: vlm_stage(cfg, data, out, "voco", task="qa", mask="voco", steps=t.voco_steps,
-                                  init=result.upper or result.pretrain, progress=progress),
+                                  init=result.upper or result.pretrain, progress=progress, teacher=result.upper),
     }
     for name in stages:
         start = time.perf_counter()

@@ -3,6 +3,13 @@
 Two linear layers with a GELU between them map each CLIP patch feature (width Dv)
 into the LLM's embedding space (width D). It is the only new module between the
 two pretrained towers, and the one the `pretrain` stage aligns first.
+
+With `positions = V` it also adds a learned embedding per patch position (zero at
+initialisation) to each image's V projected tokens. The LLM's rotary positions
+only rotate queries and keys, so whatever a text token gathers from the image
+(the values) says *what* is there but not *where*; CLIP's own position
+embeddings survive in the patch features only faintly. The added embedding puts
+"where" into the values, which questions comparing two objects' positions need.
 """
 
 from __future__ import annotations
@@ -12,17 +19,26 @@ from torch import nn
 
 
 class Projector(nn.Module):
-    """`[..., in_dim] -> [..., out_dim]` via Linear -> GELU -> Linear."""
+    """`[..., in_dim] -> [..., out_dim]` via Linear -> GELU -> Linear; with `positions`
+    > 0 the input is `[..., positions, in_dim]` and a learned per-position embedding
+    is added to the output."""
 
-    def __init__(self, in_dim: int, out_dim: int):
+    def __init__(self, in_dim: int, out_dim: int, positions: int = 0):
         super().__init__()
         self.in_dim, self.out_dim = in_dim, out_dim
         self.fc1 = nn.Linear(in_dim, out_dim)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(out_dim, out_dim)
+        self.positions = nn.Parameter(torch.zeros(positions, out_dim)) if positions else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        y = self.fc2(self.act(self.fc1(x)))
+        if self.positions is None:
+            return y
+        if x.dim() < 2 or x.shape[-2] != self.positions.shape[0]:
+            raise ValueError(f"Projector: expected [..., {self.positions.shape[0]}, {self.in_dim}] "
+                             f"(one image's patches), got {tuple(x.shape)}")
+        return y + self.positions.to(y.dtype)
 
 
 __all__ = ["Projector"]

@@ -54,7 +54,9 @@ class VoCoVLM(nn.Module):
         check_backend(cfg.llm.attn_implementation)
         self.cfg, self.special, self.vocab_size = cfg, special, vocab_size
         self.vision = CLIPVisionModel(vision_config(cfg))
-        self.projector = Projector(cfg.vision.hidden_size, cfg.llm.hidden_size)
+        # a per-patch position embedding only where the LLM sees all V patches (no compressor)
+        positions = cfg.data.image_tokens if cfg.llm.image_positions and cfg.compress.method == "none" else 0
+        self.projector = Projector(cfg.vision.hidden_size, cfg.llm.hidden_size, positions)
         self.llm = build_llm(cfg, vocab_size, special)
         # a zoo compressor maps each image's V patch features to K tokens before the projector
         self.compressor = None
@@ -168,9 +170,9 @@ class VoCoVLM(nn.Module):
                 raise ValueError(
                     f"embed: sample {b} has {counts[b]} image tokens but {what} give "
                     f"{f.shape[0]} frame(s) x {f.shape[1]} patches = {f.shape[0] * f.shape[1]}")
-        flat = torch.cat([f.reshape(-1, d_vision) for f in feats])
         proj_param = next(self.projector.parameters())
-        projected = self.projector(flat.to(device=proj_param.device, dtype=proj_param.dtype))
+        stacked = torch.cat([f.to(device=proj_param.device, dtype=proj_param.dtype) for f in feats])
+        projected = self.projector(stacked).reshape(-1, self.cfg.llm.hidden_size)  # [T, V or K, D] -> rows
         return embeds.masked_scatter(slots.unsqueeze(-1), projected.to(embeds.dtype))
 
     def _compress(self, feats: list[torch.Tensor], need: list[int], embeds: torch.Tensor, layouts) -> list:
