@@ -261,6 +261,10 @@ def test_plot_training_curves_reads_lightning_csv(tmp_path):
     fig = plotting.plot_training_curves({"upper": upper, "voco": voco})
     assert len(fig.axes) == 2 and fig.axes[1].get_lines()[0].get_ydata()[0] == 0.25
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["upper", "voco"]
+    distilled = tmp_path / "distilled.csv"  # the next-token part is drawn, not ce + distillation terms
+    distilled.write_text("epoch,step,train/ce,train/hidden,train/loss\n0,0,1.0,6.0,7.0\n0,1,0.5,4.0,4.5\n")
+    (line,) = plotting.plot_training_curves({"voco": distilled}, smooth=1).axes[0].get_lines()
+    assert list(line.get_ydata()) == [1.0, 0.5]
 
 
 def test_plot_inference_costs_three_panels():

@@ -420,14 +420,18 @@ def plot_parameter_counts(report: Mapping[str, Mapping[str, int]]) -> Figure:
 
 def plot_training_curves(logs: Mapping[str, str | os.PathLike], smooth: int = 5) -> Figure:
     """Training loss per stage (left) and held-out exact match where logged (right),
-    read from each stage's Lightning `metrics.csv`; `logs` maps stage name -> csv path."""
+    read from each stage's Lightning `metrics.csv`; `logs` maps stage name -> csv path.
+
+    A distilled stage logs its next-token part as `train/ce` next to the total
+    `train/loss`; the curve shows `train/ce`, the quantity the other stages' curves show."""
     import csv
 
     fig, axes = _new_figure((10, 3.6), 1, 2)
     loss_ax, acc_ax = axes[0]
     for name, path in logs.items():
         rows = list(csv.DictReader(open(path)))
-        train = [(int(r["step"]), float(r["train/loss"])) for r in rows if r.get("train/loss")]
+        key = "train/ce" if any(r.get("train/ce") for r in rows) else "train/loss"
+        train = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
         if train:
             steps, values = zip(*train)
             kernel = np.ones(min(smooth, len(values))) / min(smooth, len(values))
