@@ -31,7 +31,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from .cells import key_of, run_cells
+from .cells import key_of, model_id, run_cells
 from .config import quick_mode
 from .sweep import QUICK, SWEEP_STEPS, base_model, runs_dir, study_config
 
@@ -136,7 +136,7 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
     bounds = [model_run(upper, tok, heldout, qs, families, name="base", method="full", mask="causal", k=voco_k,
                         progress=progress),
               blind_run(data.splits["train"], qs, families)]
-    base_id = key_of({"weights": f"{sum(p.double().sum().item() for p in upper.parameters()):.12e}"})
+    base_id = model_id(upper)
 
     # one clip and question for the inference costs
     q_ids = tok(qs.questions[0], add_special_tokens=False)["input_ids"]

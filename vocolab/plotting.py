@@ -418,20 +418,26 @@ def plot_parameter_counts(report: Mapping[str, Mapping[str, int]]) -> Figure:
 # -- output ----------------------------------------------------------------------------
 
 
-def plot_training_curves(logs: Mapping[str, str | os.PathLike], smooth: int = 5) -> Figure:
-    """Training loss per stage (left) and held-out exact match where logged (right),
-    read from each stage's Lightning `metrics.csv`; `logs` maps stage name -> csv path.
+def stage_losses(rows: list[dict]) -> list[tuple[int, float]]:
+    """(step, training loss) from the rows of a stage's Lightning `metrics.csv`.
 
     A distilled stage logs its next-token part as `train/ce` next to the total
-    `train/loss`; the curve shows `train/ce`, the quantity the other stages' curves show."""
+    `train/loss`; `train/ce` is returned there, the quantity the other stages log."""
+    key = "train/ce" if any(r.get("train/ce") for r in rows) else "train/loss"
+    return [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+
+
+def plot_training_curves(logs: Mapping[str, str | os.PathLike], smooth: int = 5) -> Figure:
+    """Training loss per stage (`stage_losses`, left) and held-out exact match where
+    logged (right), read from each stage's Lightning `metrics.csv`; `logs` maps stage
+    name -> csv path."""
     import csv
 
     fig, axes = _new_figure((10, 3.6), 1, 2)
     loss_ax, acc_ax = axes[0]
     for name, path in logs.items():
         rows = list(csv.DictReader(open(path)))
-        key = "train/ce" if any(r.get("train/ce") for r in rows) else "train/loss"
-        train = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+        train = stage_losses(rows)
         if train:
             steps, values = zip(*train)
             kernel = np.ones(min(smooth, len(values))) / min(smooth, len(values))
@@ -585,5 +591,5 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
 __all__ = [
     "ATTEND_COLOR", "BLOCKED_COLOR", "describe_layout", "layout_segments", "plot_attention_overlay",
     "plot_cache_bytes", "plot_clip", "plot_distill_attention", "plot_family_accuracy", "plot_images", "plot_inference_costs", "plot_mask", "plot_mask_modes",
-    "plot_parameter_counts", "plot_training_curves", "save_figure",
+    "plot_parameter_counts", "plot_training_curves", "save_figure", "stage_losses",
 ]

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .cells import key_of, log_invocation, run_cells
+from .cells import key_of, log_invocation, model_id, run_cells
 from .config import Config, quick_mode
 from .sweep import QUICK, SWEEP_STEPS, base_model, runs_dir, study_config
 
@@ -184,8 +184,7 @@ class TemporalStudy:
         self.tokenizer = self.clips.tokenizer
         self.qs = Questions.of(self.heldout, limit)
         self.upper = base_model(cfg, runs, self.scenes, progress)
-        with torch.no_grad():
-            self.base_id = key_of({"weights": f"{sum(p.double().sum().item() for p in self.upper.parameters()):.12e}"})
+        self.base_id = model_id(self.upper)
         self._models: dict[str, object] = {}
 
     @property
