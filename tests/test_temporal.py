@@ -17,6 +17,7 @@ from vocolab.data.tokenizer import build_tokenizer, special_ids
 from vocolab.evaluate import Questions
 from vocolab.generate import greedy_generate
 from vocolab.models import VoCoVLM
+from vocolab.sweep import QUICK, runs_dir, study_config
 from vocolab.temporal import CELLS, TemporalStudy, frame_costs, predict_frames, run_temporal_study
 from data_helpers import data_cache
 from test_sweep import tiny_overrides
@@ -162,7 +163,7 @@ def finished(cache, tmp_path_factory):
 def test_the_study_runs_end_to_end(finished):
     out, body = finished
     by = {r["name"]: r for r in body["runs"]}
-    assert set(by) == set(CELLS) | {"middle-frame", "blind", "best-single-frame"}
+    assert "middle-frame" in CELLS and set(by) == set(CELLS) | {"blind", "best-single-frame"}
     assert body["eval"]["families"] == list(TEMPORAL_FAMILIES) and body["eval"]["frames"] == FRAMES
     assert body["eval"]["examples"] == 12 and body["temporal"]["failed"] == []
     assert body["provenance"]["command"] == "vocolab temporal" and body["provenance"]["preset"] == "nano"
@@ -173,13 +174,21 @@ def test_the_study_runs_end_to_end(finished):
         assert set(r["per_family"]) <= set(TEMPORAL_FAMILIES) and r["per_family"], r["name"]
         if r["name"] not in ("video-upper", "blind"):
             assert "retention" in r, r["name"]
-    for name in CELLS:  # every model answers after each of the first t frames
+    for name in set(CELLS) - {"middle-frame"}:  # every clip model answers after each of the first t frames
         assert list(by[name]["accuracy_vs_frames"]) == [str(t) for t in range(1, FRAMES + 1)]
         assert by[name]["accuracy_vs_frames"][str(FRAMES)] == by[name]["accuracy"]
     bytes_ = {n: by[n]["cost"]["cache_bytes_per_frame"] for n in ("temporal", "avgpool", "video-upper")}
     assert bytes_["temporal"] == bytes_["avgpool"] < bytes_["video-upper"]
     assert by["video-upper"]["cost"]["cached_tokens_per_frame"] == V + 1  # V image tokens + its VoCo slot
     assert by["middle-frame"]["frame"] == FRAMES // 2 and by["voco-image"]["video_trained"] is False
+    logs = runs_dir(study_config("nano", 0, STUDY, QUICK)) / "temporal"
+    header = (logs / "voco-image" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/hidden" in header  # the image VoCo model is distilled like the recipe's voco stage
+    assert "train/hidden" not in (logs / "temporal" / "metrics.csv").read_text().splitlines()[0]
+    middle = by["middle-frame"]  # trained on clip QA like video-upper, but sees one frame
+    assert middle["train_steps"] == 2 and "accuracy_vs_frames" not in middle
+    assert middle["cost"]["cache_bytes_clip"] == middle["cost"]["cache_bytes_per_frame"] == \
+        by["video-upper"]["cost"]["cache_bytes_per_frame"]
     example = body["temporal"]["example"]
     assert [s["cache_tokens"] for s in example["steps"]] == [K * t for t in range(1, FRAMES + 1)]
     for name in ("results.json", "table.md", "accuracy_per_family.png", "accuracy_vs_frames.png",

@@ -5,9 +5,10 @@ model, trained once per preset and seed) and is trained for the same steps with 
 same seed; all are evaluated on the same held-out clips (T = `data.frames` frames):
 
     voco-image    the image VoCo model: the base model fine-tuned on scene QA under
-                  the `voco` mask with K tokens, evaluated on clips under the `video`
-                  mask without any video training (each frame's K VoCo tokens see
-                  only that frame; the question sees every frame's VoCo tokens)
+                  the `voco` mask with K tokens (with the recipe's `train.voco_objective`,
+                  distilled from the base model as in `pipeline`), evaluated on clips
+                  under the `video` mask without any video training (each frame's K VoCo
+                  tokens see only that frame; the question sees every frame's VoCo tokens)
     temporal      that model continued on clip QA under the `video` mask
     avgpool       average pooling of each frame to K tokens (zoo compressor) from the
                   base model, trained on clip QA, causal mask
@@ -15,8 +16,9 @@ same seed; all are evaluated on the same held-out clips (T = `data.frames` frame
                   causal: the upper bound
     lower         video-upper evaluated under the `video` mask with K VoCo tokens per
                   frame: the lower bound (as DESIGN.md 6 defines it for images)
-    middle-frame  the base model (no video training) answering from the middle frame
-                  only; `best-single-frame` the symbolic answerer that sees one frame's
+    middle-frame  the base model trained on clip QA the same way, but shown only each
+                  clip's middle frame (all V tokens): what one frame teaches a trained
+                  model; `best-single-frame` the symbolic answerer that sees one frame's
                   full state (`vocolab.data.baselines`); `blind` the question alone
 
 Answers are read *streaming*: VoCo models compress frame by frame
@@ -47,7 +49,7 @@ from .config import Config, quick_mode
 from .sweep import QUICK, SWEEP_STEPS, base_model, runs_dir, study_config
 
 K = 2
-CELLS = ("voco-image", "temporal", "avgpool", "video-upper", "lower")
+CELLS = ("voco-image", "temporal", "avgpool", "video-upper", "lower", "middle-frame")
 # quick mode: clip split sizes and the clip-training batch (a clip is T images long); scenes: `sweep.QUICK`
 QUICK_CLIPS = {"train": 200, "heldout": 40, "batch_size": 8}
 
@@ -214,6 +216,7 @@ class TemporalStudy:
             "avgpool": {"compress.method": "avgpool", "compress.tokens": self.k, "voco.tokens": 0,
                         "voco.mask": "causal"},
             "video-upper": {"voco.mask": "causal"},
+            "middle-frame": {"voco.mask": "causal"},
         }
         if name not in settings:
             raise ValueError(f"temporal: no model called {name!r}")
@@ -239,10 +242,12 @@ class TemporalStudy:
         if not train:
             return None
         t0 = time.perf_counter()
-        if name == "voco-image":  # scene QA, voco mask
-            model = self._fit(name, self.scenes, "voco", self.upper)
+        if name == "voco-image":  # scene QA, voco mask, distilled from the base model like the recipe's voco stage
+            model = self._fit(name, self.scenes, "voco", self.upper, teacher=self.upper)
         elif name == "temporal":  # the image VoCo model, continued on clips under the video mask
             model = self._fit(name, self.clips, "video", self.model("voco-image"))
+        elif name == "middle-frame":  # clip QA, causal, from the base model, one frame per clip
+            model = self._fit(name, self.middle_clips(), "causal", self.upper)
         else:  # avgpool and video-upper: clip QA, causal, from the base model
             model = self._fit(name, self.clips, "causal", self.upper)
         save_checkpoint(model, model.cfg, folder, {"model_key": key, "stage": name, "steps": self.steps,
@@ -250,13 +255,31 @@ class TemporalStudy:
         self._models[name] = model
         return model
 
-    def _fit(self, name: str, data, mask: str, init):
+    def middle_clips(self):
+        """The clip data with only each clip's middle frame (clips of one frame)."""
+        from .data.module import VoCoDataModule
+
+        data = VoCoDataModule(self.cfg, kind="clips", turns=self.cfg.train.turns, train_n=self.sizes["train"],
+                              heldout_n=self.sizes["heldout"], progress=self.progress)
+        data.setup()
+        for split in data.splits.values():
+            split.images = split.images[:, self.middle : self.middle + 1]
+        return data
+
+    def _fit(self, name: str, data, mask: str, init, teacher=None):
         from .lit import VLMModule
         from .train import make_trainer
 
         cfg = self.cell_cfg(name)
         torch.manual_seed(self.cfg.seed)
-        module = VLMModule(cfg, mask=mask, stage=name, steps=self.steps)
+        objective = cfg.train.voco_objective if teacher is not None else "implicit"
+        if objective == "implicit":
+            module = VLMModule(cfg, mask=mask, stage=name, steps=self.steps)
+        else:
+            from .distill import DistillModule
+
+            module = DistillModule(cfg, objective=objective, mask=mask, stage=name, steps=self.steps)
+            module.set_teacher(teacher)
         module.model.load_backbone(init.state_dict())
         data.set_task("qa", voco_tokens=cfg.voco.tokens, image_slots=cfg.image_slots)
         data.batch_size = cfg.train.batch_size
@@ -274,39 +297,37 @@ class TemporalStudy:
     def run_cell(self, name: str) -> dict:
         t0 = time.perf_counter()
         v = self.cfg.data.image_tokens
+        clips, extra = self.heldout.images, {}
         if name == "lower":
             model, mask, k, tokens, method = self.model("video-upper"), "video", self.k, self.k, "voco"
+        elif name == "middle-frame":
+            model, mask, k, tokens, method = self.model(name), "causal", self.cfg.voco.tokens, v, "full"
+            clips, extra = clips[:, self.middle : self.middle + 1], {"frame": self.middle}
         else:
             model = self.model(name)
             mask = {"voco-image": "video", "temporal": "video"}.get(name, "causal")
             k = {"avgpool": 0, "video-upper": self.cfg.voco.tokens}.get(name, self.k)
             tokens = v if name == "video-upper" else self.k
             method = {"avgpool": "avgpool", "video-upper": "full"}.get(name, "voco")
-        run = clip_run(self._on_device(model), self.tokenizer, self.heldout.images, self.qs, self.families,
-                       name=name, method=method, mask=mask, k=k, tokens=tokens, progress=self.progress)
+        run = clip_run(self._on_device(model), self.tokenizer, clips, self.qs, self.families, name=name,
+                       method=method, mask=mask, k=k, tokens=tokens, curve=name != "middle-frame",
+                       progress=self.progress) | extra
         model.cpu()
-        # cached per frame: VoCo K tokens; avgpool K tokens; full V image tokens + its VoCo slots
-        run["cost"] = frame_costs(self.cfg, tokens + (k if name == "video-upper" else 0), self.frames)
+        # cached per frame: VoCo K tokens; avgpool K tokens; full V image tokens + their VoCo slots
+        full = name in ("video-upper", "middle-frame")
+        run["cost"] = frame_costs(self.cfg, tokens + (k if full else 0), clips.shape[1])
         run["train_steps"] = 0 if name == "lower" else self.steps
         run["video_trained"] = name != "voco-image"
         run["wall_s"] = round(time.perf_counter() - t0, 1)
         return run
 
     def references(self) -> tuple[list[dict], dict]:
-        """middle-frame (the base model on one frame), blind and the symbolic best single frame."""
+        """Blind and the symbolic best single frame (no model to train)."""
         from .evaluate import blind_run
 
-        v, kb = self.cfg.data.image_tokens, self.cfg.voco.tokens
-        model = self._on_device(self.upper)
-        middle = clip_run(model, self.tokenizer, self.heldout.images[:, self.middle : self.middle + 1], self.qs,
-                          self.families, name="middle-frame", method="full", mask="causal", k=kb, tokens=v,
-                          curve=False, progress=self.progress)
-        self.upper.cpu()
-        middle |= {"frame": self.middle, "frames": 1, "cost": frame_costs(self.cfg, v + kb, 1),
-                   "train_steps": 0, "video_trained": False}
         blind = blind_run(self.clips.splits["train"], self.qs, self.families) | {"frames": 0}
         single, detail = self.single_frame()
-        return [middle, blind, single], detail
+        return [blind, single], detail
 
     def single_frame(self) -> tuple[dict, dict]:
         """The symbolic answerer that sees the full state of one frame, at its best frame."""
