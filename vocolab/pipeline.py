@@ -55,20 +55,24 @@ def clip_stage(cfg: Config, data: VoCoDataModule, out: Path, progress: bool = Tr
     return module
 
 
+def stage_module(cfg: Config, name: str, mask: str, steps: int, teacher=None) -> VLMModule:
+    """A fresh `VLMModule` for one stage; with a `teacher` (a `VoCoVLM` or `VLMModule`), a
+    `DistillModule` trained with `train.voco_objective` against it (`implicit`: no teacher used)."""
+    objective = cfg.train.voco_objective if teacher is not None else "implicit"
+    if objective == "implicit":
+        return VLMModule(cfg, mask=mask, stage=name, steps=max(1, steps))
+    from .distill import DistillModule
+
+    return DistillModule(cfg, objective=objective, mask=mask, stage=name, steps=max(1, steps)).set_teacher(teacher)
+
+
 def vlm_stage(cfg: Config, data: VoCoDataModule, out: Path, name: str, *, task: str, mask: str, steps: int,
               init: VLMModule | ClipModule | None, k: int | None = None, progress: bool = True,
               teacher: VLMModule | None = None) -> VLMModule:
     """One `VLMModule` stage initialised from the previous stage's weights; with a
     `teacher`, a `DistillModule` trained with `train.voco_objective` against it."""
     k = cfg.voco.tokens if k is None else k
-    objective = cfg.train.voco_objective if teacher is not None else "implicit"
-    if objective == "implicit":
-        module = VLMModule(cfg, mask=mask, stage=name, steps=max(1, steps))
-    else:
-        from .distill import DistillModule
-
-        module = DistillModule(cfg, objective=objective, mask=mask, stage=name, steps=max(1, steps))
-        module.set_teacher(teacher)
+    module = stage_module(cfg, name, mask, steps, teacher)
     if isinstance(init, ClipModule):
         module.model.load_vision_from_clip(init.clip)
     elif init is not None:

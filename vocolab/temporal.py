@@ -267,19 +267,12 @@ class TemporalStudy:
         return data
 
     def _fit(self, name: str, data, mask: str, init, teacher=None):
-        from .lit import VLMModule
+        from .pipeline import stage_module
         from .train import make_trainer
 
         cfg = self.cell_cfg(name)
         torch.manual_seed(self.cfg.seed)
-        objective = cfg.train.voco_objective if teacher is not None else "implicit"
-        if objective == "implicit":
-            module = VLMModule(cfg, mask=mask, stage=name, steps=self.steps)
-        else:
-            from .distill import DistillModule
-
-            module = DistillModule(cfg, objective=objective, mask=mask, stage=name, steps=self.steps)
-            module.set_teacher(teacher)
+        module = stage_module(cfg, name, mask, self.steps, teacher)
         module.model.load_backbone(init.state_dict())
         data.set_task("qa", voco_tokens=cfg.voco.tokens, image_slots=cfg.image_slots)
         data.batch_size = cfg.train.batch_size
