@@ -55,7 +55,7 @@ def clip_stage(cfg: Config, data: VoCoDataModule, out: Path, progress: bool = Tr
     return module
 
 
-def stage_module(cfg: Config, name: str, mask: str, steps: int, teacher=None) -> VLMModule:
+def stage_module(cfg: Config, name: str, mask: str, steps: int, teacher: VLMModule | None = None) -> VLMModule:
     """A fresh `VLMModule` for one stage; with a `teacher` (a `VoCoVLM` or `VLMModule`), a
     `DistillModule` trained with `train.voco_objective` against it (`implicit`: no teacher used)."""
     objective = cfg.train.voco_objective if teacher is not None else "implicit"

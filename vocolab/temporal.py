@@ -256,14 +256,16 @@ class TemporalStudy:
         return model
 
     def middle_clips(self):
-        """The clip data with only each clip's middle frame (clips of one frame)."""
+        """The loaded clip data with only each clip's middle frame (clips of one frame); the
+        texts are shared, not reloaded, and features are computed afresh for the one frame."""
+        from dataclasses import replace
+
         from .data.module import VoCoDataModule
 
-        data = VoCoDataModule(self.cfg, kind="clips", turns=self.cfg.train.turns, train_n=self.sizes["train"],
-                              heldout_n=self.sizes["heldout"], progress=self.progress)
-        data.setup()
-        for split in data.splits.values():
-            split.images = split.images[:, self.middle : self.middle + 1]
+        data = VoCoDataModule(self.cfg, kind="clips", turns=self.cfg.train.turns, progress=self.progress)
+        data.splits = {name: replace(split, images=split.images[:, self.middle : self.middle + 1], features=None,
+                                     features_of=None)
+                       for name, split in self.clips.splits.items()}
         return data
 
     def _fit(self, name: str, data, mask: str, init, teacher=None):
