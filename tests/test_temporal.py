@@ -11,7 +11,9 @@ import torch
 from vocolab import cli
 from vocolab import temporal as temporal_mod
 from vocolab.cache import compress_video
-from vocolab.data.clips import TEMPORAL_FAMILIES
+from vocolab.data.clips import TEMPORAL_FAMILIES, Clip
+from vocolab.data.scenes import FAMILIES as SCENE_FAMILIES
+from vocolab.data.storage import iter_rows
 from vocolab.data.module import VoCoDataModule
 from vocolab.data.tokenizer import build_tokenizer, special_ids
 from vocolab.evaluate import Questions
@@ -189,6 +191,11 @@ def test_the_study_runs_end_to_end(finished):
     assert middle["train_steps"] == 2 and "accuracy_vs_frames" not in middle
     assert middle["cost"]["cache_bytes_clip"] == middle["cost"]["cache_bytes_per_frame"] == \
         by["video-upper"]["cost"]["cache_bytes_per_frame"]
+    seen = body["temporal"]["frame_perception"]  # the scene model on scenes and on clip frames
+    assert seen["frame"] == FRAMES // 2
+    assert seen["scenes"]["questions"] == seen["clip_frames"]["questions"] > 0
+    for where in ("scenes", "clip_frames"):
+        assert 0.0 <= seen[where]["accuracy"] <= 1.0 and set(seen[where]["per_family"]) <= set(SCENE_FAMILIES)
     example = body["temporal"]["example"]
     assert [s["cache_tokens"] for s in example["steps"]] == [K * t for t in range(1, FRAMES + 1)]
     for name in ("results.json", "table.md", "accuracy_per_family.png", "accuracy_vs_frames.png",
@@ -196,6 +203,29 @@ def test_the_study_runs_end_to_end(finished):
         assert (out / name).stat().st_size > 0, name
     assert json.loads((out / "results.json").read_text())["runs"] == json.loads(json.dumps(body["runs"]))
     assert "| temporal | voco | 2 | video |" in (out / "table.md").read_text()
+    assert "on the clips' middle frames" in (out / "table.md").read_text()
+
+
+def test_frame_questions_describe_the_middle_frame(cache):
+    """The perception check asks about the frame it shows: every answer is the symbolic
+    middle frame's, which differs from the first frame's where objects enter, leave or
+    change colour."""
+    cfg = study_config("nano", 0, STUDY, QUICK)
+    st = TemporalStudy.__new__(TemporalStudy)  # only what frame_questions reads
+    st.cfg, st.sizes = cfg, {"heldout": 4}
+    qs = st.frame_questions()
+    clips = [Clip.from_json(r["objects"]) for r in iter_rows(cfg.data, "clips", "heldout", 4, render=False)]
+    assert len(qs) == 4 * cfg.data.questions_per_scene and set(qs.item.tolist()) == {0, 1, 2, 3}
+    differs = 0
+    for i, q, a, fam in zip(qs.item, qs.questions, qs.answers, qs.families):
+        assert fam in SCENE_FAMILIES
+        if fam == "exist":  # "is there a <color> <shape> ?"
+            color, shape = q.split()[3:5]
+            present = [(o.color, o.shape) == (color, shape) for o in clips[i].frame_scene(FRAMES // 2).objects]
+            first = [(o.color, o.shape) == (color, shape) for o in clips[i].frame_scene(0).objects]
+            assert a == ("yes" if any(present) else "no"), q
+            differs += any(present) != any(first)
+    assert differs >= 1  # these clips do tell the middle frame from the first
 
 
 def test_a_rerun_skips_cells_and_reuses_saved_models(finished, monkeypatch):

@@ -21,6 +21,10 @@ same seed; all are evaluated on the same held-out clips (T = `data.frames` frame
                   model; `best-single-frame` the symbolic answerer that sees one frame's
                   full state (`vocolab.data.baselines`); `blind` the question alone
 
+`frame_perception` asks the shared scene model the *scene* families on held-out
+scenes and on the clips' middle frames: clip objects sit between lattice cells, scene
+objects never do, and the gap says how much perception the clip models must relearn.
+
 Answers are read *streaming*: VoCo models compress frame by frame
 (`cache.compress_frame`) and answer after every frame, the others answer from the
 first t frames; so "accuracy against frames" (t = 1..T) comes from the same pass
@@ -353,6 +357,48 @@ class TemporalStudy:
                   "best_per_family": best["best_per_family"]}
         return run, detail
 
+    def frame_questions(self):
+        """Scene-family questions (`vocolab.data.scenes.FAMILIES`) about each held-out clip's
+        middle frame, built from that frame's symbolic state (`Clip.frame_scene`)."""
+        from .data.clips import Clip
+        from .data.scenes import scene_questions
+        from .data.storage import iter_rows
+        from .evaluate import Questions
+
+        rng = np.random.default_rng(self.cfg.seed)
+        items, questions, answers, families = [], [], [], []
+        rows = iter_rows(self.cfg.data, "clips", "heldout", self.sizes["heldout"], render=False)
+        for i, row in enumerate(rows):
+            frame = Clip.from_json(row["objects"]).frame_scene(self.middle)
+            for qa in scene_questions(frame, rng, self.cfg.data.questions_per_scene, self.cfg.data):
+                items.append(i)
+                questions.append(qa.question)
+                answers.append(qa.answer)
+                families.append(qa.family)
+        return Questions(np.array(items), questions, answers, families)
+
+    def frame_perception(self) -> dict:
+        """The shared scene model, asked the scene families on held-out scenes and on the
+        held-out clips' middle frames (as many questions each). Scene objects sit on the
+        lattice cells; clip objects move a fraction of a cell per frame, so they sit between
+        cells. The gap is how much of its perception a clip model has to learn again
+        before it can compare frames."""
+        from .data.scenes import FAMILIES
+        from .evaluate import Questions, predict, score
+
+        frame_qs = self.frame_questions()
+        scenes = self.scenes.splits["heldout"]
+        asked = (("scenes", scenes.images, Questions.of(scenes, len(frame_qs))),
+                 ("clip_frames", self.heldout.images[:, self.middle], frame_qs))
+        model, out = self._on_device(self.upper), {}
+        for name, images, qs in asked:
+            preds = predict(model, self.tokenizer, images, qs, "causal", self.cfg.voco.tokens,
+                            progress=self.progress, desc=f"scene model on {name}")
+            got = score(preds, qs, FAMILIES)
+            out[name] = {"accuracy": got["accuracy"], "per_family": got["per_family"], "questions": len(qs)}
+        self.upper.cpu()
+        return out | {"frame": self.middle}
+
     def _question_index(self) -> list[int]:
         """Each flattened question's index within its clip (`Questions.of` order)."""
         out, seen = [], {}
@@ -400,6 +446,7 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     out = Path(out)
     study = TemporalStudy(cfg, runs_dir(cfg), k=k, steps=steps, limit=limit, progress=progress)
     refs, single_detail = study.references()
+    perception = study.frame_perception()
     ran: list[str] = []
     done, failed = run_cells(((name, study.cell_key(name), lambda name=name: study.run_cell(name))
                               for name in CELLS), out / "cells", desc="temporal", progress=progress, ran=ran)
@@ -416,7 +463,8 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
                    config=cfg.to_dict(), invocations=history,
                    temporal={"k": k, "steps": steps, "clips": study.sizes, "middle_frame": study.middle,
                              "failed": failed, "upper": "video-upper", "lower": "lower",
-                             "single_frame": single_detail, "example": example,
+                             "single_frame": single_detail, "frame_perception": perception,
+                             "example": example,
                              "cells_wall_s": round(sum(r.get("wall_s", 0) for r in done), 1),
                              "note": "retention against video-upper (upper) and lower = video-upper under "
                                      "the video mask with K VoCo tokens per frame; cache bytes are fp32 "
@@ -458,6 +506,11 @@ def temporal_markdown(body: dict) -> str:
     lines += ["", f"Accuracy in %, {body['eval']['examples']} held-out questions on clips of {total} frames; "
                   f"K = {t['k']} tokens per frame, {t['steps']} training steps per model. Retention against "
                   f"video-upper, lower bound = video-upper under the video mask with K VoCo tokens per frame."]
+    seen = t.get("frame_perception")
+    if seen:
+        lines.append(f"The shared scene model asked the scene families: {_pct(seen['scenes']['accuracy'])}% on "
+                     f"held-out scenes, {_pct(seen['clip_frames']['accuracy'])}% on the clips' middle frames "
+                     f"(objects between lattice cells; {seen['clip_frames']['questions']} questions each).")
     if t.get("failed"):
         lines.append(f"Failed cells: {', '.join(t['failed'])}.")
     return "\n".join(lines)
