@@ -331,17 +331,11 @@ class TemporalStudy:
     def single_frame(self) -> tuple[dict, dict]:
         """The symbolic answerer that sees the full state of one frame, at its best frame."""
         from .data.baselines import best_single_frame
-        from .data.clips import Clip
         from .data.scenes import QA
-        from .data.storage import iter_rows
 
         def pairs(split: str) -> list[list[tuple]]:
-            out = []
-            for row in iter_rows(self.cfg.data, "clips", split, self.sizes[split], render=False):
-                clip = Clip.from_json(row["objects"])
-                out.append([(clip, QA(*f)) for f in zip(row["question"], row["answer"], row["family"],
-                                                        row["template"])])
-            return out
+            return [[(clip, QA(*f)) for f in zip(row["question"], row["answer"], row["family"], row["template"])]
+                    for clip, row in self.symbolic_clips(split)]
 
         train = [p for clip in pairs("train") for p in clip]
         held = pairs("heldout")
@@ -357,25 +351,26 @@ class TemporalStudy:
                   "best_per_family": best["best_per_family"]}
         return run, detail
 
+    def symbolic_clips(self, split: str) -> list[tuple]:
+        """(Clip, row) per clip of a split, regenerated without rendering: the symbolic state
+        behind the pixels, for the references that reason over it."""
+        from .data.clips import Clip
+        from .data.storage import iter_rows
+
+        return [(Clip.from_json(row["objects"]), row)
+                for row in iter_rows(self.cfg.data, "clips", split, self.sizes[split], render=False)]
+
     def frame_questions(self):
         """Scene-family questions (`vocolab.data.scenes.FAMILIES`) about each held-out clip's
         middle frame, built from that frame's symbolic state (`Clip.frame_scene`)."""
-        from .data.clips import Clip
         from .data.scenes import scene_questions
-        from .data.storage import iter_rows
         from .evaluate import Questions
 
-        rng = np.random.default_rng(self.cfg.seed)
-        items, questions, answers, families = [], [], [], []
-        rows = iter_rows(self.cfg.data, "clips", "heldout", self.sizes["heldout"], render=False)
-        for i, row in enumerate(rows):
-            frame = Clip.from_json(row["objects"]).frame_scene(self.middle)
-            for qa in scene_questions(frame, rng, self.cfg.data.questions_per_scene, self.cfg.data):
-                items.append(i)
-                questions.append(qa.question)
-                answers.append(qa.answer)
-                families.append(qa.family)
-        return Questions(np.array(items), questions, answers, families)
+        rng, n = np.random.default_rng(self.cfg.seed), self.cfg.data.questions_per_scene
+        asked = [(i, qa) for i, (clip, _) in enumerate(self.symbolic_clips("heldout"))
+                 for qa in scene_questions(clip.frame_scene(self.middle), rng, n, self.cfg.data)]
+        return Questions(np.array([i for i, _ in asked]), [qa.question for _, qa in asked],
+                         [qa.answer for _, qa in asked], [qa.family for _, qa in asked])
 
     def frame_perception(self) -> dict:
         """The shared scene model, asked the scene families on held-out scenes and on the
