@@ -18,7 +18,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402  (after the environment is set: imports below may read it)
 
-from vocolab.config import DataConfig  # noqa: E402
+from vocolab.core.config import DataConfig  # noqa: E402
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from vocolab.config import DataConfig
+from vocolab.core.config import DataConfig
 
 # the three presets' geometries: (image_size, grid); 128 / 6 has fractional cells
 RENDER_CONFIGS = [
@@ -35,7 +35,7 @@ def data_cache(tmp_path_factory):
 def forbid_reruns(monkeypatch, target: str) -> list[str]:
     """Patch `target` (a module's imported `run_cells`) so that every cell it is given fails
     the test if it runs; returns the list of cell names it was given (filled on use)."""
-    from vocolab import cells
+    from vocolab.studies import cells
 
     given: list[str] = []
     real = cells.run_cells

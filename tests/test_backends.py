@@ -20,9 +20,9 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from vocolab.layout import assemble, build_layout, pad_batch
-from vocolab.masks import build_mask, for_backend
-from vocolab.models import VoCoVLM
+from vocolab.core.layout import assemble, build_layout, pad_batch
+from vocolab.core.masks import build_mask, for_backend
+from vocolab.models.vlm import VoCoVLM
 from tiny import SPECIAL, V, VOCAB, tiny_cfg
 
 BACKENDS = ("sdpa", "eager")

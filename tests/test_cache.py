@@ -11,11 +11,12 @@
 import pytest
 import torch
 
-from vocolab.cache import (VoCoCache, answer, answer_texts, compress, compress_frame, compress_video,
-                           text_logits, text_mask)
-from vocolab.generate import greedy_generate
-from vocolab.layout import assemble, pad_batch
-from vocolab.models import VoCoVLM
+from vocolab.inference.answer import answer, answer_texts, text_logits, text_mask
+from vocolab.inference.cache import VoCoCache
+from vocolab.inference.compress import compress, compress_frame, compress_video
+from vocolab.inference.generate import greedy_generate
+from vocolab.core.layout import assemble, pad_batch
+from vocolab.models.vlm import VoCoVLM
 from tiny import SPECIAL, V, VOCAB, images, random_text, tiny_cfg, tiny_vlm
 
 

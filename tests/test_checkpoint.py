@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-import vocolab.checkpoint as ckpt
-from vocolab.checkpoint import load_checkpoint, save_checkpoint
-from vocolab.layout import assemble, pad_batch
-from vocolab.models import VoCoVLM
+import vocolab.models.checkpoint as ckpt
+from vocolab.models.checkpoint import load_checkpoint, save_checkpoint
+from vocolab.core.layout import assemble, pad_batch
+from vocolab.models.vlm import VoCoVLM
 from tiny import SPECIAL, VOCAB, tiny_cfg
 
 

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from vocolab import cli, plotting
-from vocolab.data import FAMILIES
+from vocolab import cli
+from vocolab.data.scenes import FAMILIES
 
 # a model of a few thousand parameters on 32 px images (V = 16): seconds, not minutes
 TINY = ["data.image_size=32", "llm.hidden_size=32", "llm.layers=1", "llm.heads=2", "llm.kv_heads=2",
@@ -126,9 +126,10 @@ def test_quickstart_writes_the_complete_folder(tmp_path, capsys, quick):
     assert checks["causal"]["max_text_attention_on_bos_and_image"] > 0
 
 
-def _fail_at(monkeypatch, name: str, folder=None) -> list:
-    """Make `vocolab.plotting.<name>` raise ValueError; return the list that will hold
-    the names of the files staged (next to the output, in `folder`) when it raised."""
+def _fail_at(monkeypatch, target: str, folder=None) -> list:
+    """Make the figure function `target` (a dotted path) raise ValueError; return the list
+    that will hold the names of the files staged (next to the output, in `folder`) when it raised."""
+    name = target.rpartition(".")[2]
     staged: list = []
 
     def boom(*args, **kwargs):
@@ -136,12 +137,12 @@ def _fail_at(monkeypatch, name: str, folder=None) -> list:
             staged.extend(sorted(f.name for d in folder.glob(".out.*") for f in d.iterdir()))
         raise ValueError(f"{name} exploded")
 
-    monkeypatch.setattr(plotting, name, boom)  # quickstart imports it at call time
+    monkeypatch.setattr(target, boom)  # quickstart imports it at call time
     return staged
 
 
 def test_failing_run_leaves_no_folder(tmp_path, capsys, quick, monkeypatch):
-    staged = _fail_at(monkeypatch, "plot_images", tmp_path)  # one of the last figures
+    staged = _fail_at(monkeypatch, "vocolab.reporting.images.plot_images", tmp_path)  # one of the last figures
     out = tmp_path / "out"
     assert cli.main(["quickstart", "--out", str(out), "--set", *TINY]) == 2
     assert "plot_images exploded" in _one_error_line(capsys)
@@ -151,7 +152,7 @@ def test_failing_run_leaves_no_folder(tmp_path, capsys, quick, monkeypatch):
 
 
 def test_failing_run_keeps_the_previous_folder(tmp_path, capsys, quick, monkeypatch):
-    _fail_at(monkeypatch, "plot_mask_modes")
+    _fail_at(monkeypatch, "vocolab.reporting.masks.plot_mask_modes")
     out = tmp_path / "out"
     out.mkdir()
     (out / "quickstart.json").write_text("{}\n")  # results of an earlier run

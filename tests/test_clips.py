@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from data_helpers import RENDER_CONFIGS, rngs
 
-from vocolab.data.baselines import BlindAnswerer, SingleFrameAnswerer, accuracy, best_single_frame
-from vocolab.data.clips import (MOVES, TEMPORAL_FAMILIES, Clip, clip_caption, clip_questions,
-                                render_clip, sample_clip)
+from vocolab.evaluation.baselines import BlindAnswerer, SingleFrameAnswerer, accuracy, best_single_frame
+from vocolab.data.clips import (MOVES, TEMPORAL_FAMILIES, Clip, clip_caption, clip_questions, render_clip,
+    sample_clip)
 from vocolab.data.scenes import QA
 from vocolab.data.storage import iter_rows
 from vocolab.data.vocab import NUMBER_WORDS, words

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from vocolab.config import Config, preset
+from vocolab.core.config import Config, preset
+from vocolab.studies.common import study_config
 
 
 def test_presets_build_and_scale():
@@ -31,7 +32,6 @@ def test_json_round_trip(name, tmp_path):
         ({"voco.tokens": "one"}, "voco.tokens"),  # wrong type
         ({"train.lr": "fast"}, "train.lr"),
         ({"data.shapes": [1, 2]}, "data.shapes"),
-        ({"data.colors": ["gold", "red"]}, "data.colors"),  # a colour the renderer cannot draw
         ({"data.image_size": 60}, "data.image_size"),  # not divisible by patch 8
         ({"voco.tokens": 65}, "voco.tokens"),  # more VoCo tokens than image tokens
         ({"voco.mask": "sideways"}, "voco.mask"),
@@ -42,6 +42,23 @@ def test_json_round_trip(name, tmp_path):
 def test_bad_overrides_name_the_field(overrides, field):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         preset("nano", **overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"data.colors": ["gold", "red"]}, "data.colors"),  # a colour the renderer cannot draw
+        ({"data.shapes": ["circle", "blob"]}, "data.shapes"),
+        ({"compress.method": "zip", "compress.tokens": 4}, "compress.method"),
+        ({"compress.method": "fastv", "compress.tokens": 4}, "compress.method"),  # acts inside the LLM
+    ],
+)
+def test_a_job_config_checks_what_the_renderer_and_the_zoo_can_build(overrides, field):
+    """The config alone accepts these (it imports neither the renderer nor the zoo); every
+    job checks them before it generates data or trains."""
+    preset("nano", **overrides)
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        study_config("nano", 0, overrides, {})
 
 
 def test_unknown_preset_and_bad_json(tmp_path):

@@ -10,14 +10,15 @@ import pytest
 import torch
 
 from vocolab import cli
-from vocolab.batching import make_batch
+from vocolab.data.batching import make_batch
 from vocolab.data.module import VoCoDataModule
-from vocolab.distill import (OBJECTIVES, DistillModule, answer_kl, attention_maps, text_hidden_mse,
-                             text_positions)
-from vocolab.layout import build_layout
-from vocolab.lit import VLMModule, load_model
-from vocolab.models import VoCoVLM
-from vocolab.train import make_trainer
+from vocolab.evaluation.attention import attention_maps
+from vocolab.training.distill import OBJECTIVES, DistillModule, answer_kl, text_hidden_mse, text_positions
+from vocolab.core.layout import build_layout
+from vocolab.training.loading import load_model
+from vocolab.training.modules import VLMModule
+from vocolab.models.vlm import VoCoVLM
+from vocolab.training.trainer import make_trainer
 from data_helpers import data_cache
 from tiny import SPECIAL, VOCAB, tiny_cfg
 

@@ -5,8 +5,8 @@ import pytest
 from data_helpers import forbid_reruns
 from test_sweep import tiny_overrides
 
-from vocolab.distill import OBJECTIVES
-from vocolab.distill_study import run_distill_study
+from vocolab.training.distill import OBJECTIVES
+from vocolab.studies.distill import run_distill_study
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_every_objective_is_trained_and_scored(study):
 
 def test_rerun_skips_finished_objectives(study, monkeypatch):
     out, body = study
-    calls = forbid_reruns(monkeypatch, "vocolab.distill_study.run_cells")
+    calls = forbid_reruns(monkeypatch, "vocolab.studies.distill.run_cells")
     again = run_distill_study("nano", out, ks=(1,), steps=2, limit=12, overrides=tiny_overrides(), progress=False)
     assert len(calls) == len(OBJECTIVES) and again["distill"]["failed"] == []
 

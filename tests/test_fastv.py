@@ -14,10 +14,10 @@
 import pytest
 import torch
 
-from vocolab.flops import config_flops, measured_flops
-from vocolab.generate import greedy_generate
-from vocolab.layout import assemble
-from vocolab.masks import build_mask, for_backend
+from vocolab.inference.flops import config_flops, measured_flops
+from vocolab.inference.generate import greedy_generate
+from vocolab.core.layout import assemble
+from vocolab.core.masks import build_mask, for_backend
 from vocolab.zoo import registry
 from vocolab.zoo.fastv import FastVModel, fastv_flops, fastv_paper_ratio
 import tiny

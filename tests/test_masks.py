@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from vocolab.layout import assemble, build_layout, SpecialIds, pad_batch, position_ids
-from vocolab.masks import build_mask, for_backend, sample_mask, to_additive, to_block_mask
+from vocolab.core.layout import assemble, build_layout, SpecialIds, pad_batch, position_ids
+from vocolab.core.masks import build_mask, for_backend, sample_mask, to_additive, to_block_mask
 
 
 def M(rows: str) -> torch.Tensor:
@@ -143,7 +143,7 @@ def test_bad_mode_and_overflow():
 
 
 def test_multi_turn_layout_scores_every_answer():
-    from vocolab.layout import assemble_turns, labels_from_layouts
+    from vocolab.core.layout import assemble_turns, labels_from_layouts
 
     ids = SpecialIds(bos=1, eos=2, pad=0, image=3, voco=4)
     tokens, lay = assemble_turns([([10, 11], [12]), ([13], [14])], ids, image_tokens=2, voco_tokens=1)

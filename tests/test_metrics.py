@@ -1,6 +1,6 @@
 import pytest
 
-from vocolab.metrics import FamilyExactMatch, retention
+from vocolab.evaluation.metrics import FamilyExactMatch, retention
 
 
 def test_family_exact_match_accumulates_over_batches():

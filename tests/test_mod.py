@@ -18,14 +18,17 @@ import json
 import pytest
 import torch
 
-from vocolab.batching import make_batch
-from vocolab.flops import config_flops, measured_flops
-from vocolab.generate import greedy_generate
-from vocolab.layout import assemble, labels_from_layouts
-from vocolab.masks import build_mask, for_backend
-from vocolab.models import VoCoVLM
-from vocolab.mod import (MoDConfig, MoDModule, MoDVLM, measured_training_flops, mod_flops, mod_flops_ratio,
-                         mod_layer_indices, selected_per_frame, uniform_offsets)
+from vocolab.data.batching import make_batch
+from vocolab.inference.flops import config_flops, measured_flops
+from vocolab.inference.generate import greedy_generate
+from vocolab.core.layout import assemble, labels_from_layouts
+from vocolab.core.masks import build_mask, for_backend
+from vocolab.models.vlm import VoCoVLM
+from vocolab.inference.flops import measured_training_flops
+from vocolab.training.mod import MoDModule
+from vocolab.zoo.mod import MoDVLM
+from vocolab.zoo.mod_config import MoDConfig, mod_layer_indices, selected_per_frame, uniform_offsets
+from vocolab.zoo.mod_flops import mod_flops, mod_flops_ratio
 import tiny
 from tiny import (SPECIAL, V, VOCAB, assert_plain_causal_forward, assert_real_positions_close, images, random_text,
                   tiny_cfg)
@@ -382,7 +385,7 @@ def test_measured_training_flops_match_the_formula():
 
 
 def test_mod_study_runs_on_a_tiny_config(tmp_path, monkeypatch):
-    from vocolab import mod_study
+    import vocolab.studies.mod as mod_study
 
     monkeypatch.setenv("VOCOLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("VOCOLAB_QUICK", "1")

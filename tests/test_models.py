@@ -9,9 +9,12 @@ import pytest
 import torch
 from transformers import CLIPVisionModel, LlamaForCausalLM
 
-from vocolab.layout import assemble, pad_batch
-from vocolab.models import (Projector, VoCoVLM, build_clip, clip_config, labels_from_layouts,
-                            llama_config, patch_features, pixels_to_tensor, vision_config)
+from vocolab.core.layout import assemble, pad_batch
+from vocolab.core.layout import labels_from_layouts
+from vocolab.models.llm import llama_config
+from vocolab.models.projector import Projector
+from vocolab.models.vision import build_clip, clip_config, patch_features, pixels_to_tensor, vision_config
+from vocolab.models.vlm import VoCoVLM
 from tiny import SPECIAL, V, VOCAB, tiny_cfg
 
 

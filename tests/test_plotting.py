@@ -16,9 +16,16 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from vocolab import plotting, runtime, widgets  # noqa: E402
-from vocolab.layout import build_layout  # noqa: E402
-from vocolab.masks import build_mask  # noqa: E402
+from vocolab.core import runtime  # noqa: E402
+from vocolab.reporting import provenance, widgets  # noqa: E402
+from vocolab.reporting.accuracy import plot_family_accuracy, plot_parameter_counts  # noqa: E402
+from vocolab.reporting.costs import plot_cache_bytes, plot_inference_costs  # noqa: E402
+from vocolab.reporting.images import plot_clip, plot_images  # noqa: E402
+from vocolab.reporting.masks import layout_segments, plot_mask, plot_mask_modes  # noqa: E402
+from vocolab.reporting.style import save_figure  # noqa: E402
+from vocolab.reporting.training import plot_training_curves  # noqa: E402
+from vocolab.core.layout import build_layout  # noqa: E402
+from vocolab.core.masks import build_mask  # noqa: E402
 
 
 def _labels(ticks):
@@ -42,14 +49,14 @@ def clip_layout():
 
 
 def test_layout_segments_cover_the_sequence(image_layout):
-    segs = plotting.layout_segments(image_layout, length=30)
+    segs = layout_segments(image_layout, length=30)
     assert [s[0] for s in segs] == ["BOS", "IMG", "VOCO", "Q", "A", "PAD"]
     assert segs[0][1] == 0 and segs[-1][2] == 30
     assert all(a[2] == b[1] for a, b in zip(segs, segs[1:]))  # contiguous, no gaps
 
 
 def test_plot_mask_labels_segments(image_layout):
-    fig = plotting.plot_mask(build_mask([image_layout], "voco")[0, 0], image_layout, title="voco")
+    fig = plot_mask(build_mask([image_layout], "voco")[0, 0], image_layout, title="voco")
     assert isinstance(fig, Figure)
     assert len(fig.axes) == 2  # heatmap + colorbar legend
     ax = fig.axes[0]
@@ -62,53 +69,53 @@ def test_plot_mask_labels_segments(image_layout):
 def test_plot_mask_batch_sample_and_frames(image_layout, clip_layout):
     assert clip_layout.length > image_layout.length  # so sample 1 is padded
     batch = build_mask([clip_layout, image_layout], "video")
-    fig = plotting.plot_mask(batch, [clip_layout, image_layout], sample=0, legend=False)
+    fig = plot_mask(batch, [clip_layout, image_layout], sample=0, legend=False)
     assert len(fig.axes) == 1
     labels = _labels(fig.axes[0].get_xticklabels())
     assert labels == ["BOS", "IMG1", "VOCO1", "IMG2", "VOCO2", "IMG3", "VOCO3", "Q", "A"]
-    fig = plotting.plot_mask(batch, [clip_layout, image_layout], sample=1)
+    fig = plot_mask(batch, [clip_layout, image_layout], sample=1)
     assert _labels(fig.axes[0].get_yticklabels()) == ["BOS", "IMG", "VOCO", "Q", "A", "PAD"]
 
 
 def test_plot_mask_into_given_axes(image_layout):
     fig, ax = plt.subplots()
-    out = plotting.plot_mask(build_mask([image_layout], "causal"), image_layout, ax=ax)
+    out = plot_mask(build_mask([image_layout], "causal"), image_layout, ax=ax)
     assert out is fig
 
 
 def test_plot_mask_rejects_non_square():
     with pytest.raises(ValueError):
-        plotting.plot_mask(torch.ones(3, 4, dtype=torch.bool), build_layout(1, 1))
+        plot_mask(torch.ones(3, 4, dtype=torch.bool), build_layout(1, 1))
 
 
 def test_plot_mask_modes_one_panel_per_mode(clip_layout):
-    fig = plotting.plot_mask_modes(clip_layout)
+    fig = plot_mask_modes(clip_layout)
     assert len(fig.axes) == 3
     assert [ax.get_title().split(":")[0] for ax in fig.axes] == ["causal", "voco", "video"]
     assert "VOCO2" in _labels(fig.axes[2].get_xticklabels())
-    fig = plotting.plot_mask_modes(clip_layout, modes=("voco",), length=clip_layout.length + 3)
+    fig = plot_mask_modes(clip_layout, modes=("voco",), length=clip_layout.length + 3)
     assert len(fig.axes) == 1 and "PAD" in _labels(fig.axes[0].get_yticklabels())
 
 
 def test_plot_images_grid_and_titles():
     images = [np.zeros((64, 64, 3), np.uint8) for _ in range(5)]
     titles = [f"Q: what colour is the large circle number {i}? A: red" for i in range(5)]
-    fig = plotting.plot_images(images, titles, cols=3)
+    fig = plot_images(images, titles, cols=3)
     assert len(fig.axes) == 5  # the sixth, empty cell of the 2x3 grid is removed
     assert "\n" in fig.axes[0].get_title()  # long captions are wrapped
     with pytest.raises(ValueError):
-        plotting.plot_images(images, titles[:2])
+        plot_images(images, titles[:2])
 
 
 def test_plot_clip_labels_time():
-    fig = plotting.plot_clip(np.zeros((4, 32, 32, 3), np.uint8), title="a red square moves right")
+    fig = plot_clip(np.zeros((4, 32, 32, 3), np.uint8), title="a red square moves right")
     assert [ax.get_title() for ax in fig.axes] == ["t=0", "t=1", "t=2", "t=3"]
 
 
 def test_plot_parameter_counts():
     report = {"nano": {"vision": 100_000, "projector": 8_000, "llm": 1_500_000, "total": 1_608_000},
               "small": {"vision": 2_700_000, "projector": 70_000, "llm": 14_000_000, "total": 16_770_000}}
-    fig = plotting.plot_parameter_counts(report)
+    fig = plot_parameter_counts(report)
     ax = fig.axes[0]
     assert len(fig.axes) == 1
     assert ax.get_yscale() == "log"
@@ -121,7 +128,7 @@ def test_plot_family_accuracy():
     runs = {"blind": {"color": 0.14, "count": 0.35, "exist": 0.5},
             "best single frame": {"color": 0.2, "exist": 0.6}}  # a run may miss a family
     chance = {"color": 1 / 7, "count": 1 / 7, "exist": 0.5}
-    fig = plotting.plot_family_accuracy(runs, chance, families=["exist", "color", "count"], title="t")
+    fig = plot_family_accuracy(runs, chance, families=["exist", "color", "count"], title="t")
     ax = fig.axes[0]
     assert len(fig.axes) == 1 and ax.get_title() == "t"
     assert _labels(ax.get_xticklabels()) == ["exist", "color", "count"]
@@ -132,16 +139,16 @@ def test_plot_family_accuracy():
     assert heights[:3] == [0.5, 0.14, 0.35] and np.isnan(heights[5])
     assert "50" in [t.get_text() for t in ax.texts]  # values printed in percent
     # default order: first appearance; no chance given -> no lines, no legend entry
-    fig = plotting.plot_family_accuracy({"blind": {"b": 0.2, "a": 0.4}})
+    fig = plot_family_accuracy({"blind": {"b": 0.2, "a": 0.4}})
     assert _labels(fig.axes[0].get_xticklabels()) == ["b", "a"]
     assert not fig.axes[0].collections
     with pytest.raises(ValueError):
-        plotting.plot_family_accuracy({})
+        plot_family_accuracy({})
 
 
 def test_save_figure_writes_png(tmp_path, image_layout):
-    fig = plotting.plot_mask_modes(image_layout)
-    path = plotting.save_figure(fig, tmp_path / "nested" / "modes")
+    fig = plot_mask_modes(image_layout)
+    path = save_figure(fig, tmp_path / "nested" / "modes")
     assert path.suffix == ".png" and path.exists()
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not plt.fignum_exists(fig.number)  # closed
@@ -190,7 +197,7 @@ def test_setup_seeds_and_keeps_user_env(monkeypatch):
 
 
 def test_provenance_has_design_keys():
-    prov = runtime.provenance("vocolab eval --preset nano", "nano", 0, 1.5)
+    prov = provenance.provenance("vocolab eval --preset nano", "nano", 0, 1.5)
     for key in ("command", "commit", "dirty", "preset", "seed", "device", "versions", "wall_s"):
         assert key in prov
     for pkg in ("python", "torch", "transformers", "lightning", "datasets", "vocolab"):
@@ -212,21 +219,21 @@ def test_a_runs_own_output_folder_does_not_make_the_checkout_dirty(tmp_path, mon
     (tmp_path / "code.py").write_text("x = 1")
     git("add", "-A")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
-    monkeypatch.setattr(runtime, "_git", git)
-    assert runtime.git_state()[1] is False
+    monkeypatch.setattr(provenance, "_git", git)
+    assert provenance.git_state()[1] is False
     (tmp_path / "out" / "results.json").write_text('{"rewritten": true}')  # the run writes its results
-    assert runtime.git_state()[1] is True
-    assert runtime.git_state(tmp_path / "out")[1] is False
-    assert runtime.provenance("c", "nano", 0, 1.0, out=tmp_path / "out")["dirty"] is False
+    assert provenance.git_state()[1] is True
+    assert provenance.git_state(tmp_path / "out")[1] is False
+    assert provenance.provenance("c", "nano", 0, 1.0, out=tmp_path / "out")["dirty"] is False
     (tmp_path / "code.py").write_text("x = 2")  # the code changed: dirty whatever the output folder
-    assert runtime.git_state(tmp_path / "out")[1] is True
-    assert runtime.git_state(tmp_path.parent / "elsewhere")[1] is True  # a folder outside the checkout
+    assert provenance.git_state(tmp_path / "out")[1] is True
+    assert provenance.git_state(tmp_path.parent / "elsewhere")[1] is True  # a folder outside the checkout
 
 
 def test_plot_cache_bytes_log_log_with_full_line():
     ks = [1, 2, 4, 8, 16, 32, 64]
     per_token = 2 * 2 * 2 * 32 * 4  # layers x (K, V) x kv_heads x head_dim x fp32
-    fig = plotting.plot_cache_bytes(ks, [per_token * k for k in ks], per_token * 66, image_tokens=64)
+    fig = plot_cache_bytes(ks, [per_token * k for k in ks], per_token * 66, image_tokens=64)
     ax = fig.axes[0]
     assert len(fig.axes) == 1
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
@@ -239,31 +246,31 @@ def test_plot_cache_bytes_log_log_with_full_line():
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend[0].startswith("VoCo cache") and legend[1].startswith("full cache")
     # without V the annotation is the measured byte ratio full / VoCo
-    fig = plotting.plot_cache_bytes([1, 4], [10, 40], 640)
+    fig = plot_cache_bytes([1, 4], [10, 40], 640)
     assert [t.get_text() for t in fig.axes[0].texts] == ["64x", "16x"]
     fig, ax = plt.subplots()
-    assert plotting.plot_cache_bytes([1], [10], 100, ax=ax) is fig
+    assert plot_cache_bytes([1], [10], 100, ax=ax) is fig
     with pytest.raises(ValueError):
-        plotting.plot_cache_bytes([1, 2], [10], 100)
+        plot_cache_bytes([1, 2], [10], 100)
     with pytest.raises(ValueError):
-        plotting.plot_cache_bytes([0, 2], [10, 20], 100)
+        plot_cache_bytes([0, 2], [10, 20], 100)
 
 
 def test_plot_training_curves_reads_lightning_csv(tmp_path):
     upper = tmp_path / "upper.csv"
     upper.write_text("epoch,step,train/loss\n" + "".join(f"0,{i},{3.0 - 0.1 * i}\n" for i in range(8)))
-    fig = plotting.plot_training_curves({"upper": upper}, smooth=3)
+    fig = plot_training_curves({"upper": upper}, smooth=3)
     assert len(fig.axes) == 1  # nothing validated: no empty accuracy panel
     (line,) = fig.axes[0].get_lines()
     assert list(line.get_xdata()) == list(range(2, 8))  # a 3-step moving average
     voco = tmp_path / "voco.csv"
     voco.write_text("epoch,step,train/loss,val/exact_match\n0,0,2.0,\n0,1,1.5,\n0,1,,0.25\n")
-    fig = plotting.plot_training_curves({"upper": upper, "voco": voco})
+    fig = plot_training_curves({"upper": upper, "voco": voco})
     assert len(fig.axes) == 2 and fig.axes[1].get_lines()[0].get_ydata()[0] == 0.25
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["upper", "voco"]
     distilled = tmp_path / "distilled.csv"  # the next-token part is drawn, not ce + distillation terms
     distilled.write_text("epoch,step,train/ce,train/hidden,train/loss\n0,0,1.0,6.0,7.0\n0,1,0.5,4.0,4.5\n")
-    (line,) = plotting.plot_training_curves({"voco": distilled}, smooth=1).axes[0].get_lines()
+    (line,) = plot_training_curves({"voco": distilled}, smooth=1).axes[0].get_lines()
     assert list(line.get_ydata()) == [1.0, 0.5]
 
 
@@ -274,7 +281,7 @@ def test_plot_inference_costs_three_panels():
     cost = {"settings": {"no_caching": row(165e6, 10.5, 0, 0), "full_caching": row(20.7e6, 7.0, 270_336, 66),
                          "voco_caching": row(19.2e6, 6.7, 4096, 1)},
             "image_tokens": 64, "voco_tokens": 1, "question_tokens": 11, "device": "cpu"}
-    fig = plotting.plot_inference_costs(cost)
+    fig = plot_inference_costs(cost)
     flops, latency, size = fig.axes
     assert len(fig.axes) == 3
     assert [flops.get_yscale(), latency.get_yscale(), size.get_yscale()] == ["linear", "linear", "log"]
@@ -285,10 +292,10 @@ def test_plot_inference_costs_three_panels():
 
 
 def test_layout_segments_label_every_turn():
-    from vocolab.layout import SpecialIds, assemble_turns
+    from vocolab.core.layout import SpecialIds, assemble_turns
 
     ids = SpecialIds(bos=1, eos=2, pad=0, image=3, voco=4)
     _, layout = assemble_turns([([10, 11], [12]), ([13, 14, 15], [16])], ids, image_tokens=4, voco_tokens=1)
-    segs = plotting.layout_segments(layout)
+    segs = layout_segments(layout)
     assert [s[0] for s in segs] == ["BOS", "IMG", "VOCO", "Q1", "A1", "Q2", "A2"]
     assert segs[-1][2] == layout.length and all(a[2] == b[1] for a, b in zip(segs, segs[1:]))

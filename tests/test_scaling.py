@@ -10,7 +10,8 @@ from data_helpers import forbid_reruns
 from test_sweep import tiny_overrides
 
 from vocolab.cli import build_parser
-from vocolab.scaling import LLMSize, analyse, plan, run_scaling, with_flops
+from vocolab.evaluation.scaling_analysis import analyse
+from vocolab.studies.scaling import LLMSize, plan, run_scaling, with_flops
 
 TINY_SIZES = (LLMSize(16, 1, 2, 32), LLMSize(32, 2, 2, 64))
 KS = (1, 4)
@@ -90,13 +91,13 @@ def test_the_fit_is_bounded_with_intervals_and_heldout_checks(finished):
 
 def test_a_rerun_trains_nothing(finished, monkeypatch):
     out, body = finished
-    calls = forbid_reruns(monkeypatch, "vocolab.scaling.run_cells")
+    calls = forbid_reruns(monkeypatch, "vocolab.studies.scaling.run_cells")
 
     def never(*args, **kwargs):
         raise AssertionError("a stage was retrained: the shared CLIP and upper-bound models must be reused")
 
-    monkeypatch.setattr("vocolab.pipeline.vlm_stage", never)
-    monkeypatch.setattr("vocolab.pipeline.clip_stage", never)
+    monkeypatch.setattr("vocolab.training.recipe.vlm_stage", never)
+    monkeypatch.setattr("vocolab.training.recipe.clip_stage", never)
     again = scaling(out)
     assert len(calls) == len(TINY_SIZES) * (1 + 2 * len(KS)) and again["scaling"]["failed"] == []
     key = lambda b: sorted((r["name"], r["accuracy"]) for r in b["runs"])  # noqa: E731

@@ -5,16 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from vocolab.scaling_fit import (
-    Law,
-    bootstrap,
-    fit_law,
-    frontier,
-    heldout_check,
-    inference_flops,
-    optimal_allocation,
-    optimal_tokens,
-)
+from vocolab.evaluation.scaling_budget import frontier, inference_flops, optimal_allocation, optimal_tokens
+from vocolab.evaluation.scaling_law import Law, bootstrap, fit_law, heldout_check
 
 TRUE = {"A": 3.0, "alpha": 0.08, "beta": 0.02, "D": 0.1}
 N_GRID = [1e6, 2e6, 4e6, 8e6]

@@ -6,9 +6,9 @@ import json
 import pytest
 from tiny import tiny_cfg
 
-from vocolab import sweep as sweep_mod
-from vocolab.sweep import METHODS, plan, run_sweep
-from vocolab.sweep_report import pareto_front
+import vocolab.studies.sweep as sweep_mod
+from vocolab.studies.sweep import METHODS, plan, run_sweep
+from vocolab.reporting.sweep import pareto_front
 
 def tiny_overrides() -> dict:
     base = tiny_cfg()

@@ -9,18 +9,19 @@ import pytest
 import torch
 
 from vocolab import cli
-from vocolab import temporal as temporal_mod
-from vocolab.cache import compress_video
+import vocolab.studies.temporal as temporal_mod
+from vocolab.inference.compress import compress_video
 from vocolab.data.clips import TEMPORAL_FAMILIES, Clip
 from vocolab.data.scenes import FAMILIES as SCENE_FAMILIES
 from vocolab.data.storage import iter_rows
 from vocolab.data.module import VoCoDataModule
 from vocolab.data.tokenizer import build_tokenizer, special_ids
-from vocolab.evaluate import Questions
-from vocolab.generate import greedy_generate
-from vocolab.models import VoCoVLM
-from vocolab.sweep import QUICK, runs_dir, study_config
-from vocolab.temporal import CELLS, TemporalStudy, frame_costs, predict_frames, run_temporal_study
+from vocolab.evaluation.heldout import Questions
+from vocolab.inference.generate import greedy_generate
+from vocolab.models.vlm import VoCoVLM
+from vocolab.studies.common import QUICK, runs_dir, study_config
+from vocolab.evaluation.clips import predict_frames
+from vocolab.studies.temporal import CELLS, TemporalStudy, frame_costs, run_temporal_study
 from data_helpers import data_cache
 from test_sweep import tiny_overrides
 from tiny import V, tiny_cfg

@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 from vocolab.data.storage import iter_rows
 from vocolab.data.tokenizer import SPECIAL_TOKENS, build_tokenizer, encode_qa, special_ids
 from vocolab.data.vocab import number_word, words
-from vocolab.layout import SpecialIds
+from vocolab.core.layout import SpecialIds
 
 
 @pytest.fixture

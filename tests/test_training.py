@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from vocolab import cli
-from vocolab.config import preset
+from vocolab.core.config import preset
 from vocolab.data.module import VoCoDataModule
-from vocolab.lit import VLMModule, load_model
-from vocolab.train import make_trainer
+from vocolab.training.loading import load_model
+from vocolab.training.modules import VLMModule
+from vocolab.training.trainer import make_trainer
 
 TINY = {"data.image_size": 32, "llm.hidden_size": 32, "llm.layers": 1, "llm.heads": 2, "llm.kv_heads": 2,
         "llm.intermediate_size": 64, "vision.hidden_size": 32, "vision.heads": 2,
@@ -52,8 +53,8 @@ def test_resume_from_mid_epoch_checkpoint_matches_uninterrupted_run(cache):
 
 
 def test_recipe_distils_the_voco_stage_from_the_upper_bound(cache):
-    from vocolab.distill import DistillModule
-    from vocolab.pipeline import run_recipe
+    from vocolab.training.distill import DistillModule
+    from vocolab.training.recipe import run_recipe
 
     cfg = preset("nano", **TINY, **{"train.instruct_steps": 1, "train.voco_steps": 2})
     data = VoCoDataModule(cfg, train_n=48, heldout_n=8, turns=True, progress=False)

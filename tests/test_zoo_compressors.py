@@ -9,8 +9,8 @@ import torch
 from einops import reduce
 from transformers import CLIPVisionModel
 
-from vocolab.models import patch_features, vision_config
-from vocolab.zoo import build_compressor, method_info, methods
+from vocolab.models.vision import patch_features, vision_config
+from vocolab.zoo.registry import build_compressor, method_info, methods
 from vocolab.zoo.pooling import cell_bounds, pool_grid, region_mask
 from vocolab.zoo.prumerge import prumerge_inputs
 from tiny import V, tiny_cfg

@@ -3,9 +3,9 @@ FastV and MoD tests share."""
 
 import torch
 
-from vocolab.config import preset
-from vocolab.layout import SpecialIds, assemble, labels_from_layouts, pad_batch
-from vocolab.models import VoCoVLM
+from vocolab.core.config import preset
+from vocolab.core.layout import SpecialIds, assemble, labels_from_layouts, pad_batch
+from vocolab.models.vlm import VoCoVLM
 
 SPECIAL = SpecialIds(bos=1, eos=3, pad=0, image=4, voco=5)
 VOCAB = 40

@@ -97,45 +97,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rest and args.command != "fit":
             raise ValueError(f"unrecognised arguments: {' '.join(rest)}")
         if args.command == "quickstart":
-            from .quickstart import run_quickstart
+            from vocolab.studies.quickstart import run_quickstart
 
             run_quickstart(args.preset, args.seed, args.out, overrides=_parse_overrides(args.set),
                            command=command)
         elif args.command == "fit":
-            from .fit import run_fit
+            from vocolab.training.lightning_cli import run_fit
 
             run_fit(args.config, rest)
         elif args.command == "eval":
-            from .evaluate import run_eval
+            from vocolab.studies.evaluate import run_eval
 
             run_eval(args.upper, args.voco, args.out, limit=args.limit, command=command)
         elif args.command == "sweep":
-            from .sweep import KS, METHODS, run_sweep
+            from vocolab.studies.sweep import KS, METHODS, run_sweep
 
             run_sweep(args.preset, args.out, seed=args.seed, methods=tuple(args.methods or METHODS),
                       ks=tuple(args.ks or KS), steps=args.steps, limit=args.limit,
                       overrides=_parse_overrides(args.set), command=command)
         elif args.command == "distill":
-            from .distill import OBJECTIVES
-            from .distill_study import KS as DISTILL_KS
-            from .distill_study import run_distill_study
+            from vocolab.studies.distill import KS as DISTILL_KS
+            from vocolab.studies.distill import run_distill_study
+            from vocolab.training.distill import OBJECTIVES
 
             run_distill_study(args.preset, args.out, seed=args.seed, ks=tuple(args.ks or DISTILL_KS),
                               objectives=tuple(args.objectives or OBJECTIVES), steps=args.steps,
                               limit=args.limit, overrides=_parse_overrides(args.set), command=command)
         elif args.command == "temporal":
-            from .temporal import run_temporal_study
+            from vocolab.studies.temporal import run_temporal_study
 
             run_temporal_study(args.preset, args.out, seed=args.seed, k=args.k, steps=args.steps,
                                limit=args.limit, overrides=_parse_overrides(args.set), command=command)
         elif args.command == "mod":
-            from .mod_study import run_mod_study
+            from vocolab.studies.mod import run_mod_study
 
             run_mod_study(args.preset, args.out, seed=args.seed, r=args.r, layers=args.layers, steps=args.steps,
                           limit=args.limit, overrides=_parse_overrides(args.set), command=command)
         elif args.command == "scaling":
-            from .scaling import METHODS as SCALING_METHODS
-            from .scaling import run_scaling
+            from vocolab.studies.scaling import METHODS as SCALING_METHODS
+            from vocolab.studies.scaling import run_scaling
 
             run_scaling(args.preset, args.out, seed=args.seed, methods=tuple(args.methods or SCALING_METHODS),
                         ks=tuple(args.ks) if args.ks else None, steps=args.steps, limit=args.limit,

@@ -1,29 +1,11 @@
-"""Procedural data: scenes, moving-object clips, their questions, the tokenizer,
-cached datasets, and the baselines that bound the benchmark's shortcuts.
+"""Procedural data: scenes and moving-object clips with their questions, the word-level
+tokenizer, cached `datasets` splits, and the batches the models read."""
 
-Names are imported on first use (PEP 562), so that light modules such as
-`vocolab.data.vocab` (which config validation needs) do not pull in torch,
-transformers and datasets.
-"""
+from vocolab.data.clips import TEMPORAL_FAMILIES, Clip, clip_questions, render_clip, sample_clip
+from vocolab.data.scenes import FAMILIES, QA, Scene, caption, render_scene, sample_scene, scene_questions
+from vocolab.data.storage import cache_root, iter_rows, load_clips, load_scenes
+from vocolab.data.tokenizer import SPECIAL_TOKENS, build_tokenizer, special_ids
 
-from importlib import import_module
-
-_EXPORTS = {
-    "baselines": ("BlindAnswerer", "SingleFrameAnswerer", "accuracy", "as_qas", "best_single_frame"),
-    "clips": ("TEMPORAL_FAMILIES", "Clip", "Track", "clip_caption", "clip_questions", "render_clip",
-              "sample_clip"),
-    "scenes": ("FAMILIES", "QA", "Obj", "Scene", "caption", "render_scene", "sample_scene", "scene_questions"),
-    "storage": ("GENERATOR_VERSION", "cache_dir", "iter_rows", "load_clips", "load_scenes", "numpy_view"),
-    "tokenizer": ("SPECIAL_TOKENS", "build_tokenizer", "encode_qa", "special_ids"),
-    "vocab": ("words",),
-}
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module 'vocolab.data' has no attribute {name!r}")
-    value = getattr(import_module(f"vocolab.data.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
+__all__ = ["FAMILIES", "QA", "SPECIAL_TOKENS", "TEMPORAL_FAMILIES", "Clip", "Scene", "build_tokenizer", "cache_root",
+           "caption", "clip_questions", "iter_rows", "load_clips", "load_scenes", "render_clip", "render_scene",
+           "sample_clip", "sample_scene", "scene_questions", "special_ids"]

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from vocolab.config import DataConfig
+from vocolab.core.config import DataConfig
 from vocolab.data.scenes import QA, Obj, Scene, new_canvas, paint, pick, pick_balanced, round_robin
 from vocolab.data.vocab import check_data_config, number_word
 

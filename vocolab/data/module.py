@@ -11,90 +11,23 @@ A stage differs only in what a sample is:
 Frozen CLIP features can be computed once for every image (`attach_features`),
 LLaVA-style; batches then carry features instead of pixels, which removes the
 vision tower from every training step (the biggest CPU speed-up there is).
+
+TODO-DOC (from data.module)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import lightning as L
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from ..batching import Batch, make_batch
-from ..config import Config, resolve_config
-from .storage import load_split, numpy_view
-from .tokenizer import build_tokenizer, special_ids
+from vocolab.core.config import Config, resolve_config
+from vocolab.data.batching import Batch, make_batch
+from vocolab.data.sampler import ResumableSampler
+from vocolab.data.split import Split, vision_fingerprint
+from vocolab.data.tokenizer import build_tokenizer, special_ids
 
 TASKS = ("clip", "caption", "qa")
-
-
-@dataclass
-class Split:
-    """One split held in memory: uint8 images (or clips) and their texts."""
-
-    images: np.ndarray  # [N, H, W, 3] or [N, T, H, W, 3]
-    captions: list[str]
-    questions: list[list[str]]
-    answers: list[list[str]]
-    families: list[list[str]]
-    templates: list[list[str]]
-    features: torch.Tensor | None = None  # frozen CLIP features [N, (T,) V, Dv]
-    features_of: str | None = None  # fingerprint of the vision tower that made them
-
-    @classmethod
-    def load(cls, cfg: Config, kind: str, split: str, n: int | None = None, progress: bool = True) -> "Split":
-        ds = load_split(cfg.data, kind, split, n=n, progress=progress)
-        pixels = numpy_view(ds.select_columns(["frames" if kind == "clips" else "image"]))
-        return cls(images=pixels[:][pixels.column_names[0]], captions=list(ds["caption"]),
-                   questions=list(ds["question"]), answers=list(ds["answer"]), families=list(ds["family"]),
-                   templates=list(ds["template"]))
-
-    def examples(self, task: str, turns: bool = False) -> list[tuple[int, int]]:
-        """(item, question) index pairs; question -1 stands for the caption (or, with
-        `turns`, for all of the item's questions)."""
-        if task == "qa" and not turns:
-            return [(i, j) for i, qs in enumerate(self.questions) for j in range(len(qs))]
-        return [(i, -1) for i in range(len(self.captions))]
-
-
-def vision_fingerprint(module: torch.nn.Module) -> str:
-    """Cheap identity of a module's weights: cached features are reused only for the same tower."""
-    with torch.no_grad():
-        return ",".join(f"{p.double().sum().item():.10e}" for p in module.parameters())
-
-
-class ResumableSampler(Sampler[int]):
-    """A fresh seeded permutation every epoch that can start part-way through one.
-
-    Lightning restarts an interrupted epoch from its first batch; this sampler lets
-    a resumed run skip exactly the batches it had already trained on, so resuming
-    from a mid-epoch checkpoint ends with the same weights as never stopping.
-    Lightning tells it the epoch through `set_epoch`.
-    """
-
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch = size, seed, 0
-        self.resume: tuple[int, int] | None = None  # (epoch, samples already trained on)
-
-    def __len__(self) -> int:
-        return self.size
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.size, generator=generator).tolist()
-        if self.resume is not None and self.resume[0] == self.epoch:
-            order, self.resume = order[self.resume[1] :], None
-        yield from order
-
-    def resume_at(self, step: int, batch_size: int) -> None:
-        per_epoch = self.size // batch_size  # drop_last: only whole batches are trained on
-        epoch, batches = divmod(step, per_epoch)
-        self.resume = (epoch, batches * batch_size) if batches else None
 
 
 class ExampleDataset(Dataset):
@@ -114,7 +47,7 @@ class VoCoDataModule(L.LightningDataModule):
     def __init__(self, cfg: Config | dict | None = None, task: str = "qa", kind: str = "scenes",
                  batch_size: int | None = None, preset: str = "nano", overrides: dict | None = None,
                  train_n: int | None = None, heldout_n: int | None = None, voco_tokens: int | None = None,
-                 seed: int | None = None, turns: bool = False, progress: bool = True):
+                 seed: int | None = None, turns: bool = False, progress: bool = True, tokenizer=None):
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"task {task!r} is not one of {TASKS}")
@@ -129,7 +62,7 @@ class VoCoDataModule(L.LightningDataModule):
         self.seed = cfg.seed if seed is None else seed
         self.turns = turns  # training batches hold all questions of an image per sequence
         self.progress = progress
-        self.tokenizer = build_tokenizer(cfg.data)
+        self.tokenizer = build_tokenizer(cfg.data) if tokenizer is None else tokenizer  # one per run
         self.ids = special_ids(self.tokenizer)
         self.splits: dict[str, Split] = {}
         self._sampler: ResumableSampler | None = None

@@ -18,9 +18,16 @@ from typing import Callable
 
 import numpy as np
 
-from vocolab.config import DataConfig
-from vocolab.data.vocab import (HORIZONTAL_WORDS, PALETTE, SIZE_SCALE, VERTICAL_WORDS,
-                                check_data_config, number_word, plural)
+from vocolab.core.config import DataConfig
+from vocolab.data.vocab import (
+    HORIZONTAL_WORDS,
+    PALETTE,
+    SIZE_SCALE,
+    VERTICAL_WORDS,
+    check_data_config,
+    number_word,
+    plural,
+)
 
 FAMILIES = ("color", "shape", "count", "exist", "spatial")
 BACKGROUND = (18, 18, 28)

@@ -26,7 +26,7 @@ import datasets
 import numpy as np
 from tqdm.auto import tqdm
 
-from vocolab.config import Config, DataConfig
+from vocolab.core.config import Config, DataConfig
 from vocolab.data.clips import clip_caption, clip_questions, render_clip, sample_clip
 from vocolab.data.scenes import caption, render_scene, sample_scene, scene_questions
 from vocolab.data.vocab import check_data_config

@@ -12,9 +12,9 @@ from __future__ import annotations
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from vocolab.config import Config, DataConfig
+from vocolab.core.config import Config, DataConfig
+from vocolab.core.layout import SpecialIds
 from vocolab.data.vocab import words
-from vocolab.layout import SpecialIds
 
 PAD, BOS, EOS, UNK, IMAGE, VOCO = "<pad>", "<bos>", "<eos>", "<unk>", "<image>", "<voco>"
 # ids 0..5, pad = 0. EOS must not be id 2: transformers' CLIP text tower treats

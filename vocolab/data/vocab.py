@@ -9,7 +9,7 @@ and is sorted, so the same config always gives the same token ids.
 
 from __future__ import annotations
 
-from vocolab.config import DataConfig
+from vocolab.core.config import DataConfig
 
 NUMBER_WORDS = (
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",

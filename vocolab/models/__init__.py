@@ -1,12 +1,7 @@
-"""Model pieces: mini CLIP vision tower, projector, mini LLaMA and the VoCoVLM that joins them."""
+"""Model pieces, one per file: mini CLIP vision tower, projector, mini LLaMA, the VoCoVLM
+that joins them, the inputs every forward prepares, and checkpoints."""
 
-from .llm import build_llm, llama_config
-from .projector import Projector
-from .vision import build_clip, clip_config, patch_features, pixels_to_tensor, vision_config
-from .vlm import IGNORE_INDEX, MASK_BACKENDS, VoCoVLM, check_backend, labels_from_layouts
+from vocolab.models.checkpoint import load_checkpoint, save_checkpoint
+from vocolab.models.vlm import VoCoVLM
 
-__all__ = [
-    "IGNORE_INDEX", "MASK_BACKENDS", "Projector", "VoCoVLM", "build_clip", "build_llm",
-    "check_backend", "clip_config", "labels_from_layouts", "llama_config", "patch_features",
-    "pixels_to_tensor", "vision_config",
-]
+__all__ = ["VoCoVLM", "load_checkpoint", "save_checkpoint"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ..config import Config
-from ..layout import SpecialIds
+from vocolab.core.config import Config
+from vocolab.core.layout import SpecialIds
 
 
 def llama_config(cfg: Config, vocab_size: int, special: SpecialIds) -> LlamaConfig:

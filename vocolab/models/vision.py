@@ -17,7 +17,7 @@ import torch
 from einops import rearrange
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, CLIPVisionModel
 
-from ..config import Config
+from vocolab.core.config import Config
 
 # OpenAI CLIP's normalisation constants: kept so that a user swapping in real CLIP
 # weights gets the statistics those weights expect.

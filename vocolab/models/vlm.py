@@ -39,12 +39,14 @@ from torch import nn
 from transformers import CLIPModel, CLIPVisionModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..config import Config
-from ..layout import IGNORE_INDEX, Layout, SpecialIds, labels_from_layouts
-from .by_hand import MASK_BACKENDS, check_backend, prepare
-from .llm import build_llm
-from .projector import Projector
-from .vision import patch_features, pixels_to_tensor, vision_config
+from vocolab.core.config import Config, check_backend
+from vocolab.core.layout import Layout, SpecialIds
+from vocolab.models.inputs import prepare
+from vocolab.models.llm import build_llm
+from vocolab.models.projector import Projector
+from vocolab.models.vision import patch_features, pixels_to_tensor, vision_config
+from vocolab.zoo.registry import build_compressor, check_compressor_config
+
 
 class VoCoVLM(nn.Module):
     """Vision tower (`.vision`), projector (`.projector`) and causal LM (`.llm`)."""
@@ -61,8 +63,7 @@ class VoCoVLM(nn.Module):
         # a zoo compressor maps each image's V patch features to K tokens before the projector
         self.compressor = None
         if cfg.compress.method != "none":
-            from ..zoo import build_compressor
-
+            check_compressor_config(cfg)
             self.compressor = build_compressor(cfg.compress.method, cfg, cfg.compress.tokens)
 
     @property
@@ -290,4 +291,4 @@ def _frames(entry: torch.Tensor, what: str, b: int) -> torch.Tensor:
                      f"image nor a stack of frames")
 
 
-__all__ = ["IGNORE_INDEX", "MASK_BACKENDS", "VoCoVLM", "check_backend", "labels_from_layouts"]
+__all__ = ["VoCoVLM"]

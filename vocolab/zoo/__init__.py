@@ -1,6 +1,8 @@
 """The compression zoo: pooling, learned queries, token dropping and in-LLM methods
-behind one registry (`vocolab.zoo.registry`)."""
+behind one registry (`vocolab.zoo.registry`). Importing the package registers every
+built-in method (`builtin`)."""
 
-from .registry import Compressor, MethodInfo, build_compressor, method_info, methods, pre_llm, register
+from vocolab.zoo import builtin  # noqa: F401  (registers the built-in methods)
+from vocolab.zoo.registry import Compressor, MethodInfo, build_compressor, method_info, methods, register
 
-__all__ = ["Compressor", "MethodInfo", "build_compressor", "method_info", "methods", "pre_llm", "register"]
+__all__ = ["Compressor", "MethodInfo", "build_compressor", "method_info", "methods", "register"]

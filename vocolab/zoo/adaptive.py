@@ -11,16 +11,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..generate import greedy_generate
-from ..models import pixels_to_tensor
-from .registry import build_compressor
+from vocolab.inference.generate import greedy_generate
+from vocolab.models.vision import pixels_to_tensor
+from vocolab.zoo.registry import build_compressor
 
 
 @torch.no_grad()
 def prumerge_parts(vlm, pixels) -> tuple[torch.nn.Module, torch.Tensor, dict]:
     """The PruMerge compressor and what it reads: patch features and the vision tower's
     CLS attention and keys (all from one model, so the cost of each part can be measured)."""
-    from .prumerge import prumerge_inputs
+    from vocolab.zoo.prumerge import prumerge_inputs
 
     cfg = vlm.cfg
     pixels = torch.as_tensor(np.asarray(pixels)) if not isinstance(pixels, torch.Tensor) else pixels

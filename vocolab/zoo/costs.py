@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import torch
 
-from ..flops import latency_ms, measured_flops, vision_flops
-from ..layout import assemble
+from vocolab.core.layout import assemble
+from vocolab.inference.flops import measured_flops, vision_flops
+from vocolab.inference.latency import latency_ms
 
 BYTES = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2}
 
@@ -84,7 +85,7 @@ def method_costs(model, method: str, features: torch.Tensor, question_ids: list[
         query = torch.zeros(1, cfg.llm.hidden_size, device=device) if needs_query else None
         compressor_flops = measured_flops(lambda: compressor(features, query=query))
     if method == "fastv":
-        from .fastv import fastv_flops
+        from vocolab.zoo.fastv import fastv_flops
 
         prefill_analytic = fastv_flops(cfg, vocab, n, v, tokens, fastv_layer)
         kept = n - q - (v - tokens)  # the prefix after pruning

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from .pooling import check_features, grid_cells, grid_side
-from .registry import Compressor, MethodInfo, register
+from vocolab.zoo.pooling import check_features, grid_cells, grid_side
+from vocolab.zoo.registry import Compressor, MethodInfo, register
 
 
 def gather_patches(features: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -34,15 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..flops import analytic_flops
-from ..layout import IGNORE_INDEX, Layout
-from ..models.by_hand import gather, passthrough, prepare
-from .registry import MethodInfo, register
-
-register(MethodInfo(
-    "fastv", "llm", trainable=False, needs_attention=True,
-    summary="FastV: after layer K, drop all but the top-R image tokens by received attention "
-            "(training-free, causal upper-bound model)"))(None)
+from vocolab.core.layout import IGNORE_INDEX, Layout
+from vocolab.inference.flops import analytic_flops
+from vocolab.models.inputs import gather, passthrough, prepare
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

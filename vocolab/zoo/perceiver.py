@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .pooling import check_features
-from .qformer import INIT_STD, attention, feed_forward
-from .registry import Compressor, MethodInfo, register
+from vocolab.zoo.pooling import check_features
+from vocolab.zoo.qformer import INIT_STD, attention, feed_forward
+from vocolab.zoo.registry import Compressor, MethodInfo, register
 
 LAYERS = 2
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .registry import Compressor, MethodInfo, register
+from vocolab.zoo.registry import Compressor, MethodInfo, register
 
 
 def pool_grid(k: int) -> tuple[int, int]:

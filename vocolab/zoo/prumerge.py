@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .pooling import check_features
-from .registry import Compressor, MethodInfo, register
+from vocolab.zoo.pooling import check_features
+from vocolab.zoo.registry import Compressor, MethodInfo, register
 
 IQR_FACTOR = 1.5
 

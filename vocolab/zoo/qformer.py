@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .pooling import check_features
-from .registry import Compressor, MethodInfo, register
+from vocolab.zoo.pooling import check_features
+from vocolab.zoo.registry import Compressor, MethodInfo, register
 
 BLOCKS = 2
 INIT_STD = 0.02

@@ -23,9 +23,9 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .pooling import check_features, grid_cells, grid_side, region_mask
-from .qformer import attention, feed_forward
-from .registry import Compressor, MethodInfo, register
+from vocolab.zoo.pooling import check_features, grid_cells, grid_side, region_mask
+from vocolab.zoo.qformer import attention, feed_forward
+from vocolab.zoo.registry import Compressor, MethodInfo, register
 
 
 def cell_groups(patches: int, k: int) -> list[tuple[tuple[int, int], list[int], torch.Tensor]]:

@@ -13,6 +13,8 @@ Two places a method can act:
   place in the sequence (`Compressor.forward`);
 * `llm`: inside the LLM (VoCo's mask, FastV's token dropping); these are not
   `Compressor`s and are handled by their own modules.
+
+TODO-DOC (from zoo.registry, config)
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
 from torch import nn
+
+from vocolab.core.config import Config
 
 WHERE = ("pre", "llm")
 
@@ -69,6 +72,7 @@ class Compressor(nn.Module):
 
 
 _BUILDERS: dict[str, Callable] = {}
+
 _INFO: dict[str, MethodInfo] = {}
 
 
@@ -87,18 +91,12 @@ def register(info: MethodInfo):
     return wrap
 
 
-def _load_builtin() -> None:
-    from . import builtin  # noqa: F401  (importing registers the built-in methods)
-
-
 def methods() -> dict[str, MethodInfo]:
     """Every registered method's tags, by name."""
-    _load_builtin()
     return dict(_INFO)
 
 
 def method_info(name: str) -> MethodInfo:
-    _load_builtin()
     if name not in _INFO:
         raise ValueError(f"compression method {name!r} is not registered; choose one of {sorted(_INFO)}")
     return _INFO[name]
@@ -116,4 +114,17 @@ def pre_llm(name: str) -> bool:
     return method_info(name).where == "pre"
 
 
-__all__ = ["Compressor", "MethodInfo", "build_compressor", "method_info", "methods", "pre_llm", "register"]
+def check_compressor_config(cfg: Config) -> None:
+    """Fail early (naming the field) on `compress.*` settings no compressor can meet: an
+    unknown method, one that acts inside the LLM or picks its own K, or K outside 1..V."""
+
+    try:
+        info = method_info(cfg.compress.method)
+    except ValueError as err:
+        raise ValueError(f"compress.method: {err}") from err
+    if info.where != "pre" or info.adaptive:
+        raise ValueError(f"compress.method: {info.name!r} is not a fixed-K compressor before the LLM "
+                         f"(in-LLM and adaptive methods are evaluated by `vocolab.zoo`, not configured here)")
+
+
+__all__ = ["Compressor", "MethodInfo", "WHERE", "build_compressor", "method_info", "methods", "pre_llm", "register"]

@@ -1,0 +1,358 @@
+"""Typed configuration for every vocolab run.
+
+One nested dataclass tree (`Config`) describes data, vision tower, LLM, VoCo
+settings and training. Presets (`nano`, `small`, `base`) are plain functions
+returning a `Config`; overrides are validated so that a typo or a wrong type
+fails loudly with the offending field's dotted name instead of being silently
+ignored, and a config survives a JSON round trip unchanged (it is stored beside
+every checkpoint and results file).
+
+This module is a leaf: it imports nothing of vocolab, so validating a config is cheap
+and nothing can import it back in a cycle. It checks each field on its own terms
+(ranges, divisibility, known modes and backends); checks that need the word list or the
+compression zoo run where those are built (`data.vocab.check_data_config`,
+`zoo.registry.check_compressor_config`, both gathered in `studies.common.job_config`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+MASK_MODES = ("causal", "voco", "video")
+
+ATTN_BACKENDS = ("sdpa", "eager", "flex_attention")
+
+# how the VoCo model learns from the upper bound (`vocolab.training.distill`)
+VOCO_OBJECTIVES = ("implicit", "logits", "attention", "logits+attention")
+
+
+@dataclass
+class DataConfig:
+    """Procedural scenes and clips; difficulty knobs live here."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    grid: int = 4  # objects sit on a grid x grid lattice of cells
+    min_objects: int = 3
+    max_objects: int = 6
+    shapes: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross")
+    colors: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "cyan", "white")
+    sizes: tuple[str, ...] = ("small", "large")
+    frames: int = 4  # frames per clip
+    train_scenes: int = 4000
+    heldout_scenes: int = 500
+    train_clips: int = 2000
+    heldout_clips: int = 300
+    questions_per_scene: int = 5
+    # questions per training scene/clip when > 0 (held-out items keep `questions_per_scene`):
+    # more supervised answers per image forward, the image tokens being most of a sequence
+    train_questions_per_scene: int = 0
+    train_seed: int = 0
+    heldout_seed: int = 10_007  # a different seed: held-out scenes never appear in training
+
+    @property
+    def patches_per_side(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def image_tokens(self) -> int:
+        """V: patch tokens per image (CLS excluded)."""
+        return self.patches_per_side**2
+
+
+@dataclass
+class VisionConfig:
+    """Mini CLIP towers (vision and, for the contrastive stage, text)."""
+
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 4
+    intermediate_size: int = 256
+    text_hidden_size: int = 64
+    text_layers: int = 2
+    projection_dim: int = 64
+    feature_layer: int = -2  # penultimate layer, as LLaVA and VoCo-LLaMA
+
+
+@dataclass
+class LLMConfig:
+    """Mini LLaMA built from a `LlamaConfig`."""
+
+    hidden_size: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 4
+    intermediate_size: int = 384
+    max_positions: int = 512
+    rope_theta: float = 10_000.0
+    # std of the LLM's initial weights (LlamaConfig.initializer_range). ~1/sqrt(hidden)
+    # rather than Llama's 0.02: at width 128 the larger init shortened the plateau
+    # before the model starts reading the image (nano held-out 0.34 -> 0.44, same steps)
+    init_std: float = 0.08
+    # a learned embedding per patch position added to the projected image tokens (see
+    # `models.projector`): rotary positions reach queries and keys, never the values.
+    # Off: at nano it left `spatial` at chance (upper bound 0.785 vs 0.803; README)
+    image_positions: bool = False
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class VoCoConfig:
+    """How the image is compressed: K VoCo tokens and the mask mode."""
+
+    tokens: int = 1  # K
+    mask: str = "voco"
+
+
+@dataclass
+class CompressConfig:
+    """A compressor from the zoo (`vocolab.zoo`) that maps each image's V patch features to
+    K tokens *before* the LLM. "none": every patch token enters the LLM (VoCo, which
+    compresses inside the LLM, is configured under `voco`)."""
+
+    method: str = "none"
+    tokens: int = 1  # K tokens per image (frame) that take the image's place in the sequence
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; the recipe of every stage lives here so that it is
+    recorded with each checkpoint and results file."""
+
+    batch_size: int = 32
+    # 1e-3 with the global gradient norm clipped at 1: at nano, 2e-3 unclipped kept the
+    # upper bound on a plateau where colour and shape were never bound to objects
+    # (held-out 0.446); with them and 1100 instruct steps (was 800) it binds both (README)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
+    warmup_frac: float = 0.03
+    steps: int = 1000  # default for a stage run on its own
+    clip_steps: int = 150
+    clip_batch_size: int = 64
+    pretrain_steps: int = 400
+    instruct_steps: int = 1100
+    voco_steps: int = 700
+    # the voco stage's objective (`vocolab.distill`): "attention" adds the MSE between the
+    # student's and the frozen upper bound's hidden states at the text positions. At nano,
+    # from one upper-bound model (held-out 0.803), VoCo at K=1 reaches 0.588 with it in 700
+    # steps against 0.515 without it in 800 (same wall time; 0.570 in 1600 steps); README
+    voco_objective: str = "attention"
+    train_vision: bool = False  # CLIP frozen (features cached) after the clip stage
+    turns: bool = True  # all questions of an image in one training sequence
+    precision: str = "auto"  # "auto": bf16-mixed on GPU, 32 on CPU
+
+
+@dataclass
+class Config:
+    preset: str = "nano"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    voco: VoCoConfig = field(default_factory=VoCoConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def image_slots(self) -> int:
+        """Tokens each image (frame) occupies in the LLM's sequence: V, or K with a compressor."""
+        return self.data.image_tokens if self.compress.method == "none" else self.compress.tokens
+
+    # -- overrides and serialisation -------------------------------------------------
+    def override(self, **overrides: Any) -> "Config":
+        """A copy with dotted-key overrides applied, e.g. `override(**{"voco.tokens": 4})`."""
+        tree = self.to_dict()
+        for key, value in overrides.items():
+            _set_dotted(tree, key, value)
+        return Config.from_dict(tree)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_dict(cls, tree: dict[str, Any]) -> "Config":
+        return _build(cls, tree, prefix="")
+
+    @classmethod
+    def from_json(cls, path_or_text: str | os.PathLike) -> "Config":
+        text = str(path_or_text)
+        if not text.lstrip().startswith("{"):
+            try:
+                text = Path(path_or_text).read_text()
+            except OSError as err:
+                raise ValueError(f"cannot read config file {path_or_text}: {err}") from err
+        try:
+            tree = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"config is not valid JSON: {err}") from err
+        return cls.from_dict(tree)
+
+
+def _nano() -> Config:
+    return Config(preset="nano")
+
+
+def _small() -> Config:
+    return Config(
+        preset="small",
+        data=DataConfig(image_size=128, patch_size=8, grid=6, max_objects=8,
+                        train_scenes=20_000, heldout_scenes=1000,
+                        train_clips=8000, heldout_clips=500, frames=6),
+        vision=VisionConfig(hidden_size=192, layers=6, heads=6, intermediate_size=768,
+                            text_hidden_size=192, text_layers=4, projection_dim=192),
+        llm=LLMConfig(hidden_size=384, layers=6, heads=6, kv_heads=6,
+                      intermediate_size=1536, max_positions=2048, init_std=0.05),
+        train=TrainConfig(batch_size=64, lr=5e-4, steps=6000),
+    )
+
+
+def _base() -> Config:
+    return Config(
+        preset="base",
+        data=DataConfig(image_size=336, patch_size=14, grid=8, max_objects=8,
+                        train_scenes=50_000, heldout_scenes=2000,
+                        train_clips=20_000, heldout_clips=1000, frames=8),
+        vision=VisionConfig(hidden_size=384, layers=8, heads=6, intermediate_size=1536,
+                            text_hidden_size=384, text_layers=6, projection_dim=384),
+        llm=LLMConfig(hidden_size=768, layers=8, heads=12, kv_heads=12,
+                      intermediate_size=3072, max_positions=8192, init_std=0.036),
+        train=TrainConfig(batch_size=64, lr=3e-4, steps=20_000),
+    )
+
+
+PRESETS: dict[str, typing.Callable[[], Config]] = {"nano": _nano, "small": _small, "base": _base}
+
+
+def preset(name: str, **overrides: Any) -> Config:
+    """The named preset with dotted-key overrides applied."""
+    if name not in PRESETS:
+        raise ValueError(f"preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    cfg = PRESETS[name]()
+    return cfg.override(**overrides) if overrides else cfg
+
+
+def resolve_config(cfg: Config | dict | None, preset_name: str, overrides: dict | None) -> Config:
+    """A Config from an object, a dict (as stored in a checkpoint's hyper-parameters) or
+    a preset name with dotted-key overrides (as written in a LightningCLI YAML file)."""
+    if isinstance(cfg, Config):
+        return cfg.override(**overrides) if overrides else cfg
+    if isinstance(cfg, dict):
+        cfg = Config.from_dict(cfg)
+        return cfg.override(**overrides) if overrides else cfg
+    return preset(preset_name, **(overrides or {}))
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks; each failure is a ValueError naming the field."""
+    d, v, llm = cfg.data, cfg.vision, cfg.llm
+    if d.image_size % d.patch_size:
+        raise ValueError(
+            f"data.image_size: {d.image_size} is not divisible by data.patch_size={d.patch_size}")
+    if d.grid < 2 or d.image_size // d.grid < 8:
+        raise ValueError(f"data.grid: {d.grid} cells per side leave under 8 px per cell at image_size {d.image_size}")
+    if not 1 <= d.min_objects <= d.max_objects:
+        raise ValueError(f"data.min_objects: need 1 <= min_objects ({d.min_objects}) <= max_objects ({d.max_objects})")
+    if d.max_objects > d.grid**2:
+        raise ValueError(f"data.max_objects: {d.max_objects} objects do not fit on a {d.grid}x{d.grid} grid")
+    if d.frames < 2:
+        raise ValueError(f"data.frames: clips need at least 2 frames, got {d.frames}")
+    if len(set(d.shapes)) < 2 or len(set(d.colors)) < 2:
+        raise ValueError("data.shapes/data.colors: need at least two distinct shapes and colours")
+    if cfg.voco.tokens < 0 or cfg.voco.tokens > d.image_tokens:
+        raise ValueError(
+            f"voco.tokens: {cfg.voco.tokens} VoCo tokens for {d.image_tokens} image tokens; "
+            f"need 0 <= tokens <= image tokens")
+    if cfg.voco.mask not in MASK_MODES:
+        raise ValueError(f"voco.mask: {cfg.voco.mask!r} is not one of {MASK_MODES}")
+    if cfg.compress.method != "none" and not 1 <= cfg.compress.tokens <= d.image_tokens:
+        raise ValueError(f"compress.tokens: {cfg.compress.tokens} tokens for {d.image_tokens} "
+                         f"patch tokens; need 1 <= tokens <= image tokens")
+    check_backend(llm.attn_implementation, "llm.attn_implementation")
+    for name, hidden, heads in (("vision", v.hidden_size, v.heads), ("llm", llm.hidden_size, llm.heads)):
+        if hidden % heads:
+            raise ValueError(f"{name}.hidden_size: {hidden} is not divisible by {name}.heads={heads}")
+    if llm.heads % llm.kv_heads:
+        raise ValueError(f"llm.kv_heads: heads {llm.heads} is not a multiple of kv_heads {llm.kv_heads}")
+    t = cfg.train
+    if t.batch_size < 1 or t.clip_batch_size < 1 or t.lr <= 0:
+        raise ValueError("train.batch_size/train.lr: batch sizes >= 1 and lr > 0 are required")
+    for name in ("steps", "clip_steps", "pretrain_steps", "instruct_steps", "voco_steps"):
+        if getattr(t, name) < 0:
+            raise ValueError(f"train.{name}: must be >= 0, got {getattr(t, name)}")
+    if t.voco_objective not in VOCO_OBJECTIVES:
+        raise ValueError(f"train.voco_objective: {t.voco_objective!r} is not one of {VOCO_OBJECTIVES}")
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    node = tree
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            raise ValueError(f"{key}: unknown config field {'.'.join(parts[: i + 1])!r}")
+        if i == len(parts) - 1:
+            node[part] = value
+        else:
+            node = node[part]
+
+
+def _build(cls: type, tree: Any, prefix: str) -> Any:
+    if not isinstance(tree, dict):
+        raise ValueError(f"{prefix or 'config'}: expected a mapping, got {type(tree).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(tree) - set(known))
+    if unknown:
+        raise ValueError(f"{prefix}{unknown[0]}: unknown config field")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in tree.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, name: str) -> Any:
+    if is_dataclass(hint):
+        return _build(hint, value, prefix=f"{name}.")
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
+            raise ValueError(f"{name}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise ValueError(f"{name}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    return value
+
+
+# Backends that honour a custom mask (through `masks.for_backend`); flash-attention
+# and friends would ignore it and silently train an unmasked model.
+def check_backend(name: str, who: str | None = None) -> str:
+    """Return `name` if the attention backend honours custom masks (`ATTN_BACKENDS`), else
+    raise ValueError prefixed `who: `: flash-attention and friends would silently train an
+    unmasked model. The one check the config, the masks and the model all use."""
+    if name not in ATTN_BACKENDS:
+        prefix = f"{who}: " if who else ""
+        raise ValueError(
+            f"{prefix}attention backend {name!r} would ignore vocolab's custom attention mask; "
+            f"use one of {ATTN_BACKENDS} (flex_attention needs a GPU)")
+    return name
+
+
+__all__ = ["ATTN_BACKENDS", "CompressConfig", "Config", "DataConfig", "LLMConfig", "MASK_MODES", "PRESETS", "TrainConfig", "VOCO_OBJECTIVES", "VisionConfig", "VoCoConfig", "check_backend", "preset", "resolve_config", "validate"]

@@ -1,0 +1,124 @@
+"""Every attention mask vocolab uses, derived from layouts by pure functions.
+
+`build_mask` returns a bool tensor `[B, 1, L, L]` (True = may attend). The model
+never sees that tensor directly: `for_backend` converts it into what the chosen
+attention implementation actually honours, because the backends disagree:
+
+* SDPA honours a bool mask;
+* eager *adds* the mask to the scores, so a bool mask would add 0/1 and mask
+  nothing: it gets an additive float mask (0 / dtype min) instead;
+* FlexAttention needs a `BlockMask`;
+* anything else (e.g. flash-attention) ignores custom masks and is refused.
+
+Mask modes (query i, key j, both real tokens, j <= i):
+
+* `causal`: plain causal attention (VoCo tokens present but not enforced);
+* `voco`:   tokens after the last VoCo token (question, answer) see only the VoCo
+            tokens and later text: not BOS, not the image (paper Eq. 3 plus the
+            official code's hiding of BOS, so the VoCo tokens are the attention sink);
+* `video`:  frame t's image and VoCo tokens see BOS and frame t only (BOS is a
+            shared attention sink whose K/V is identical for every frame, which is
+            what makes per-frame streaming compression exact); text sees every
+            frame's VoCo tokens and later text, as in `voco`.
+
+A sample without VoCo tokens gets a plain causal mask in every mode. Padding
+queries attend to themselves only, so no row is fully masked and SDPA never
+produces NaN; real queries never see padding.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from vocolab.core.config import MASK_MODES, check_backend
+from vocolab.core.layout import Layout
+
+# segment kinds per position
+BOS, IMAGE, VOCO, TEXT, PAD = range(5)
+
+
+def segments(layout: Layout, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position segment kind and frame index (-1 outside frames) for one sample."""
+    if layout.length > length:
+        raise ValueError(f"mask: sample of {layout.length} tokens does not fit in length {length}")
+    kind = torch.full((length,), PAD, dtype=torch.long)
+    frame = torch.full((length,), -1, dtype=torch.long)
+    kind[: layout.length] = TEXT
+    kind[0] = BOS
+    for t, f in enumerate(layout.frames):
+        kind[f.image.start : f.image.stop] = IMAGE
+        kind[f.voco.start : f.voco.stop] = VOCO
+        frame[f.image.start : f.voco.stop] = t
+    return kind, frame
+
+
+def sample_mask(layout: Layout, mode: str, length: int | None = None) -> torch.Tensor:
+    """The `[L, L]` bool mask of one sample (True = query row may attend to key column)."""
+    if mode not in MASK_MODES:
+        raise ValueError(f"mask mode {mode!r} is not one of {MASK_MODES}")
+    length = layout.length if length is None else length
+    kind, frame = segments(layout, length)
+    q = torch.arange(length).unsqueeze(1)
+    k = torch.arange(length).unsqueeze(0)
+    real = kind != PAD
+    allowed = (k <= q) & real.unsqueeze(0) & real.unsqueeze(1)
+
+    if mode != "causal" and layout.has_voco:
+        text_q = (kind == TEXT).unsqueeze(1)
+        text_sees = ((kind == VOCO) | (kind == TEXT)).unsqueeze(0)
+        allowed &= ~text_q | text_sees
+        if mode == "video":
+            in_frame_q = (frame >= 0).unsqueeze(1)
+            same_frame = frame.unsqueeze(1) == frame.unsqueeze(0)
+            frame_sees = same_frame | (kind == BOS).unsqueeze(0)
+            allowed &= ~in_frame_q | frame_sees
+
+    pad_q = ~real
+    allowed |= torch.diag(pad_q)  # padding rows see themselves: never a fully masked row
+    return allowed
+
+
+def build_mask(layouts: Sequence[Layout], mode: str, length: int | None = None) -> torch.Tensor:
+    """Bool mask `[B, 1, L, L]` for a right-padded batch (L = longest sample by default)."""
+    length = max(l.length for l in layouts) if length is None else length
+    return torch.stack([sample_mask(l, mode, length) for l in layouts]).unsqueeze(1)
+
+
+def to_additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Additive float mask for eager attention: 0 where allowed, dtype min where blocked."""
+    if mask.dtype != torch.bool:
+        raise TypeError(f"to_additive expects a bool mask, got {mask.dtype}")
+    out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return out.masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def to_block_mask(mask: torch.Tensor, block_size: int = 128):
+    """FlexAttention `BlockMask` equivalent to a `[B, 1, L, L]` bool mask."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    if mask.dtype != torch.bool or mask.dim() != 4:
+        raise TypeError("to_block_mask expects a bool mask of shape [B, 1, Q, K]")
+    dense = mask[:, 0].contiguous()
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return dense[b, q_idx, kv_idx]
+
+    batch, _, q_len, kv_len = mask.shape
+    return create_block_mask(mask_mod, batch, None, q_len, kv_len, device=mask.device,
+                             BLOCK_SIZE=block_size)
+
+
+def for_backend(mask: torch.Tensor, backend: str, dtype: torch.dtype = torch.float32):
+    """Convert a bool mask to the form `backend` honours; refuse backends that ignore it."""
+    if backend == "sdpa":
+        return mask
+    if backend == "eager":
+        return to_additive(mask, dtype)
+    check_backend(backend)
+    return to_block_mask(mask)
+
+
+__all__ = ["BOS", "IMAGE", "PAD", "TEXT", "VOCO", "build_mask", "for_backend", "sample_mask",
+           "segments", "to_additive", "to_block_mask"]

@@ -1,0 +1,76 @@
+"""Scenes and questions -> one padded batch of token ids, layouts and pixels.
+
+This is the single place where text is tokenized and image slots are laid out,
+so that every stage (training, evaluation, the cache, the notebooks) builds
+sequences the same way and every sample's `Layout` is made with its ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from vocolab.core.layout import Layout, SpecialIds, assemble_turns, labels_from_layouts, pad_batch
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [B, L] right-padded
+    layouts: list[Layout]
+    pixels: torch.Tensor | None  # uint8 [B, H, W, 3] or [B, T, H, W, 3]; None for text-only
+    labels: torch.Tensor  # [B, L], -100 outside each answer span
+    features: torch.Tensor | None = None  # precomputed frozen CLIP features, replacing pixels
+
+    def to(self, device: torch.device | str) -> "Batch":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Batch(self.input_ids.to(device), self.layouts, move(self.pixels), self.labels.to(device),
+                     move(self.features))
+
+    def __len__(self) -> int:
+        return len(self.layouts)
+
+
+def make_batch(
+    tokenizer,
+    ids: SpecialIds,
+    questions: Sequence[str | Sequence[str]],
+    answers: Sequence[str | Sequence[str]],
+    images: Sequence[np.ndarray] | np.ndarray | None,
+    *,
+    image_tokens: int,
+    voco_tokens: int,
+) -> Batch:
+    """Tokenize question/answer pairs and lay out one image (or one clip) per sample.
+
+    `images[i]` is `[H, W, 3]` for a scene or `[T, H, W, 3]` for a clip (T frames,
+    each compressed into its own K VoCo tokens); `images=None` gives text-only
+    samples (no image slots, plain causal attention). A sample whose question and
+    answer are lists holds several turns about its image, every answer scored.
+    """
+    if len(questions) != len(answers):
+        raise ValueError(f"make_batch: {len(questions)} questions but {len(answers)} answers")
+    if images is not None and len(images) != len(questions):
+        raise ValueError(f"make_batch: {len(images)} images for {len(questions)} questions")
+    frames = 0
+    pixels = None
+    if images is not None:
+        pixels = torch.as_tensor(np.stack([np.asarray(im) for im in images]))
+        if pixels.dtype != torch.uint8 or pixels.dim() not in (4, 5):
+            raise ValueError("make_batch: images must be uint8 [H, W, 3] scenes or [T, H, W, 3] clips")
+        frames = 1 if pixels.dim() == 4 else pixels.shape[1]
+    sequences, layouts = [], []
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"] if text else []  # noqa: E731
+    for question, answer in zip(questions, answers):
+        qs, as_ = ([question], [answer]) if isinstance(question, str) else (question, answer)
+        if isinstance(as_, str) or len(qs) != len(as_):
+            raise ValueError("make_batch: a multi-turn sample needs as many answers as questions")
+        tokens, layout = assemble_turns([(encode(q), encode(a)) for q, a in zip(qs, as_)], ids,
+                                        frames=frames, image_tokens=image_tokens if frames else 0,
+                                        voco_tokens=voco_tokens if frames else 0)
+        sequences.append(tokens)
+        layouts.append(layout)
+    input_ids = pad_batch(sequences, ids.pad)
+    return Batch(input_ids, layouts, pixels, labels_from_layouts(input_ids, layouts))

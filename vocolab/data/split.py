@@ -1,0 +1,61 @@
+"""One `LightningDataModule` for every stage.
+
+A stage differs only in what a sample is:
+
+* `clip`:    (image, caption) pairs for the contrastive CLIP stage;
+* `caption`: `[BOS][IMG][VOCO][caption][EOS]`, the pretrain (alignment) stage;
+* `qa`:      `[BOS][IMG][VOCO][question][answer][EOS]`, one sample per question, or
+             with `turns=True` every question of an image in one sequence (training:
+             the image prefix is paid once for all its questions).
+
+Frozen CLIP features can be computed once for every image (`attach_features`),
+LLaVA-style; batches then carry features instead of pixels, which removes the
+vision tower from every training step (the biggest CPU speed-up there is).
+
+TODO-DOC (from data.module)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vocolab.core.config import Config
+from vocolab.data.storage import load_split, numpy_view
+
+
+@dataclass
+class Split:
+    """One split held in memory: uint8 images (or clips) and their texts."""
+
+    images: np.ndarray  # [N, H, W, 3] or [N, T, H, W, 3]
+    captions: list[str]
+    questions: list[list[str]]
+    answers: list[list[str]]
+    families: list[list[str]]
+    templates: list[list[str]]
+    features: torch.Tensor | None = None  # frozen CLIP features [N, (T,) V, Dv]
+    features_of: str | None = None  # fingerprint of the vision tower that made them
+
+    @classmethod
+    def load(cls, cfg: Config, kind: str, split: str, n: int | None = None, progress: bool = True) -> "Split":
+        ds = load_split(cfg.data, kind, split, n=n, progress=progress)
+        pixels = numpy_view(ds.select_columns(["frames" if kind == "clips" else "image"]))
+        return cls(images=pixels[:][pixels.column_names[0]], captions=list(ds["caption"]),
+                   questions=list(ds["question"]), answers=list(ds["answer"]), families=list(ds["family"]),
+                   templates=list(ds["template"]))
+
+    def examples(self, task: str, turns: bool = False) -> list[tuple[int, int]]:
+        """(item, question) index pairs; question -1 stands for the caption (or, with
+        `turns`, for all of the item's questions)."""
+        if task == "qa" and not turns:
+            return [(i, j) for i, qs in enumerate(self.questions) for j in range(len(qs))]
+        return [(i, -1) for i in range(len(self.captions))]
+
+
+def vision_fingerprint(module: torch.nn.Module) -> str:
+    """Cheap identity of a module's weights: cached features are reused only for the same tower."""
+    with torch.no_grad():
+        return ",".join(f"{p.double().sum().item():.10e}" for p in module.parameters())

@@ -1,0 +1,3 @@
+"""Everything a person reads: every figure (a function returning it), every Markdown
+table (rendered from a results file, never typed), results files with provenance, and
+the notebooks' interactive widgets."""

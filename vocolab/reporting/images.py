@@ -1,0 +1,77 @@
+"""Every figure vocolab draws, one function each, each returning its `Figure`.
+
+Notebooks tell the story and call these functions (the Annotated Transformer's
+`example_mask()` style) so that a figure in a notebook, in the README and in a
+paper is drawn by the same tested code and never drifts between copies.
+
+Display rules, chosen so a figure shows exactly once wherever it is made:
+
+* a function that creates its own figure returns it; in a notebook with the
+  inline backend the figure is detached from pyplot before it is returned, so
+  it is shown when it is the cell's value (or passed to `display`) and not a
+  second time by the backend's end-of-cell flush;
+* given `ax=`, a function draws into the caller's axes and leaves the figure alone;
+* with no display (a CI runner, an SSH session) the non-interactive "Agg"
+  backend is chosen at import, unless the user chose one (`MPLBACKEND`) or we
+  run inside a notebook kernel, whose inline backend is respected.
+
+TODO-DOC (from plotting)
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from vocolab.reporting.style import finish, new_figure
+
+
+def plot_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = None,
+                cols: int = 4, wrap: int = 30) -> Figure:
+    """A grid of scenes, each with a wrapped caption (e.g. its question and answer).
+
+    Pixels are drawn unsmoothed: the scenes are tiny and an interpolated 64 px
+    image hides exactly the small objects a question may be about.
+    """
+    n = len(images)
+    if n == 0:
+        raise ValueError("plot_images: no images")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"plot_images: {n} images but {len(titles)} titles")
+    cols = max(1, min(cols, n))
+    rows = math.ceil(n / cols)
+    wrapped = [textwrap.fill(str(t), wrap) for t in titles] if titles is not None else None
+    lines = max((w.count("\n") + 1 for w in wrapped), default=0) if wrapped else 0
+    fig, axes = new_figure((2.5 * cols, rows * (2.4 + 0.15 * lines)), rows, cols)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            fig.delaxes(ax)
+            continue
+        ax.imshow(np.asarray(images[i]), interpolation="nearest")
+        ax.set_axis_off()
+        if wrapped:
+            ax.set_title(wrapped[i], fontsize=7.5)
+    return finish(fig)
+
+
+def plot_clip(frames: np.ndarray, title: str | None = None) -> Figure:
+    """The frames of one clip in a row, labelled t=0..T-1 (time runs left to right)."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4:
+        raise ValueError(f"plot_clip: expected [T, H, W, 3], got shape {frames.shape}")
+    t = frames.shape[0]
+    fig, axes = new_figure((2.0 * t, 2.5 if title else 2.2), 1, t)
+    for i, ax in enumerate(axes[0]):
+        ax.imshow(frames[i], interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(f"t={i}", fontsize=9)
+    if title:
+        fig.suptitle(textwrap.fill(title, 25 * t), fontsize=10)
+    return finish(fig)
+
+
+__all__ = ["plot_clip", "plot_images"]

@@ -1,0 +1,156 @@
+"""`vocolab temporal`: temporal tuning of a VoCo model on video clips (DESIGN.md 5, stage `temporal`).
+
+Every model starts from the shared upper-bound *scene* model (the sweep's base
+model, trained once per preset and seed) and is trained for the same steps with the
+same seed; all are evaluated on the same held-out clips (T = `data.frames` frames):
+
+    voco-image    the image VoCo model: the base model fine-tuned on scene QA under
+                  the `voco` mask with K tokens (with the recipe's `train.voco_objective`,
+                  distilled from the base model as in `pipeline`), evaluated on clips
+                  under the `video` mask without any video training (each frame's K VoCo
+                  tokens see only that frame; the question sees every frame's VoCo tokens)
+    temporal      that model continued on clip QA under the `video` mask
+    avgpool       average pooling of each frame to K tokens (zoo compressor) from the
+                  base model, trained on clip QA, causal mask
+    video-upper   the base model trained on clip QA with every frame's V tokens,
+                  causal: the upper bound
+    lower         video-upper evaluated under the `video` mask with K VoCo tokens per
+                  frame: the lower bound (as DESIGN.md 6 defines it for images)
+    middle-frame  the base model trained on clip QA the same way, but shown only each
+                  clip's middle frame (all V tokens): what one frame teaches a trained
+                  model; `best-single-frame` the symbolic answerer that sees one frame's
+                  full state (`vocolab.data.baselines`); `blind` the question alone
+
+`frame_perception` asks the shared scene model the *scene* families on held-out
+scenes and on the clips' middle frames: clip objects sit between lattice cells, scene
+objects never do, and the gap says how much perception the clip models must relearn.
+
+Answers are read *streaming*: VoCo models compress frame by frame
+(`cache.compress_frame`) and answer after every frame, the others answer from the
+first t frames; so "accuracy against frames" (t = 1..T) comes from the same pass
+that gives the reported accuracy (t = T). Many clip questions cannot be answered
+from fewer frames (a direction needs two, a visible count all of them): that is what
+the curve shows.
+
+Resumable: each trained model is one cell (`vocolab.cells.run_cells`) under
+`out/cells/`; trained weights are kept under the study's runs folder, so a cell that
+needs another cell's model (temporal needs voco-image, lower needs video-upper)
+loads it instead of training it again.
+
+TODO-DOC (from temporal)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vocolab.reporting.results import write_report
+from vocolab.reporting.tables import pct
+
+
+def temporal_markdown(body: dict) -> str:
+    families = body["eval"]["families"]
+    total = body["eval"]["frames"]
+    head = ["run", "method", "tokens/frame", "mask", "accuracy", *families, "retention", "cache bytes/frame"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in body["runs"]:
+        cost = r.get("cost", {}).get("cache_bytes_per_frame")
+        lines.append("| " + " | ".join([
+            r["name"], r["method"], str(r["tokens"]), r.get("mask", "-"), pct(r["accuracy"], ""),
+            *(pct(r.get("per_family", {}).get(f), "") for f in families),
+            "-" if r.get("retention") is None else f"{r['retention']:.2f}",
+            "-" if cost is None else f"{cost:,}"]) + " |")
+    curves = [r for r in body["runs"] if "accuracy_vs_frames" in r]
+    if curves:
+        head = ["run", *(f"t={t}" for t in range(1, total + 1))]
+        lines += ["", "Accuracy (%) when only the first t frames are given:", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in curves:
+            lines.append("| " + " | ".join([r["name"], *(pct(r["accuracy_vs_frames"].get(str(t)), "")
+                                                         for t in range(1, total + 1))]) + " |")
+    t = body["temporal"]
+    lines += ["", f"Accuracy in %, {body['eval']['examples']} held-out questions on clips of {total} frames; "
+                  f"K = {t['k']} tokens per frame, {t['steps']} training steps per model. Retention against "
+                  f"video-upper, lower bound = video-upper under the video mask with K VoCo tokens per frame."]
+    seen = t.get("frame_perception")
+    if seen:
+        lines.append(f"The shared scene model asked the scene families: {pct(seen['scenes']['accuracy'], '')}% on "
+                     f"held-out scenes, {pct(seen['clip_frames']['accuracy'], '')}% on the clips' middle frames "
+                     f"(objects between lattice cells; {seen['clip_frames']['questions']} questions each).")
+    if t.get("failed"):
+        lines.append(f"Failed cells: {', '.join(t['failed'])}.")
+    return "\n".join(lines)
+
+
+def plot_accuracy_vs_frames(body: dict):
+    """Accuracy when only the first t frames are given, one line per model; single-frame
+    references and blind as horizontal lines."""
+    import seaborn as sns
+
+    from vocolab.reporting.style import finish, new_figure
+
+    total = body["eval"]["frames"]
+    curves = [r for r in body["runs"] if "accuracy_vs_frames" in r]
+    fig, axes = new_figure((5.6, 3.8))
+    ax = axes[0, 0]
+    colors = sns.color_palette("colorblind", max(1, len(curves)))
+    ts = list(range(1, total + 1))
+    for color, r in zip(colors, curves):
+        ax.plot(ts, [r["accuracy_vs_frames"][str(t)] for t in ts], marker="o", color=color, label=r["name"],
+                ls="--" if r["name"] == "lower" else "-")
+    by = {r["name"]: r for r in body["runs"]}
+    for name, color, style in (("middle-frame", "0.3", "-."), ("best-single-frame", "black", ":"),
+                               ("blind", "0.6", (0, (1, 3)))):
+        if name in by:
+            ax.axhline(by[name]["accuracy"], color=color, ls=style, lw=1.2, label=name)
+    ax.set_xticks(ts)
+    ax.set_xlabel("frames given (t)")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Accuracy against frames (K = {body['temporal']['k']} per frame)")
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return finish(fig)
+
+
+def plot_temporal_families(body: dict):
+    """Per-family accuracy of every model run, blind as each family's chance line."""
+    from vocolab.reporting.accuracy import plot_family_accuracy
+
+    by = {r["name"]: r for r in body["runs"]}
+    runs = {r["name"]: r["per_family"] for r in body["runs"] if r["name"] != "blind" and "per_family" in r}
+    chance = by["blind"]["per_family"] if "blind" in by else None
+    return plot_family_accuracy(runs, chance=chance, families=body["eval"]["families"],
+                                title=f"Temporal families, {body['eval']['frames']} frames "
+                                      f"(black lines: blind)")
+
+
+def plot_streaming(frames: np.ndarray, example: dict):
+    """One clip streamed frame by frame: each frame with the cache size and the answer so far."""
+    from vocolab.reporting.style import finish, new_figure
+
+    total = len(example["steps"])
+    fig, axes = new_figure((2.2 * total, 3.0), 1, total)
+    for ax, frame, step in zip(axes[0], frames, example["steps"]):
+        ax.imshow(frame, interpolation="nearest")
+        ax.set_axis_off()
+        ok = "ok" if step["answer"] == example["gold"] else "x"
+        ax.set_title(f"t={step['frames'] - 1}: cache {step['cache_tokens']} tok\n{step['cache_bytes']:,} B\n"
+                     f"answer: {step['answer'] or '-'} ({ok})", fontsize=8)
+    fig.suptitle(f"{example['question']}  (gold: {example['gold']})", fontsize=10)
+    return finish(fig)
+
+
+def write_temporal_outputs(body: dict, out: str | Path, example_frames: np.ndarray | None = None) -> None:
+    """results.json, table.md and the figures (the streamed example's when its frames are
+    given), all from the results body."""
+    figures = {"accuracy_per_family.png": lambda: plot_temporal_families(body),
+               "accuracy_vs_frames.png": lambda: plot_accuracy_vs_frames(body)}
+    example = body.get("temporal", {}).get("example")
+    if example is not None and example_frames is not None:
+        figures["streaming.png"] = lambda: plot_streaming(example_frames, example)
+    write_report(out, body, temporal_markdown(body), figures)
+
+
+__all__ = ["plot_accuracy_vs_frames", "plot_streaming", "plot_temporal_families", "temporal_markdown", "write_temporal_outputs"]

@@ -1,0 +1,157 @@
+"""What every study shares, so that each study file holds only what makes it different.
+
+A study (sweep, distill, temporal, mod, scaling) is a grid of resumable cells
+(`studies.cells`) that start from one base model: the recipe's clip -> pretrain -> upper
+chain, trained once per preset and seed and cached under the study runs folder
+(`base_model`). `Study` holds what the cells read (config, data, held-out questions, the
+base model); `job_config` builds and checks the config every job starts from, and
+`finish` writes the results file every study ends with.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from vocolab.core.config import Config, preset
+from vocolab.core.runtime import quick_mode
+from vocolab.studies.cells import key_of, log_invocation, model_id
+
+SWEEP_STEPS = 400  # fine-tuning steps of every trained cell (nano)
+QUICK_STEPS = 5  # the same in quick mode
+# quick mode (VOCOLAB_QUICK=1): how every study shrinks the preset
+QUICK = {"data.train_scenes": 200, "data.heldout_scenes": 40, "train.clip_steps": 5,
+         "train.pretrain_steps": 5, "train.instruct_steps": 5}
+
+
+def study_config(preset_name: str, seed: int, overrides: dict | None, quick_sizes: dict) -> Config:
+    """The preset with its seed, shrunk by `quick_sizes` in quick mode, then the user's
+    overrides: how every job (quickstart, sweep, studies) builds its config.
+
+    Beyond the config's own validation, it checks what only the renderer and the zoo know
+    (colours, shapes and sizes that can be drawn; a compressor that exists and has a fixed
+    K), so bad input fails here, before any data is generated or model trained."""
+    from vocolab.data.vocab import check_data_config
+    from vocolab.zoo.registry import check_compressor_config
+
+    cfg = preset(preset_name, seed=seed)
+    if quick_mode():
+        cfg = cfg.override(**quick_sizes)
+    cfg = cfg.override(**overrides) if overrides else cfg
+    check_data_config(cfg.data)
+    if cfg.compress.method != "none":
+        check_compressor_config(cfg)
+    return cfg
+
+
+def cell_steps(steps: int | None) -> int:
+    """Training steps of a study's trained cell: as given, else the study default (fewer in quick mode)."""
+    return steps if steps is not None else (QUICK_STEPS if quick_mode() else SWEEP_STEPS)
+
+
+def runs_dir(cfg: Config) -> Path:
+    """Where the shared base model and training logs of the studies live (cache, not figures)."""
+    from vocolab.data.storage import cache_root
+
+    return cache_root() / "runs" / f"sweep-{cfg.preset}-seed{cfg.seed}{'-quick' if quick_mode() else ''}"
+
+
+def base_model(cfg: Config, runs: Path, data, progress: bool = True):
+    """The upper-bound model every study starts from (clip -> pretrain -> upper), trained
+    once per config and seed and kept as a checkpoint under `runs/upper-model`."""
+    from vocolab.models.checkpoint import load_checkpoint, save_checkpoint
+    from vocolab.training.recipe import run_recipe
+
+    folder = runs / "upper-model"
+    meta_key = key_of({"cfg": cfg.to_dict()})
+    if (folder / "meta.json").exists():
+        model, _, meta = load_checkpoint(folder)
+        if meta.get("sweep_key") == meta_key:
+            print(f"reusing the base (upper-bound) model in {folder}")
+            return model.eval()
+    print("training the base model (clip -> pretrain -> upper)")
+    trained = run_recipe(cfg, runs / "base", data=data, progress=progress, stages=("clip", "pretrain", "upper"))
+    model = trained.upper.model.cpu().eval()
+    save_checkpoint(model, cfg, folder, {"sweep_key": meta_key, "stage_seconds": trained.seconds})
+    return model
+
+
+@dataclass
+class Study:
+    """What the cells of a scene study read: config, cell steps, the runs folder, the scene
+    data, the held-out questions and the base (upper-bound) model."""
+
+    cfg: Config
+    steps: int
+    runs: Path
+    data: object  # a VoCoDataModule
+    qs: object  # the held-out `Questions`
+    upper: torch.nn.Module
+    progress: bool = True
+    families: tuple = field(default=())
+
+    @classmethod
+    def on_scenes(cls, cfg: Config, steps: int, limit: int | None, progress: bool = True,
+                  runs: Path | None = None) -> "Study":
+        """Load the scene data and the held-out questions, then the base model (trained on
+        the first call for this config and seed)."""
+        from vocolab.data.module import VoCoDataModule
+        from vocolab.data.scenes import FAMILIES
+        from vocolab.evaluation.heldout import Questions
+
+        runs = runs_dir(cfg) if runs is None else runs
+        data = VoCoDataModule(cfg, turns=cfg.train.turns, progress=progress)
+        data.setup()
+        qs = Questions.of(data.splits["heldout"], limit)
+        upper = base_model(cfg, runs, data, progress)
+        return cls(cfg, steps, runs, data, qs, upper, progress, FAMILIES)
+
+    @property
+    def base_id(self) -> str:
+        return model_id(self.upper)
+
+    def probe(self, model=None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """The one held-out image and question costs are measured on: pixels `[1, H, W, 3]`,
+        `model`'s CLIP features of them (default: the base model's) and the question's ids."""
+        model = self.upper if model is None else model
+        heldout, item = self.data.splits["heldout"], int(self.qs.item[0])
+        pixels = torch.from_numpy(heldout.images[item : item + 1])
+        with torch.no_grad():
+            features = model.encode_images(pixels)
+        return pixels, features, self.data.tokenizer(self.qs.questions[0], add_special_tokens=False)["input_ids"]
+
+    def bounds(self) -> list[dict]:
+        """Upper, lower (K = 1) and blind on the held-out questions."""
+        from vocolab.evaluation.heldout import bound_runs
+
+        return bound_runs(self.upper, self.data.tokenizer, self.data.splits["train"], self.data.splits["heldout"],
+                          self.qs, self.families, k_lower=1, progress=self.progress)
+
+
+def finish(name: str, out: Path, command: str, start: float, cfg: Config, eval_info: dict, runs: list[dict],
+           details: dict, write: Callable[[dict, Path], None], *, ran: list | None = None,
+           failed: list | None = None, sections: dict | None = None) -> dict:
+    """The study's results body (provenance, the held-out set, every run, the config and
+    the study's own `details` under `name`, then any further `sections`), written by `write`
+    to `out`. With `ran`, this
+    invocation is appended to `out/invocations.json` and the history kept in the body: a
+    resumed grid then still records the cost of every run that made its cells."""
+    from vocolab.reporting.provenance import provenance
+    from vocolab.reporting.results import results
+
+    wall = time.perf_counter() - start
+    extra = {}
+    if ran is not None:
+        extra["invocations"] = log_invocation(out, command, wall, ran, failed or [])
+    body = results(provenance(command, cfg.preset, cfg.seed, wall, out), eval_info, runs, config=cfg.to_dict(),
+                   **extra, **{name: details}, **(sections or {}))
+    write(body, out)
+    return body
+
+
+__all__ = ["QUICK", "QUICK_STEPS", "SWEEP_STEPS", "Study", "base_model", "cell_steps", "finish", "runs_dir",
+           "study_config"]

@@ -1,0 +1,52 @@
+"""Held-out evaluation: greedy answers, exact match per family, bounds and retention.
+
+Every run answers the same held-out questions (DESIGN.md 6):
+
+* models whose text sees the image tokens (`causal`) decode with full forwards
+  (`generate.greedy_generate`);
+* models evaluated under the `voco` mask answer from a `VoCoCache`: each image is
+  compressed once and all its questions are answered against the cache, which is
+  exactly how VoCo-LLaMA is used (and tested equal to the full masked forward);
+* `blind` answers from the question alone (majority answer per question template,
+  fit on the training split): what language priors alone achieve.
+
+TODO-DOC (from evaluate)
+"""
+
+from __future__ import annotations
+
+from vocolab.data.split import Split
+from vocolab.evaluation.heldout import standard_runs
+
+
+def run_eval(upper_path: str, voco_paths: list[str], out: str, limit: int | None = None,
+             command: str = "vocolab eval") -> dict:
+    """`vocolab eval`: held-out Table 1 for saved checkpoints, written to `out/results.json`."""
+    import time
+
+    from vocolab.data.scenes import FAMILIES
+    from vocolab.data.tokenizer import build_tokenizer
+    from vocolab.reporting.provenance import provenance
+    from vocolab.reporting.results import results, staged_output, write_json
+    from vocolab.reporting.tables import table1_markdown
+    from vocolab.training.loading import load_model
+
+    start = time.perf_counter()
+    upper = load_model(upper_path)
+    vocos = {}
+    for path in voco_paths:
+        model = load_model(path)
+        if model.cfg.preset != upper.cfg.preset or model.cfg.data != upper.cfg.data:
+            raise ValueError(f"{path} was trained for another preset or data than {upper_path}")
+        vocos[f"voco-k{model.cfg.voco.tokens}"] = model
+    cfg = upper.cfg
+    tokenizer = build_tokenizer(cfg.data)
+    with staged_output(out) as stage:
+        train, heldout = Split.load(cfg, "scenes", "train"), Split.load(cfg, "scenes", "heldout")
+        runs, qs = standard_runs(upper, vocos, tokenizer, train, heldout, FAMILIES, limit)
+        body = results(provenance(command, cfg.preset, cfg.seed, time.perf_counter() - start, out),
+                       {"split": "heldout", "examples": len(qs), "families": list(FAMILIES)}, runs)
+        write_json(stage / "results.json", body)
+        (stage / "table1.md").write_text(table1_markdown(runs, FAMILIES) + "\n")
+    print(table1_markdown(runs, FAMILIES))
+    return body

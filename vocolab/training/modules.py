@@ -1,0 +1,143 @@
+"""LightningModules for the training stages.
+
+* `ClipModule`: the contrastive stage; trains a mini `CLIPModel` on (scene, caption).
+* `VLMModule`:  `pretrain` (captions), `instruct` (QA) and any later stage that is
+  next-token loss on the answer span under one mask mode; the mask and K are
+  hyper-parameters, so the upper bound (`causal`) and the VoCo model (`voco`) are
+  the same code with one argument changed.
+
+Both take the resolved `Config` and the run's tokenizer from whoever builds them (the
+recipe hands down the data module's), so a run resolves its config and builds its
+tokenizer once; from a LightningCLI YAML they resolve `preset` + `overrides` themselves.
+Both use AdamW with transformers' linear warm-up and cosine decay to a floor, stepped
+per optimiser step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from vocolab.core.config import MASK_MODES, Config, resolve_config
+from vocolab.data.batching import Batch
+from vocolab.data.tokenizer import build_tokenizer, special_ids
+from vocolab.evaluation.metrics import teacher_forced_exact_match
+from vocolab.models.vision import build_clip
+from vocolab.models.vlm import VoCoVLM
+from vocolab.training.loading import load_init
+
+LR_FLOOR = 0.1  # the cosine decays to this share of the base learning rate
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup_frac: float, floor: float = LR_FLOOR):
+    """Linear warm-up to the base lr, then cosine decay to `floor` x base lr."""
+    warmup = max(1, int(round(steps * warmup_frac)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def vocabulary(cfg: Config, tokenizer=None) -> tuple:
+    """(tokenizer, special ids): the run's tokenizer when one is handed down, else built
+    from `cfg.data` (a stage started on its own, e.g. from a LightningCLI YAML)."""
+    tokenizer = build_tokenizer(cfg.data) if tokenizer is None else tokenizer
+    return tokenizer, special_ids(tokenizer)
+
+
+class _Optimised(L.LightningModule):
+    """Shared optimiser set-up: AdamW over trainable parameters, warm-up + cosine."""
+
+    cfg: Config
+    lr: float
+    steps: int
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.cfg.train.weight_decay,
+                                betas=(0.9, 0.98))
+        trainer = self._trainer  # the schedule follows the trainer's max_steps when it sets one
+        steps = trainer.max_steps if trainer is not None and trainer.max_steps > 0 else self.steps
+        sched = warmup_cosine(opt, steps, self.cfg.train.warmup_frac)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class ClipModule(_Optimised):
+    """Contrastive image-caption training of the mini CLIP towers."""
+
+    def __init__(self, cfg: Config | dict | None = None, preset: str = "nano", overrides: dict | None = None,
+                 steps: int | None = None, lr: float | None = None, tokenizer=None):
+        super().__init__()
+        cfg = resolve_config(cfg, preset, overrides)
+        self.cfg, self.steps = cfg, steps or cfg.train.clip_steps
+        self.lr = lr or cfg.train.lr
+        tokenizer, _ = vocabulary(cfg, tokenizer)
+        self.clip = build_clip(cfg, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+        self.save_hyperparameters({"cfg": cfg.to_dict(), "steps": self.steps, "lr": self.lr})
+
+    def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        from vocolab.models.vision import pixels_to_tensor
+
+        out = self.clip(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        pixel_values=pixels_to_tensor(batch["pixels"]), return_loss=True)
+        target = torch.arange(len(batch["input_ids"]), device=out.logits_per_image.device)
+        acc = (out.logits_per_image.argmax(-1) == target).float().mean()
+        return out.loss, acc
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, acc = self._loss(batch)
+        self.log_dict({"train/loss": loss, "train/retrieval_acc": acc}, prog_bar=True, batch_size=len(batch["input_ids"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, acc = self._loss(batch)
+        self.log_dict({"val/loss": loss, "val/retrieval_acc": acc}, prog_bar=True, batch_size=len(batch["input_ids"]))
+
+
+class VLMModule(_Optimised):
+    """Answer-span next-token training of a `VoCoVLM` under one mask mode."""
+
+    def __init__(self, cfg: Config | dict | None = None, preset: str = "nano", overrides: dict | None = None,
+                 mask: str = "causal", stage: str = "instruct", steps: int | None = None,
+                 lr: float | None = None, train_vision: bool | None = None, init_from: str | None = None,
+                 tokenizer=None):
+        super().__init__()
+        if mask not in MASK_MODES:
+            raise ValueError(f"mask {mask!r} is not one of {MASK_MODES}")
+        cfg = resolve_config(cfg, preset, overrides)
+        self.cfg, self.mask, self.stage = cfg, mask, stage
+        self.steps, self.lr = steps or cfg.train.steps, lr or cfg.train.lr
+        tokenizer, special = vocabulary(cfg, tokenizer)
+        self.model = VoCoVLM(cfg, special, len(tokenizer))
+        if init_from:
+            load_init(self.model, cfg, init_from)
+        train_vision = cfg.train.train_vision if train_vision is None else train_vision
+        self.model.vision.requires_grad_(train_vision)
+        self.save_hyperparameters({"cfg": cfg.to_dict(), "mask": mask, "stage": stage, "steps": self.steps,
+                                   "lr": self.lr, "train_vision": train_vision})
+
+    def on_fit_start(self) -> None:
+        """With a frozen vision tower, compute every image's features once (LLaVA-style)."""
+        data = getattr(self.trainer, "datamodule", None)
+        if data is not None and not any(p.requires_grad for p in self.model.vision.parameters()):
+            data.attach_features(self.model.encode_images)
+
+    def forward(self, batch: Batch, mask: str | None = None):
+        return self.model(batch.input_ids, batch.layouts, pixels=batch.pixels, features=batch.features,
+                          mask=mask or self.mask, labels=batch.labels)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        out = self(batch)
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=len(batch))
+        return out.loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        out = self(batch)
+        acc = teacher_forced_exact_match(out.logits, batch.labels)
+        self.log_dict({"val/loss": out.loss, "val/exact_match": acc}, prog_bar=True, batch_size=len(batch))
