@@ -15,10 +15,9 @@ per optimiser step.
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from vocolab.core.config import MASK_MODES, Config, resolve_config
 from vocolab.data.batching import Batch
@@ -31,19 +30,6 @@ from vocolab.training.loading import load_init
 LR_FLOOR = 0.1  # the cosine decays to this share of the base learning rate
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup_frac: float, floor: float = LR_FLOOR):
-    """Linear warm-up to the base lr, then cosine decay to `floor` x base lr."""
-    warmup = max(1, int(round(steps * warmup_frac)))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def vocabulary(cfg: Config, tokenizer=None) -> tuple:
     """(tokenizer, special ids): the run's tokenizer when one is handed down, else built
     from `cfg.data` (a stage started on its own, e.g. from a LightningCLI YAML)."""
@@ -52,7 +38,8 @@ def vocabulary(cfg: Config, tokenizer=None) -> tuple:
 
 
 class _Optimised(L.LightningModule):
-    """Shared optimiser set-up: AdamW over trainable parameters, warm-up + cosine."""
+    """Shared optimiser set-up: AdamW over trainable parameters; linear warm-up over
+    `train.warmup_frac` of the steps, then cosine decay to `LR_FLOOR` of the base lr."""
 
     cfg: Config
     lr: float
@@ -64,7 +51,9 @@ class _Optimised(L.LightningModule):
                                 betas=(0.9, 0.98))
         trainer = self._trainer  # the schedule follows the trainer's max_steps when it sets one
         steps = trainer.max_steps if trainer is not None and trainer.max_steps > 0 else self.steps
-        sched = warmup_cosine(opt, steps, self.cfg.train.warmup_frac)
+        warmup = max(1, round(steps * self.cfg.train.warmup_frac))
+        sched = get_cosine_with_min_lr_schedule_with_warmup(opt, num_warmup_steps=warmup, num_training_steps=steps,
+                                                             min_lr_rate=LR_FLOOR)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
