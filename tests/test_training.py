@@ -95,3 +95,35 @@ def test_fit_command_rejects_bad_input(cache, capsys):
         assert cli.main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("vocolab: error:"), err
+
+
+def test_a_run_builds_its_tokenizer_once(cache, monkeypatch):
+    """The recipe hands the data module's tokenizer down to every stage's module."""
+    import vocolab.data.tokenizer as tokenizer
+    from vocolab.training.recipe import run_recipe
+
+    builds = []
+    real = tokenizer.words
+    monkeypatch.setattr(tokenizer, "words", lambda cfg: builds.append(1) or real(cfg))
+    cfg = preset("nano", **TINY, **{"train.clip_steps": 1, "train.clip_batch_size": 8, "train.pretrain_steps": 1,
+                                    "train.instruct_steps": 1, "train.voco_steps": 1})
+    run_recipe(cfg, cache / "runs", data=VoCoDataModule(cfg, train_n=16, heldout_n=4, turns=True, progress=False),
+               progress=False)
+    assert len(builds) == 1
+    VLMModule(cfg)  # a module started on its own (e.g. from a YAML) builds one itself: the count can move
+    assert len(builds) == 2
+
+
+@pytest.mark.parametrize("stage, steps", [("clip", "clip_steps"), ("pretrain", "pretrain_steps"),
+                                          ("upper", "instruct_steps"), ("voco", "voco_steps"),
+                                          ("distill", "voco_steps")])
+def test_stage_yaml_files_train_as_many_steps_as_the_preset(stage, steps):
+    """The step counts live in the presets; the LightningCLI files must agree with them."""
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "nano" / f"{stage}.yaml"
+    spec = yaml.safe_load(path.read_text())
+    assert spec["trainer"]["max_steps"] == getattr(preset("nano").train, steps)
+    assert spec["trainer"]["gradient_clip_val"] == preset("nano").train.grad_clip
+    if stage == "clip":
+        assert spec["data"]["batch_size"] == preset("nano").train.clip_batch_size

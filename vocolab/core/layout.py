@@ -6,8 +6,6 @@ Here every sample carries a `Layout` with absolute start offsets, built at the
 same moment as its token ids, so masks, caches and losses never have to guess.
 
     [BOS] [IMG x V][VOCO x K] (... one pair per frame ...) [question] [answer] [EOS] [PAD ...]
-
-TODO-DOC (from layout)
 """
 
 from __future__ import annotations

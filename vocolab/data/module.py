@@ -8,11 +8,11 @@ A stage differs only in what a sample is:
              with `turns=True` every question of an image in one sequence (training:
              the image prefix is paid once for all its questions).
 
-Frozen CLIP features can be computed once for every image (`attach_features`),
-LLaVA-style; batches then carry features instead of pixels, which removes the
-vision tower from every training step (the biggest CPU speed-up there is).
-
-TODO-DOC (from data.module)
+The splits live in memory (`data.split.Split`); frozen CLIP features can be computed
+once for every image (`attach_features`), LLaVA-style, after which batches carry
+features instead of pixels and the vision tower leaves the training step (the biggest
+CPU speed-up there is). Training order comes from `data.sampler.ResumableSampler`, so a
+resumed run trains on exactly the batches it had not seen.
 """
 
 from __future__ import annotations

@@ -1,18 +1,6 @@
-"""One `LightningDataModule` for every stage.
-
-A stage differs only in what a sample is:
-
-* `clip`:    (image, caption) pairs for the contrastive CLIP stage;
-* `caption`: `[BOS][IMG][VOCO][caption][EOS]`, the pretrain (alignment) stage;
-* `qa`:      `[BOS][IMG][VOCO][question][answer][EOS]`, one sample per question, or
-             with `turns=True` every question of an image in one sequence (training:
-             the image prefix is paid once for all its questions).
-
-Frozen CLIP features can be computed once for every image (`attach_features`),
-LLaVA-style; batches then carry features instead of pixels, which removes the
-vision tower from every training step (the biggest CPU speed-up there is).
-
-TODO-DOC (from data.module)
+"""The training order: a seeded permutation per epoch that a resumed run can enter
+part-way, so that resuming from a mid-epoch checkpoint ends with the same weights as
+never stopping (Lightning itself restarts an interrupted epoch from its first batch).
 """
 
 from __future__ import annotations

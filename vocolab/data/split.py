@@ -1,18 +1,6 @@
-"""One `LightningDataModule` for every stage.
-
-A stage differs only in what a sample is:
-
-* `clip`:    (image, caption) pairs for the contrastive CLIP stage;
-* `caption`: `[BOS][IMG][VOCO][caption][EOS]`, the pretrain (alignment) stage;
-* `qa`:      `[BOS][IMG][VOCO][question][answer][EOS]`, one sample per question, or
-             with `turns=True` every question of an image in one sequence (training:
-             the image prefix is paid once for all its questions).
-
-Frozen CLIP features can be computed once for every image (`attach_features`),
-LLaVA-style; batches then carry features instead of pixels, which removes the
-vision tower from every training step (the biggest CPU speed-up there is).
-
-TODO-DOC (from data.module)
+"""One split (train or held-out) of scenes or clips, held in memory: the uint8 images
+and, per item, its caption, questions, answers, families and templates, read once from
+the cached `datasets` split; plus the frozen CLIP features when a stage attached them.
 """
 
 from __future__ import annotations

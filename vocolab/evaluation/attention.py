@@ -1,31 +1,14 @@
-"""The `distill` stage: VoCo training as (explicit) distillation from the upper bound.
+"""Where attention goes, read off a trained model: the diagnostics behind the VoCo
+claims, not the training loss.
 
-The paper writes the VoCo objective as a distillation (REFERENCE.md 1): the student
-(the LLM whose text sees only the VoCo tokens) should predict what the teacher (the
-same LLM seeing every image token) predicts. The official code trains plain
-next-token loss under the VoCo mask ("implicit" distillation). `DistillModule`
-offers the whole spectrum, picked by `objective`:
-
-* `implicit`:          next-token loss under the `voco` mask (exactly `VLMModule(mask="voco")`);
-* `logits`:            + T^2 * KL(teacher || student) of the temperature-softened
-                       next-token distributions at the answer positions (`answer_kl`);
-* `attention`:         + MSE between the student's and the teacher's per-layer hidden
-                       states at the text positions (`text_hidden_mse`): how the
-                       teacher's text reads the image is distilled into how the
-                       student's text reads the VoCo tokens;
-* `logits+attention`:  both.
-
-The teacher is a frozen upper-bound `VoCoVLM` run under the `causal` mask on the
-*same* batch: the upper bound is trained with the same sequences, VoCo slots
-included, so one batch serves both. It is kept outside the module's parameters (not
-trained, not saved in the student's checkpoint) and comes from `teacher_from` (a
-checkpoint read with `vocolab.lit.load_model`) or `set_teacher(vlm)`.
-
-`attention_maps` runs a model with eager attention and returns, per layer, where
-the text looks (the image under `causal`, the VoCo tokens under `voco`) and where
-the VoCo tokens look in the image, ready to draw over the scene's patch grid.
-
-TODO-DOC (from distill, quickstart)
+* `attention_maps` / `mean_attention`: per layer, where the text looks (the image under
+  `causal`, the VoCo tokens under `voco`) and where the VoCo tokens look in the image,
+  ready to draw over the scene's patch grid (an eager forward: the only backend that
+  returns weights);
+* `loss_report`: every term of a distilled student's loss and the student-teacher
+  hidden-state gap per layer;
+* `mask_check`: the largest attention mass any text token puts on BOS and image tokens
+  under a mask mode, which is exactly 0 when the mask hides the image.
 """
 
 from __future__ import annotations
@@ -36,6 +19,7 @@ import torch
 
 from vocolab.core.layout import Layout
 from vocolab.data.batching import Batch
+from vocolab.models.inputs import model_device
 from vocolab.models.vlm import VoCoVLM
 from vocolab.training.distill import DistillModule, text_hidden_mse
 
@@ -81,7 +65,7 @@ def attention_maps(vlm: VoCoVLM, batch_or_inputs, mask: str = "voco") -> dict:
         vlm.set_attn_implementation("eager")
         vlm.eval()
         with torch.no_grad():
-            device = next(vlm.parameters()).device
+            device = model_device(vlm)
             out = vlm(input_ids.to(device), layouts, pixels=pixels, features=features, mask=mask,
                       output_attentions=True)
     finally:

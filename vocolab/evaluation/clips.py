@@ -1,43 +1,11 @@
-"""`vocolab temporal`: temporal tuning of a VoCo model on video clips (DESIGN.md 5, stage `temporal`).
+"""Held-out evaluation on clips, streamed: accuracy after every frame.
 
-Every model starts from the shared upper-bound *scene* model (the sweep's base
-model, trained once per preset and seed) and is trained for the same steps with the
-same seed; all are evaluated on the same held-out clips (T = `data.frames` frames):
-
-    voco-image    the image VoCo model: the base model fine-tuned on scene QA under
-                  the `voco` mask with K tokens (with the recipe's `train.voco_objective`,
-                  distilled from the base model as in `pipeline`), evaluated on clips
-                  under the `video` mask without any video training (each frame's K VoCo
-                  tokens see only that frame; the question sees every frame's VoCo tokens)
-    temporal      that model continued on clip QA under the `video` mask
-    avgpool       average pooling of each frame to K tokens (zoo compressor) from the
-                  base model, trained on clip QA, causal mask
-    video-upper   the base model trained on clip QA with every frame's V tokens,
-                  causal: the upper bound
-    lower         video-upper evaluated under the `video` mask with K VoCo tokens per
-                  frame: the lower bound (as DESIGN.md 6 defines it for images)
-    middle-frame  the base model trained on clip QA the same way, but shown only each
-                  clip's middle frame (all V tokens): what one frame teaches a trained
-                  model; `best-single-frame` the symbolic answerer that sees one frame's
-                  full state (`vocolab.data.baselines`); `blind` the question alone
-
-`frame_perception` asks the shared scene model the *scene* families on held-out
-scenes and on the clips' middle frames: clip objects sit between lattice cells, scene
-objects never do, and the gap says how much perception the clip models must relearn.
-
-Answers are read *streaming*: VoCo models compress frame by frame
-(`cache.compress_frame`) and answer after every frame, the others answer from the
-first t frames; so "accuracy against frames" (t = 1..T) comes from the same pass
-that gives the reported accuracy (t = T). Many clip questions cannot be answered
+VoCo models compress a clip frame by frame (`inference.compress.compress_frame`) and
+answer after each frame from the growing cache; full-token and pooled models answer
+from the first t frames. So "accuracy against frames" (t = 1..T) comes from the same
+pass that gives the reported accuracy (t = T). Many clip questions cannot be answered
 from fewer frames (a direction needs two, a visible count all of them): that is what
 the curve shows.
-
-Resumable: each trained model is one cell (`vocolab.cells.run_cells`) under
-`out/cells/`; trained weights are kept under the study's runs folder, so a cell that
-needs another cell's model (temporal needs voco-image, lower needs video-upper)
-loads it instead of training it again.
-
-TODO-DOC (from temporal, mod_study)
 """
 
 from __future__ import annotations
@@ -47,6 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from vocolab.models.inputs import model_device
 
 
 @torch.no_grad()
@@ -83,7 +53,7 @@ def predict_frames(model, tokenizer, clips: np.ndarray, qs, mask: str, k: int, *
         raise ValueError(f"predict_frames: frames {frames} outside 1..{total}")
     new_tokens = MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     preds = {t: [""] * len(qs) for t in frames}
     logits = {t: [None] * len(qs) for t in frames}
     items = np.unique(qs.item)

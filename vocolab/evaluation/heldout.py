@@ -1,16 +1,17 @@
 """Held-out evaluation: greedy answers, exact match per family, bounds and retention.
 
-Every run answers the same held-out questions (DESIGN.md 6):
+Every run answers the same held-out questions (a split generated from another seed
+than training; docs/architecture.md, evaluation protocol):
 
 * models whose text sees the image tokens (`causal`) decode with full forwards
-  (`generate.greedy_generate`);
+  (`inference.generate.greedy_generate`);
 * models evaluated under the `voco` mask answer from a `VoCoCache`: each image is
   compressed once and all its questions are answered against the cache, which is
   exactly how VoCo-LLaMA is used (and tested equal to the full masked forward);
 * `blind` answers from the question alone (majority answer per question template,
   fit on the training split): what language priors alone achieve.
 
-TODO-DOC (from evaluate)
+retention = (acc - lower) / (upper - lower), with both bounds from the same run.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from vocolab.evaluation.metrics import FamilyExactMatch, retention
 from vocolab.inference.answer import answer
 from vocolab.inference.compress import compress
 from vocolab.inference.generate import greedy_generate
+from vocolab.models.inputs import model_device
 
 MAX_NEW_TOKENS = 3  # one-word answers + EOS; a longer answer is simply wrong
 
@@ -56,7 +58,7 @@ def predict(model, tokenizer, images: np.ndarray, qs: Questions, mask: str, k: i
             batch_images: int = 64, progress: bool = True, desc: str = "eval") -> list[str]:
     """Greedy answers (decoded text) to every question, `batch_images` images at a time."""
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     preds: list[str] = [""] * len(qs)
     items = np.unique(qs.item)
     for start in tqdm(range(0, len(items), batch_images), desc=desc, disable=not progress, leave=False):

@@ -1,51 +1,7 @@
-"""`vocolab scaling`: is it better to spend inference FLOPs on visual tokens or on the LLM?
-
-The question of Li et al. 2024, "Inference Optimal VLMs Need Only One Visual Token but
-Larger Models" (arXiv 2411.03312), asked at nano scale. Their answer, for visual
-reasoning: error Y(N, V) = A N^-alpha V^-beta + D with alpha ~ 0.077 >> beta ~ 0.015,
-so at a fixed budget of 2 N (Q + V) FLOPs per question the best buy is the largest LLM
-with the fewest visual tokens, one token when the text is cached (Q -> 0).
-
-The grid (same data, seed, schedule and learning rate for every cell):
-
-    clip        ONE contrastive CLIP stage, shared: the vision tower does not depend on
-                the LLM, so every size sees the same frozen features
-    per size    pretrain -> upper (causal) on top of that CLIP: the size's upper-bound
-                model, evaluated as is for the K = V point (all V patch tokens)
-    cells       (size, method, K) for K in `ks` (< V): VoCo (K VoCo tokens, voco mask)
-                and QueCC (the zoo's query-conditioned compressor, for comparison),
-                fine-tuned `steps` steps from the size's upper-bound model by the
-                sweep's own cell code (`vocolab.sweep.Sweep.run_cell`)
-
-N is the LLM's parameter count, `VoCoVLM.parameter_report()["llm"]`: every LLM weight,
-the (tied) token embedding included (the paper's model sizes include embeddings too;
-the non-embedding count is stored beside it: with 78 tokens the embedding is 1-5% of
-N). V is the number of visual tokens the text sees (K, or all V patches for the upper
-bound). Y = 1 - held-out exact match. The law is fitted per method (its K < V cells plus
-every size's K = V upper bound) with `vocolab.scaling_fit` (bounded: the paper notes an
-unbounded fit diverges), with a bootstrap over grid cells and two held-out checks (the
-largest LLM's cells, i.e. extrapolation in N; and a seeded random 20% of the cells).
-FLOPs per question are the paper's 2 N (Q + V), Q = the mean held-out question length
-in tokens (and Q = 0, cached text), with vocolab's measured FLOPs (`zoo.costs`) beside.
-
-Step budget (nano, 2-core CPU, fp32, batch 32). An instruct step costs ~0.2 s at hidden
-128 / 4 layers (N = 0.86M; the nano quickstart: pretrain 0.19, upper 0.23, voco 0.21 s
-per step); model it as t(N) ~ 0.03 s + 0.18 s * N / 0.86M. With the sizes below
-(N = 0.11M, 0.37M, 0.86M, 1.93M, a 17x span) one step of every size costs
-0.055 + 0.107 + 0.21 + 0.43 ~ 0.80 s. Each size trains pretrain 400 + upper 1100 (the
-preset's) + 4 VoCo x 200 + 4 QueCC x 200 (`SCALING_STEPS`) = 3100 steps:
-3100 x 0.80 ~ 2500 s. Add the CLIP stage (~15 s), 36 evaluations on the 2500 held-out
-questions (~2-25 s each, ~250 s), cost measurements (~40 s) and trainer set-up
-(~2 s x 41 fits): about 2900 s, 48 minutes, inside the 90-minute target with ~1.9x
-headroom. `steps` (cell steps) and `--set train.pretrain_steps=... train.instruct_steps=...`
-move the budget linearly; `limit` caps the evaluation. Every cell records its own
-`wall_s` and every size its stage seconds, so the real cost is in the results file.
-
-Resumable: the shared CLIP and each size's upper-bound model are checkpointed under the
-study's runs folder (keyed by their settings), every finished cell is a JSON file under
-`out/cells/` (keyed by settings, base model and questions); a rerun skips both.
-
-TODO-DOC (from scaling)
+"""From a measured scaling grid to the paper's three answers: the law per method (with a
+bootstrap and two held-out checks), the inference-optimal (N, V) per FLOPs budget, and
+the measured Pareto frontier. Each is a section of the scaling study's results file,
+computed from its cells alone, so the analysis can be redone from the file.
 """
 
 from __future__ import annotations
@@ -59,7 +15,7 @@ N_BOOT = 200
 
 BETA_ZERO = 1e-6  # a fitted beta below this (on its lower bound) is reported as zero: no gain from tokens
 
-#: The paper's constants (N in billions of parameters, V visual tokens), REFERENCE.md section 2.
+#: The paper's constants (N in billions of parameters, V visual tokens): Li et al. 2024, Eq. 1 and Table 1.
 PAPER = {"A": 0.56, "alpha": 0.077, "beta": 0.015, "D": 0.03, "N_unit": 1e9,
          "source": "Li et al. 2024 (arXiv 2411.03312), fit on N in {0.5, 1.8, 4, 7}B, "
                    "V in {1, 4, 16, 36, 64, 144, 576}"}

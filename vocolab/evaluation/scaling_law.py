@@ -6,11 +6,9 @@ One Visual Token but Larger Models", arXiv 2411.03312), as plain numerics.
 Y is downstream error, N the LLM's parameter count and V the number of visual tokens
 per image. This module fits the four constants to a measured grid of (N, V, Y) cells,
 says how well they are determined (`bootstrap`) and whether the law predicts cells it
-did not see (`heldout_check`), and turns a fitted law into the decision the paper is
-about: for a fixed inference budget `inference_flops(N, Q, V) = 2 N (Q + V)`, which
-(LLM size, token count) pair gives the least error (`optimal_allocation`). `frontier`
-extracts the measured Pareto front for a plot. No training happens here; the grid
-runner produces the cells.
+did not see (`heldout_check`); `evaluation.scaling_budget` turns a fitted law into the
+decision the paper is about. No training happens here; the grid runner
+(`studies.scaling`) produces the cells.
 
 Units. A depends on the unit of N (A_raw * N^-alpha = A_raw * n_ref^-alpha * (N/n_ref)^-alpha),
 so `Law` carries both: `A` for N in the units it was given (e.g. raw parameter counts)
@@ -20,8 +18,6 @@ magnitude while alpha moves (1e9^-alpha runs from 1 to 1e-18 over alpha in [0, 2
 which makes the least-squares problem badly scaled; A_ref is the error term of a model
 of size n_ref at V = 1, a number of the same order as Y. The paper quotes A for N in
 billions: `law.A_for_unit(1e9)`.
-
-TODO-DOC (from scaling_fit)
 """
 
 from __future__ import annotations

@@ -1,26 +1,12 @@
-"""The VoCo cache: compress an image once, answer any number of questions against it.
+"""Answering against a VoCo cache: the text continues where the cached prefix ended.
 
-VoCo-LLaMA's payoff at inference (DESIGN.md 4, REFERENCE.md 1): run
-`[BOS][IMG x V][VOCO x K]` once, keep only the K VoCo tokens' keys/values in every
-layer, and answer questions against that tiny cache. Under the `voco` mask text
-never attends to BOS or the image, so the cached path is *exact*: its logits equal
-the full masked forward's, for every answer token, not just the first one (the
-official code's mask drifted during multi-token decoding).
-
-    cache = compress(model, pixels)                  # [B, H, W, 3] uint8 -> VoCoCache
-    answer(model, cache, [[10, 11], [12]], 8)        # greedy token ids, one list per question
-    cache.nbytes, cache.save("c.safetensors"), VoCoCache.load("c.safetensors")
-
-Video streams: each frame t is compressed on its own, at the positions it has in
-the full clip sequence and under the `video` mask (frame t sees BOS and itself), so
-concatenating per-frame caches equals one `video`-mask forward over the whole clip.
-
-Positions. RoPE is baked into the cached keys, so text must continue at the
-positions it would have in the full sequence: `next_position` (= last cached
-position + 1) onwards. This transformers version ignores `cache_position`;
-`position_ids` and a bool mask `[B, 1, Q, N + past + Q]` are always passed explicitly.
-
-TODO-DOC (from cache)
+RoPE is baked into the cached keys, so the text takes the positions it would have in
+the full sequence (`next_position` onwards) and a bool mask `[B, 1, Q, N + past + Q]` is
+rebuilt explicitly every step (this transformers version ignores `cache_position`).
+Under the `voco` mask the text never attends to BOS or the image, so this path is
+*exact*: its logits equal the full masked forward's for every answer token, not just the
+first (the official code's mask drifted during multi-token decoding). Questions of
+different lengths are left-padded into one batch; padding is hidden from everyone.
 """
 
 from __future__ import annotations
@@ -30,8 +16,8 @@ from typing import Sequence
 import torch
 
 from vocolab.inference.cache import VoCoCache
-from vocolab.inference.compress import _device
 from vocolab.inference.generate import greedy_choice
+from vocolab.models.inputs import model_device
 
 
 def text_mask(cached: int, real_past: torch.Tensor, real_new: torch.Tensor) -> torch.Tensor:
@@ -65,7 +51,7 @@ def _broadcast(cache: VoCoCache, batch: int) -> VoCoCache:
 def _left_pad(model, cache: VoCoCache, texts: Sequence[Sequence[int]]):
     if not texts or any(len(t) == 0 for t in texts):
         raise ValueError("answer: need at least one question, each with at least one token")
-    device = _device(model)
+    device = model_device(model)
     lens = torch.tensor([len(t) for t in texts], device=device)
     q = int(lens.max())
     tokens = torch.full((len(texts), q), model.special.pad, dtype=torch.long, device=device)

@@ -1,26 +1,13 @@
-"""The VoCo cache: compress an image once, answer any number of questions against it.
+"""The VoCo cache: the per-layer keys and values of an image's K VoCo tokens, all that
+answering needs (compress once, answer any number of questions).
 
-VoCo-LLaMA's payoff at inference (DESIGN.md 4, REFERENCE.md 1): run
-`[BOS][IMG x V][VOCO x K]` once, keep only the K VoCo tokens' keys/values in every
-layer, and answer questions against that tiny cache. Under the `voco` mask text
-never attends to BOS or the image, so the cached path is *exact*: its logits equal
-the full masked forward's, for every answer token, not just the first one (the
-official code's mask drifted during multi-token decoding).
-
-    cache = compress(model, pixels)                  # [B, H, W, 3] uint8 -> VoCoCache
-    answer(model, cache, [[10, 11], [12]], 8)        # greedy token ids, one list per question
+    cache = compress(model, pixels)                  # inference.compress
+    answer(model, cache, [[10, 11], [12]], 8)        # inference.answer
     cache.nbytes, cache.save("c.safetensors"), VoCoCache.load("c.safetensors")
 
-Video streams: each frame t is compressed on its own, at the positions it has in
-the full clip sequence and under the `video` mask (frame t sees BOS and itself), so
-concatenating per-frame caches equals one `video`-mask forward over the whole clip.
-
-Positions. RoPE is baked into the cached keys, so text must continue at the
-positions it would have in the full sequence: `next_position` (= last cached
-position + 1) onwards. This transformers version ignores `cache_position`;
-`position_ids` and a bool mask `[B, 1, Q, N + past + Q]` are always passed explicitly.
-
-TODO-DOC (from cache)
+It is immutable (every method returns a new cache; `to_dynamic_cache` hands decoding a
+copy), knows the original positions of its tokens, grows frame by frame for video, and
+saves as one safetensors file with a checksum, so a damaged file is refused.
 """
 
 from __future__ import annotations

@@ -1,26 +1,11 @@
-"""The VoCo cache: compress an image once, answer any number of questions against it.
+"""Compressing images (and video frames) into a `VoCoCache`.
 
-VoCo-LLaMA's payoff at inference (DESIGN.md 4, REFERENCE.md 1): run
-`[BOS][IMG x V][VOCO x K]` once, keep only the K VoCo tokens' keys/values in every
-layer, and answer questions against that tiny cache. Under the `voco` mask text
-never attends to BOS or the image, so the cached path is *exact*: its logits equal
-the full masked forward's, for every answer token, not just the first one (the
-official code's mask drifted during multi-token decoding).
-
-    cache = compress(model, pixels)                  # [B, H, W, 3] uint8 -> VoCoCache
-    answer(model, cache, [[10, 11], [12]], 8)        # greedy token ids, one list per question
-    cache.nbytes, cache.save("c.safetensors"), VoCoCache.load("c.safetensors")
-
-Video streams: each frame t is compressed on its own, at the positions it has in
-the full clip sequence and under the `video` mask (frame t sees BOS and itself), so
-concatenating per-frame caches equals one `video`-mask forward over the whole clip.
-
-Positions. RoPE is baked into the cached keys, so text must continue at the
-positions it would have in the full sequence: `next_position` (= last cached
-position + 1) onwards. This transformers version ignores `cache_position`;
-`position_ids` and a bool mask `[B, 1, Q, N + past + Q]` are always passed explicitly.
-
-TODO-DOC (from cache)
+One forward over `[BOS][IMG x V][VOCO x K]` keeps only the VoCo positions' per-layer
+keys and values. Video streams: each frame t is compressed on its own, at the positions
+it has in the full clip sequence and under the `video` mask (frame t sees BOS and
+itself), so concatenating per-frame caches equals one `video`-mask forward over the
+whole clip. `full_cache` keeps every prefix token instead: Table 7's "full caching"
+baseline.
 """
 
 from __future__ import annotations
@@ -31,10 +16,7 @@ import torch
 from vocolab.core.layout import build_layout
 from vocolab.core.masks import sample_mask
 from vocolab.inference.cache import VoCoCache
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
+from vocolab.models.inputs import model_device
 
 
 def _check_k(model, k: int | None) -> int:
@@ -66,7 +48,7 @@ def _prefix_cache(model, pixels, features, k: int, frame: int, mode: str, all_to
     index = [0, *range(span.image.start, span.voco.stop)]
     mask = sample_mask(layout, mode)[index][:, index]
     ids = [special.bos] + [special.image] * v + [special.voco] * k
-    device = _device(model)
+    device = model_device(model)
     input_ids = torch.tensor([ids], device=device).expand(batch, -1)
     pos = torch.tensor([index], device=device).expand(batch, -1)
     out = model(input_ids, pixels=pixels, features=features, position_ids=pos,

@@ -1,13 +1,16 @@
-"""Per-sample sequence layouts, counted from the start of the sequence.
+"""Reference greedy decoding: one full masked forward over the whole sequence per step.
 
-The official VoCo-LLaMA code located VoCo tokens by offsets from the *end* of the
-sequence, which broke under truncation, during decoding and in mixed batches.
-Here every sample carries a `Layout` with absolute start offsets, built at the
-same moment as its token ids, so masks, caches and losses never have to guess.
+No KV cache, no cleverness: at each step every unfinished sample's sequence
+`[BOS] ([IMG x V][VOCO x K]) x T [question] [generated so far]` is rebuilt with its own
+`Layout` (`core.layout.assemble`), right-padded into a batch, and run through the
+model under a mask mode; the argmax at each sample's own last position (over tokens that
+may be generated: `greedy_choice`) is appended. Because the mask is rebuilt from the
+layout every step, it can never drift (the official VoCo-LLaMA code's mask slid into the
+prompt after the first answer token).
 
-    [BOS] [IMG x V][VOCO x K] (... one pair per frame ...) [question] [answer] [EOS] [PAD ...]
-
-TODO-DOC (from layout, generate)
+It is the ground truth the VoCo cache is tested against, and the generic decoder the
+evaluation uses for any model and mask: the causal upper bound, VoCo, video, blind runs
+(no pixels). Image features are computed once up front, not at every step.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 
 from vocolab.core.layout import SpecialIds, assemble, pad_batch
+from vocolab.models.inputs import model_device
 
 
 def greedy_choice(logits, ids: SpecialIds):
@@ -76,7 +80,7 @@ def greedy_generate(
     k = cfg.voco.tokens if voco_tokens is None else voco_tokens
     eos = ids.eos if eos_id is None else eos_id
     batch = len(questions)
-    device = next(model.parameters()).device
+    device = model_device(model)
 
     if pixels is not None:
         pixels = torch.from_numpy(np.ascontiguousarray(pixels)) if isinstance(pixels, np.ndarray) else pixels

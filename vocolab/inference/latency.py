@@ -1,25 +1,6 @@
-"""Inference cost accounting: FLOPs (measured and analytic), latency, cache bytes.
-
-Table 7 of VoCo-LLaMA in miniature (`inference_costs`): the same image and question,
-answered (first token) three ways:
-
-* no caching   - one forward over `[BOS][IMG x V][VOCO x K][question]`, vision tower included;
-* full caching - the prefix's K/V (BOS + V image tokens + K VoCo tokens, every layer)
-                 was computed once; answering runs only the question against it;
-* VoCo caching - only the K VoCo tokens' K/V is kept; answering runs the question
-                 against those.
-
-Counting FLOPs. `measured_flops` uses `torch.utils.flop_counter.FlopCounterMode`,
-which counts matrix multiplies (mm, addmm, bmm, convolution) and the *GPU* SDPA
-kernels, but has no formula for the kernel CPU SDPA dispatches to
-(`aten._scaled_dot_product_flash_attention_for_cpu`): attention would silently count
-as zero. vocolab registers a formula for it (QK^T + AV = 4 * B * H * Q * KV * D,
-the same as the GPU kernels' formula and as eager attention's two matmuls), so the
-count is the same whichever backend runs; a test checks sdpa == eager. Elementwise
-work (norms, softmax, RoPE, activations) is not counted, as usual. Masked-out pairs
-are counted: dense kernels compute them too.
-
-TODO-DOC (from flops)
+"""Wall-clock latency, measured fairly: a median over repeats after warm-up, several
+settings interleaved so that a change in machine load hits all of them alike, and CUDA
+synchronised around each run.
 """
 
 from __future__ import annotations

@@ -1,6 +1,4 @@
-"""Inference cost accounting: FLOPs (measured and analytic), latency, cache bytes.
-
-Table 7 of VoCo-LLaMA in miniature (`inference_costs`): the same image and question,
+"""Table 7 of VoCo-LLaMA in miniature (`inference_costs`): the same image and question,
 answered (first token) three ways:
 
 * no caching   - one forward over `[BOS][IMG x V][VOCO x K][question]`, vision tower included;
@@ -9,17 +7,8 @@ answered (first token) three ways:
 * VoCo caching - only the K VoCo tokens' K/V is kept; answering runs the question
                  against those.
 
-Counting FLOPs. `measured_flops` uses `torch.utils.flop_counter.FlopCounterMode`,
-which counts matrix multiplies (mm, addmm, bmm, convolution) and the *GPU* SDPA
-kernels, but has no formula for the kernel CPU SDPA dispatches to
-(`aten._scaled_dot_product_flash_attention_for_cpu`): attention would silently count
-as zero. vocolab registers a formula for it (QK^T + AV = 4 * B * H * Q * KV * D,
-the same as the GPU kernels' formula and as eager attention's two matmuls), so the
-count is the same whichever backend runs; a test checks sdpa == eager. Elementwise
-work (norms, softmax, RoPE, activations) is not counted, as usual. Masked-out pairs
-are counted: dense kernels compute them too.
-
-TODO-DOC (from flops)
+Per setting: measured and analytic FLOPs, median latency, cache bytes and (on CUDA)
+peak memory, and the reductions against no caching.
 """
 
 from __future__ import annotations
@@ -32,6 +21,7 @@ from vocolab.inference.cache import VoCoCache
 from vocolab.inference.compress import full_cache
 from vocolab.inference.flops import analytic_flops, measured_flops
 from vocolab.inference.latency import latencies_ms
+from vocolab.models.inputs import model_device
 
 
 @torch.no_grad()
@@ -56,7 +46,7 @@ def inference_costs(model, pixels, question_ids: list[int], k: int | None = None
     k = cfg.voco.tokens if k is None else k
     v = cfg.data.image_tokens
     vocab = model.vocab_size
-    device = next(model.parameters()).device
+    device = model_device(model)
     pixels = pixels.to(device)
     q = len(question_ids)
 

@@ -1,16 +1,11 @@
-"""Running a VoCoVLM's LLM by hand: what `VoCoVLM.forward` and the wrappers that call the
-decoder layers one by one share.
+"""What every forward of a VoCoVLM prepares for the LLM's decoder layers: the embedded
+inputs, the input checks, the bool mask built from the layouts and its form for the
+attention backend, the position ids and (for wrappers) the RoPE.
 
-FastV (`vocolab.zoo.fastv`) and MoD (`vocolab.mod`) do not call `vlm.llm` as a whole:
-they run its decoder layers one at a time, some of them on a chosen subset of the
-tokens only, each at its ORIGINAL position. Before the first layer they need what
-`VoCoVLM.forward` builds for the LLM (`prepare`): the embedded inputs, the same input
-checks, the bool mask from the layouts and its form for the attention backend, the
-position ids, and the RoPE (cos, sin). For a subset of tokens, `Prepared.subset` gives a
-layer's arguments restricted to them (the mask's rows and columns, their position ids
-and RoPE) and `gather` picks their hidden states.
-
-TODO-DOC (from models.by_hand)
+`VoCoVLM.forward` calls `prepare` and hands the result to the `transformers` LLM; FastV
+(`zoo.fastv`) and MoD (`zoo.mod`) run the decoder layers one by one, some of them on a
+chosen subset of the tokens only, each at its ORIGINAL position: `Prepared.subset` gives a
+layer's arguments restricted to those tokens and `gather` picks their hidden states.
 """
 
 from __future__ import annotations
@@ -56,6 +51,12 @@ class Prepared(NamedTuple):
         return dict(attention_mask=for_backend(sub[:, None], self.backend, self.inputs_embeds.dtype),
                     position_ids=gather(self.position_ids, index),
                     position_embeddings=tuple(gather(x, index) for x in self.rope))
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device a model's weights live on: where its inputs are moved (`prepare` does it
+    for every forward)."""
+    return next(model.parameters()).device
 
 
 def gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -118,4 +119,4 @@ def passthrough(name: str, doc: str | None = None) -> property:
     return property(lambda self: getattr(self.vlm, name), doc=doc)
 
 
-__all__ = ["Prepared", "gather", "passthrough", "prepare"]
+__all__ = ["model_device", "Prepared", "gather", "passthrough", "prepare"]

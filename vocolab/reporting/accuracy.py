@@ -1,21 +1,6 @@
-"""Every figure vocolab draws, one function each, each returning its `Figure`.
-
-Notebooks tell the story and call these functions (the Annotated Transformer's
-`example_mask()` style) so that a figure in a notebook, in the README and in a
-paper is drawn by the same tested code and never drifts between copies.
-
-Display rules, chosen so a figure shows exactly once wherever it is made:
-
-* a function that creates its own figure returns it; in a notebook with the
-  inline backend the figure is detached from pyplot before it is returned, so
-  it is shown when it is the cell's value (or passed to `display`) and not a
-  second time by the backend's end-of-cell flush;
-* given `ax=`, a function draws into the caller's axes and leaves the figure alone;
-* with no display (a CI runner, an SSH session) the non-interactive "Agg"
-  backend is chosen at import, unless the user chose one (`MPLBACKEND`) or we
-  run inside a notebook kernel, whose inline backend is respected.
-
-TODO-DOC (from plotting)
+"""Accuracy figures: grouped bars per question family (a bar is only worth reading next
+to its chance level, so blind can be drawn as a line) and parameter counts per
+component and preset.
 """
 
 from __future__ import annotations

@@ -1,14 +1,5 @@
-"""`vocolab distill`: the four VoCo training objectives compared, same steps and seed.
-
-Every run starts from the same upper-bound model (the sweep's base model, trained
-once per preset and seed), adds K VoCo tokens and trains under the `voco` mask for
-the same number of steps with the same data order; only the objective differs
-(`vocolab.distill.OBJECTIVES`: implicit = the paper's code, logits = + KL to the
-teacher's answer distribution, attention = + text hidden-state alignment, and both).
-The teacher is that upper-bound model itself, frozen. Results are reported as
-held-out accuracy, retention and per-family accuracy; whichever objective wins.
-
-TODO-DOC (from distill_study)
+"""The distillation study's report: the objectives table and the retention figure,
+drawn from its results file.
 """
 
 from __future__ import annotations

@@ -1,21 +1,10 @@
-"""Every figure vocolab draws, one function each, each returning its `Figure`.
+"""Attention masks as pictures: which segment may see which.
 
-Notebooks tell the story and call these functions (the Annotated Transformer's
-`example_mask()` style) so that a figure in a notebook, in the README and in a
-paper is drawn by the same tested code and never drifts between copies.
-
-Display rules, chosen so a figure shows exactly once wherever it is made:
-
-* a function that creates its own figure returns it; in a notebook with the
-  inline backend the figure is detached from pyplot before it is returned, so
-  it is shown when it is the cell's value (or passed to `display`) and not a
-  second time by the backend's end-of-cell flush;
-* given `ax=`, a function draws into the caller's axes and leaves the figure alone;
-* with no display (a CI runner, an SSH session) the non-interactive "Agg"
-  backend is chosen at import, unless the user chose one (`MPLBACKEND`) or we
-  run inside a notebook kernel, whose inline backend is respected.
-
-TODO-DOC (from plotting)
+Two colours only (a mask is a yes/no matrix, a gradient would suggest weights), segment
+names at segment centres and thin lines at the boundaries, because the point of every
+mask figure is *which segment may see which*. `plot_mask_modes` puts the modes side by
+side: they differ in a few blocks only, and the eye finds the difference when the panels
+share the layout and the labels.
 """
 
 from __future__ import annotations

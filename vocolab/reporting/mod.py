@@ -1,26 +1,5 @@
-"""`run_mod_study`: VideoLLM-MoD on clip QA, against full computation, same steps and seed.
-
-Every variant starts from the same upper-bound model (the sweep's base model, trained
-once per preset and seed on scenes) and is fine-tuned on clip QA (`VoCoDataModule`
-kind="clips", causal mask) for the same steps with the same data order:
-
-* `full`    - every layer computes every token (a plain `VLMModule`);
-* `learned` - MoD, top-k vision tokens per frame by a learned router, gated output;
-* `random`  - MoD, k random vision tokens per frame (seeded);
-* `uniform` - MoD, k spatially even vision tokens per frame.
-
-Reported per variant: held-out accuracy per family; training cost: median step time
-(wall clock per optimiser step, the first step excluded as warm-up), peak memory
-(CUDA `max_memory_allocated` over the fit on a GPU; on CPU the process's max-RSS
-growth during the fit, a high-water mark that only grows across cells, so it is
-recorded but not comparable between cells), the bytes of activations autograd saves
-for one training batch (`saved_activation_bytes`, comparable on any device), and the
-training FLOPs of one step (forward + backward, `FlopCounterMode`) on the same fixed
-batch; inference cost for one clip and question: prefill FLOPs (measured and
-`mod_flops`) and the K/V cache (tokens summed over layers, bytes).
-Resumable like the other studies (`vocolab.cells`).
-
-TODO-DOC (from mod_study)
+"""The mixture-of-depths study's report: accuracy, training FLOPs, step time and KV
+cache per variant against full computation, drawn from its results file.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def device_name(dev: torch.device | None = None) -> str:
 
 def provenance(command: str, preset: str, seed: int, wall_s: float,
                out: str | os.PathLike | None = None) -> dict:
-    """The `provenance` block of a results file (DESIGN.md section 6); `out`: the folder
+    """The `provenance` block of a results file (docs/architecture.md, results files); `out`: the folder
     the results go to (its own files do not make the checkout dirty)."""
     commit, dirty = git_state(out)
     versions = {"python": platform.python_version()}

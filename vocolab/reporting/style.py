@@ -1,21 +1,17 @@
-"""Every figure vocolab draws, one function each, each returning its `Figure`.
+"""How every figure is made and shown: one look, and shown exactly once wherever it is made.
 
-Notebooks tell the story and call these functions (the Annotated Transformer's
-`example_mask()` style) so that a figure in a notebook, in the README and in a
-paper is drawn by the same tested code and never drifts between copies.
+Every figure is a function that returns its `Figure` (the Annotated Transformer's
+`example_mask()` style), so a figure in a notebook, in the README and in `figures/` is
+drawn by the same tested code. Display rules:
 
-Display rules, chosen so a figure shows exactly once wherever it is made:
-
-* a function that creates its own figure returns it; in a notebook with the
-  inline backend the figure is detached from pyplot before it is returned, so
-  it is shown when it is the cell's value (or passed to `display`) and not a
-  second time by the backend's end-of-cell flush;
+* a function that creates its own figure returns it; in a notebook with the inline
+  backend the figure is detached from pyplot before it is returned (`finish`), so it is
+  shown when it is the cell's value (or passed to `display`) and not a second time by the
+  backend's end-of-cell flush;
 * given `ax=`, a function draws into the caller's axes and leaves the figure alone;
-* with no display (a CI runner, an SSH session) the non-interactive "Agg"
-  backend is chosen at import, unless the user chose one (`MPLBACKEND`) or we
-  run inside a notebook kernel, whose inline backend is respected.
-
-TODO-DOC (from plotting)
+* with no display (a CI runner, an SSH session) the non-interactive "Agg" backend is
+  chosen at import, unless the user chose one (`MPLBACKEND`) or we run inside a notebook
+  kernel, whose inline backend is respected.
 """
 
 from __future__ import annotations
@@ -24,9 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-import matplotlib.ticker
-from matplotlib.figure import Figure
+import matplotlib
 
 
 def _running_in_kernel() -> bool:
@@ -49,12 +43,16 @@ def _headless() -> bool:
 if _headless():
     matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+from matplotlib.figure import Figure  # noqa: E402
+
 
 def _inline_backend() -> bool:
     return "inline" in str(matplotlib.get_backend()).lower()
 
 
 def new_figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1, **kw):
+    """A figure with a constrained layout and an always-2-D array of axes."""
     fig, axes = plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", squeeze=False, **kw)
     return fig, axes
 
@@ -67,6 +65,7 @@ def finish(fig: Figure) -> Figure:
 
 
 def human(n: float) -> str:
+    """A count in a few characters: 1.23B, 45.6M, 7.8k."""
     for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= scale:
             return f"{n / scale:.3g}{unit}"
@@ -87,4 +86,4 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
     return path
 
 
-__all__ = ["save_figure"]
+__all__ = ["finish", "human", "new_figure", "plt", "save_figure"]

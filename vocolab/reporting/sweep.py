@@ -6,8 +6,6 @@ so the committed figures can always be redrawn from the committed results file.
   with the Pareto front;
 * `plot_family_heatmap`: which kinds of visual information survive compression to K = 1;
 * `sweep_markdown`: the README's table.
-
-TODO-DOC (from sweep_report, sweep)
 """
 
 from __future__ import annotations

@@ -1,16 +1,6 @@
-"""Held-out evaluation: greedy answers, exact match per family, bounds and retention.
-
-Every run answers the same held-out questions (DESIGN.md 6):
-
-* models whose text sees the image tokens (`causal`) decode with full forwards
-  (`generate.greedy_generate`);
-* models evaluated under the `voco` mask answer from a `VoCoCache`: each image is
-  compressed once and all its questions are answered against the cache, which is
-  exactly how VoCo-LLaMA is used (and tested equal to the full masked forward);
-* `blind` answers from the question alone (majority answer per question template,
-  fit on the training split): what language priors alone achieve.
-
-TODO-DOC (from evaluate)
+"""`vocolab eval`: the miniature Table 1 for saved checkpoints (Lightning `.ckpt` files or
+vocolab checkpoint folders): upper, lower, blind and every VoCo model on the same
+held-out questions, written to `results.json` and `table1.md`.
 """
 
 from __future__ import annotations

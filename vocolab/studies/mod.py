@@ -18,9 +18,7 @@ for one training batch (`saved_activation_bytes`, comparable on any device), and
 training FLOPs of one step (forward + backward, `FlopCounterMode`) on the same fixed
 batch; inference cost for one clip and question: prefill FLOPs (measured and
 `mod_flops`) and the K/V cache (tokens summed over layers, bytes).
-Resumable like the other studies (`vocolab.cells`).
-
-TODO-DOC (from mod_study)
+Resumable like the other studies (`studies.cells`).
 """
 
 from __future__ import annotations

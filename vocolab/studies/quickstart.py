@@ -1,14 +1,12 @@
 """The main job behind `make quickstart` / `vocolab quickstart`: VoCo-LLaMA end to end.
 
-It builds (or reuses) the cached data, trains the recipe (`pipeline.run_recipe`:
+It builds (or reuses) the cached data, trains the recipe (`training.recipe.run_recipe`:
 clip -> pretrain -> upper bound -> VoCo model), evaluates the miniature Table 1
 (upper, lower, blind, VoCo with retention) on held-out scenes, measures the
 miniature Table 7 (no caching / full caching / VoCo caching), checks on the
 trained model that no text token attends to BOS or an image token under the
 `voco` mask, and writes figures, Markdown tables and `results.json` with
 provenance.
-
-TODO-DOC (from quickstart)
 """
 
 from __future__ import annotations

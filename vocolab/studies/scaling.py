@@ -15,14 +15,14 @@ The grid (same data, seed, schedule and learning rate for every cell):
     cells       (size, method, K) for K in `ks` (< V): VoCo (K VoCo tokens, voco mask)
                 and QueCC (the zoo's query-conditioned compressor, for comparison),
                 fine-tuned `steps` steps from the size's upper-bound model by the
-                sweep's own cell code (`vocolab.sweep.Sweep.run_cell`)
+                sweep's own cell code (`studies.sweep.Sweep.run_cell`)
 
 N is the LLM's parameter count, `VoCoVLM.parameter_report()["llm"]`: every LLM weight,
 the (tied) token embedding included (the paper's model sizes include embeddings too;
 the non-embedding count is stored beside it: with 78 tokens the embedding is 1-5% of
 N). V is the number of visual tokens the text sees (K, or all V patches for the upper
 bound). Y = 1 - held-out exact match. The law is fitted per method (its K < V cells plus
-every size's K = V upper bound) with `vocolab.scaling_fit` (bounded: the paper notes an
+every size's K = V upper bound) with `evaluation.scaling_law` (bounded: the paper notes an
 unbounded fit diverges), with a bootstrap over grid cells and two held-out checks (the
 largest LLM's cells, i.e. extrapolation in N; and a seeded random 20% of the cells).
 FLOPs per question are the paper's 2 N (Q + V), Q = the mean held-out question length
@@ -44,8 +44,6 @@ move the budget linearly; `limit` caps the evaluation. Every cell records its ow
 Resumable: the shared CLIP and each size's upper-bound model are checkpointed under the
 study's runs folder (keyed by their settings), every finished cell is a JSON file under
 `out/cells/` (keyed by settings, base model and questions); a rerun skips both.
-
-TODO-DOC (from scaling)
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The `distill` stage: VoCo training as (explicit) distillation from the upper bound.
 
-The paper writes the VoCo objective as a distillation (REFERENCE.md 1): the student
+The VoCo-LLaMA paper writes its objective as a distillation, a KL between the two
+answer distributions: the student
 (the LLM whose text sees only the VoCo tokens) should predict what the teacher (the
 same LLM seeing every image token) predicts. The official code trains plain
 next-token loss under the VoCo mask ("implicit" distillation). `DistillModule`
@@ -19,13 +20,8 @@ The teacher is a frozen upper-bound `VoCoVLM` run under the `causal` mask on the
 *same* batch: the upper bound is trained with the same sequences, VoCo slots
 included, so one batch serves both. It is kept outside the module's parameters (not
 trained, not saved in the student's checkpoint) and comes from `teacher_from` (a
-checkpoint read with `vocolab.lit.load_model`) or `set_teacher(vlm)`.
-
-`attention_maps` runs a model with eager attention and returns, per layer, where
-the text looks (the image under `causal`, the VoCo tokens under `voco`) and where
-the VoCo tokens look in the image, ready to draw over the scene's patch grid.
-
-TODO-DOC (from distill)
+checkpoint read with `training.loading.load_model`) or `set_teacher(vlm)`.
+Where the two models' attention actually goes is read off by `evaluation.attention`.
 """
 
 from __future__ import annotations
@@ -38,6 +34,7 @@ import torch.nn.functional as F
 from vocolab.core.config import VOCO_OBJECTIVES
 from vocolab.core.layout import IGNORE_INDEX, Layout
 from vocolab.data.batching import Batch
+from vocolab.models.inputs import model_device
 from vocolab.models.vlm import VoCoVLM
 from vocolab.training.modules import VLMModule
 
@@ -226,8 +223,8 @@ class DistillModule(VLMModule):
 
             self.set_teacher(load_model(self.teacher_from))
         teacher = self.teacher
-        device = next(self.model.parameters()).device
-        if next(teacher.parameters()).device != device:
+        device = model_device(self.model)
+        if model_device(teacher) != device:
             teacher.to(device)
         return teacher
 

@@ -1,14 +1,9 @@
-"""LightningModules for the training stages (DESIGN.md 5).
+"""Starting a model from an earlier stage or reading a trained one back.
 
-* `ClipModule`: the contrastive stage; trains a mini `CLIPModel` on (scene, caption).
-* `VLMModule`:  `pretrain` (captions), `instruct` (QA) and any later stage that is
-  next-token loss on the answer span under one mask mode; the mask and K are
-  hyper-parameters, so the upper bound (`causal`) and the VoCo model (`voco`) are
-  the same code with one argument changed.
-
-Both use AdamW with linear warm-up and cosine decay, stepped per optimiser step.
-
-TODO-DOC (from lit)
+A stage chain (the recipe, or LightningCLI YAML files chained through `init_from`)
+initialises each stage from the previous one's checkpoint: a Lightning `.ckpt` of a
+`ClipModule` (vision tower only) or `VLMModule`, or a vocolab checkpoint folder.
+A checkpoint made for another preset or model shape is refused with a clear error.
 """
 
 from __future__ import annotations

@@ -1,44 +1,5 @@
-"""VideoLLM-MoD (Wu et al. 2024, arXiv 2408.16730): mixture-of-depths for vision tokens.
-
-Every vision token stays in the sequence, but in the chosen decoder layers ("MoD
-layers") only the top `k = ceil(r * V)` vision tokens of each frame are computed; the
-other `V - k` skip the layer unchanged (bit for bit) and write no K/V there. Text
-(BOS, VoCo slots, question, answer, EOS) is always computed.
-
-At a MoD layer, per sample and frame, the selected vision tokens are
-
-* `learned`: the top k by a router score `s = router(h)` (`nn.Linear(d, 1)` per MoD
-  layer, the only new parameters); the computed tokens get `h + w * (layer(h) - h)`
-  with `w = sigmoid(s)`, so the router receives gradient through the gate (the
-  top-k choice itself is not differentiable), as the paper's `x + mu * f(x)`;
-* `random`: k random ones per frame (a seeded generator owned by the wrapper, so a
-  run is reproducible from its seed; a new draw every forward), gate `w = 1`;
-* `uniform`: k spatially even ones (the centre patch of each of k grid cells, the
-  cells `avgpool`/`uniform` use, when they fit the patch grid; otherwise every
-  (V/k)-th patch in raster order), gate `w = 1`.
-
-The layer then runs on [every real non-vision token + the selected vision tokens]
-only, with their ORIGINAL position ids (RoPE unchanged) and the causal mask
-restricted to those rows and columns, like `vocolab.zoo.fastv` (padding is dropped
-and each sample re-packed); so a skipped token writes no K/V in that layer and
-nothing attends to it there. Layer choice: `all`, `interleaved` (layers 1, 3, 5, ...,
-the paper's best trade-off), `deep` (the second half), or explicit indices.
-
-Costs (`mod_flops`, `kv_tokens_per_layer`): a MoD layer costs a plain layer at
-`n_hat = n - frames * (V - k)` tokens (projections, MLP, attention n_hat x n_hat),
-plus the router (`2 n d` FLOPs, scored at every position for simplicity, learned
-only); the LM head runs at every position. `mod_flops(..., training=True)` gives
-forward + backward as torch's `FlopCounterMode` counts them (linear layers 3x
-forward: dX and dW; fused SDPA attention 3.5x: forward QK^T + AV, backward recomputes
-QK^T plus four products), which `measured_training_flops` measures.
-
-Caveats: only the causal (upper-bound) mask is supported (mask "voco"/"video" would
-need the same restriction of a different mask; not wired up); no incremental
-decoding with a cache (each MoD layer holds a different key set per layer, so
-`use_cache=True` returns the per-layer cache only for inspection and sizing);
-`greedy_generate` works (it reruns the whole sequence each step).
-
-TODO-DOC (from mod)
+"""The mixture-of-depths training stage: answer-span next-token loss under the causal
+mask through a `zoo.mod.MoDVLM`, so the LLM, projector and routers train together.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vocolab.inference.generate import greedy_generate
+from vocolab.models.inputs import model_device
 from vocolab.models.vision import pixels_to_tensor
 from vocolab.zoo.registry import build_compressor
 
@@ -24,7 +25,7 @@ def prumerge_parts(vlm, pixels) -> tuple[torch.nn.Module, torch.Tensor, dict]:
 
     cfg = vlm.cfg
     pixels = torch.as_tensor(np.asarray(pixels)) if not isinstance(pixels, torch.Tensor) else pixels
-    device = next(vlm.parameters()).device
+    device = model_device(vlm)
     features = vlm.encode_images(pixels.to(device))
     extras = prumerge_inputs(vlm.vision, pixels_to_tensor(pixels).to(device), layer=cfg.vision.feature_layer)
     compressor = build_compressor("prumerge", cfg, cfg.data.image_tokens).to(device)

@@ -25,6 +25,7 @@ import torch
 from vocolab.core.layout import assemble
 from vocolab.inference.flops import measured_flops, vision_flops
 from vocolab.inference.latency import latency_ms
+from vocolab.models.inputs import model_device
 
 BYTES = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2}
 
@@ -71,7 +72,7 @@ def method_costs(model, method: str, features: torch.Tensor, question_ids: list[
     mask = "voco" if voco else "causal"
     ids, layout = assemble(question_ids, [], model.special, image_tokens=slots, voco_tokens=voco_tokens,
                            add_eos=False)
-    device = next(model.parameters()).device
+    device = model_device(model)
     input_ids = torch.tensor([ids], device=device)
     features = features.to(device)
 

@@ -19,7 +19,7 @@ At a MoD layer, per sample and frame, the selected vision tokens are
 
 The layer then runs on [every real non-vision token + the selected vision tokens]
 only, with their ORIGINAL position ids (RoPE unchanged) and the causal mask
-restricted to those rows and columns, like `vocolab.zoo.fastv` (padding is dropped
+restricted to those rows and columns, like `zoo.fastv` (padding is dropped
 and each sample re-packed); so a skipped token writes no K/V in that layer and
 nothing attends to it there. Layer choice: `all`, `interleaved` (layers 1, 3, 5, ...,
 the paper's best trade-off), `deep` (the second half), or explicit indices.
@@ -37,8 +37,6 @@ need the same restriction of a different mask; not wired up); no incremental
 decoding with a cache (each MoD layer holds a different key set per layer, so
 `use_cache=True` returns the per-layer cache only for inspection and sizing);
 `greedy_generate` works (it reruns the whole sequence each step).
-
-TODO-DOC (from mod)
 """
 
 from __future__ import annotations

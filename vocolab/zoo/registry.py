@@ -13,8 +13,6 @@ Two places a method can act:
   place in the sequence (`Compressor.forward`);
 * `llm`: inside the LLM (VoCo's mask, FastV's token dropping); these are not
   `Compressor`s and are handled by their own modules.
-
-TODO-DOC (from zoo.registry, config)
 """
 
 from __future__ import annotations
