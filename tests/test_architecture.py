@@ -4,9 +4,10 @@ reference to a document outside the repository.
 Every import counts, the ones inside functions too: a cycle hidden behind a lazy
 import still means two modules that cannot be understood (or loaded) one without the
 other. An import edge goes to the module named (`from vocolab.data.scenes import X`
--> `vocolab.data.scenes`; `from vocolab.zoo import builtin` -> `vocolab.zoo.builtin`),
-not to the packages above it, whose `__init__` Python runs first but which only
-re-export.
+-> `vocolab.data.scenes`; `from vocolab.zoo import builtin` -> `vocolab.zoo.builtin`)
+and, when it enters another package, to every package above the module, whose
+`__init__` Python runs first: a package that re-exports its modules for the notebooks
+must not sit on a cycle either. (Inside a package, its `__init__` is already running.)
 """
 
 import ast
@@ -50,7 +51,12 @@ def import_graph() -> dict[str, set[str]]:
                 for alias in node.names:
                     sub = f"{base}.{alias.name}"
                     targets.append(sub if sub in modules else base)
-            graph[name] |= {t for t in targets if t in modules and t != name}
+            for target in targets:
+                parts = target.split(".")
+                above = {".".join(parts[:i]) for i in range(2, len(parts))}
+                graph[name] |= {target} | {p for p in above if not name.startswith(p + ".") and name != p}
+            graph[name] &= set(modules)
+            graph[name].discard(name)
     return graph
 
 
@@ -98,12 +104,13 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_config_is_a_leaf():
     """Validating a config must not import the rest of the package."""
     assert import_graph()["vocolab.core.config"] == set()
+    assert import_graph()["vocolab.core"] == set()  # nor does the package it sits in
 
 
 def test_core_depends_on_nothing_above_it():
     graph = import_graph()
     for name in ("vocolab.core.layout", "vocolab.core.masks", "vocolab.core.runtime"):
-        assert all(t.startswith("vocolab.core.") for t in graph[name]), (name, graph[name])
+        assert all(t.startswith("vocolab.core") for t in graph[name]), (name, graph[name])
 
 
 @pytest.mark.parametrize("name", sorted(_modules()))
@@ -119,3 +126,18 @@ def test_the_package_cites_only_documents_in_the_repository():
         cited |= set(re.findall(r"\b(?:docs/[\w./-]+|[A-Z][A-Z_]*)\.md\b", path.read_text()))
     missing = sorted(c for c in cited if not (ROOT / c).exists())
     assert missing == [], f"the package cites documents that are not in the repository: {missing}"
+
+
+def test_code_imports_from_the_defining_module_not_from_a_package():
+    """Package `__init__` files re-export for notebooks and users; inside the package every
+    import names the module that defines the thing, so a re-export can never close a cycle."""
+    modules = _modules()
+    packages = {name for name, path in modules.items() if path.name == "__init__.py"}
+    offenders = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in packages and not node.level:
+                named = [a.name for a in node.names if f"{node.module}.{a.name}" not in modules]
+                if named:
+                    offenders.append(f"{name}: from {node.module} import {', '.join(named)}")
+    assert offenders == []

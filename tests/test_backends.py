@@ -1,4 +1,4 @@
-"""Every attention backend vocolab allows must *provably* honour the mask (DESIGN.md 3).
+"""Every attention backend vocolab allows must *provably* honour the mask (docs/architecture.md).
 
 How the proof works. Under `voco`, text may attend to VoCo tokens, and VoCo tokens
 attend to the image, so in an LLM with two or more layers the image legitimately
@@ -18,12 +18,12 @@ against sdpa where a GPU is present.
 
 import pytest
 import torch
+from tiny import SPECIAL, VOCAB, V, tiny_cfg
 from transformers import DynamicCache
 
 from vocolab.core.layout import assemble, build_layout, pad_batch
 from vocolab.core.masks import build_mask, for_backend
 from vocolab.models.vlm import VoCoVLM
-from tiny import SPECIAL, V, VOCAB, tiny_cfg
 
 BACKENDS = ("sdpa", "eager")
 

@@ -10,14 +10,14 @@
 
 import pytest
 import torch
+from tiny import SPECIAL, VOCAB, V, images, random_text, tiny_cfg, tiny_vlm
 
-from vocolab.inference.answer import answer, answer_texts, text_logits, text_mask
-from vocolab.inference.cache import VoCoCache
-from vocolab.inference.compress import compress, compress_frame, compress_video
-from vocolab.inference.generate import greedy_generate
 from vocolab.core.layout import assemble, pad_batch
+from vocolab.inference.answering import answer, answer_texts, text_logits, text_mask
+from vocolab.inference.cache import VoCoCache
+from vocolab.inference.compression import compress, compress_frame, compress_video
+from vocolab.inference.generate import greedy_generate
 from vocolab.models.vlm import VoCoVLM
-from tiny import SPECIAL, V, VOCAB, images, random_text, tiny_cfg, tiny_vlm
 
 
 def full_text_logits(vlm, texts, pixels, mode, k, frames=1):

@@ -4,12 +4,12 @@ import json
 
 import pytest
 import torch
+from tiny import SPECIAL, VOCAB, tiny_cfg
 
 import vocolab.models.checkpoint as ckpt
-from vocolab.models.checkpoint import load_checkpoint, save_checkpoint
 from vocolab.core.layout import assemble, pad_batch
+from vocolab.models.checkpoint import load_checkpoint, save_checkpoint
 from vocolab.models.vlm import VoCoVLM
-from tiny import SPECIAL, VOCAB, tiny_cfg
 
 
 def tiny_vlm(seed=0):

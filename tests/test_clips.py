@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 from data_helpers import RENDER_CONFIGS, rngs
 
-from vocolab.evaluation.baselines import BlindAnswerer, SingleFrameAnswerer, accuracy, best_single_frame
-from vocolab.data.clips import (MOVES, TEMPORAL_FAMILIES, Clip, clip_caption, clip_questions, render_clip,
-    sample_clip)
+from vocolab.data.clips import MOVES, TEMPORAL_FAMILIES, Clip, clip_caption, clip_questions, render_clip, sample_clip
 from vocolab.data.scenes import QA
 from vocolab.data.storage import iter_rows
 from vocolab.data.vocab import NUMBER_WORDS, words
+from vocolab.evaluation.baselines import BlindAnswerer, SingleFrameAnswerer, accuracy, best_single_frame
 
 
 @pytest.mark.parametrize("cfg", RENDER_CONFIGS, ids=lambda c: f"{c.image_size}px-grid{c.grid}")

@@ -8,19 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from data_helpers import data_cache
+from tiny import SPECIAL, VOCAB, tiny_cfg
 
 from vocolab import cli
+from vocolab.core.layout import build_layout
 from vocolab.data.batching import make_batch
 from vocolab.data.module import VoCoDataModule
 from vocolab.evaluation.attention import attention_maps
+from vocolab.models.vlm import VoCoVLM
 from vocolab.training.distill import OBJECTIVES, DistillModule, answer_kl, text_hidden_mse, text_positions
-from vocolab.core.layout import build_layout
 from vocolab.training.loading import load_model
 from vocolab.training.modules import VLMModule
-from vocolab.models.vlm import VoCoVLM
 from vocolab.training.trainer import make_trainer
-from data_helpers import data_cache
-from tiny import SPECIAL, VOCAB, tiny_cfg
 
 OVERRIDES = {"train.batch_size": 4, "train.warmup_frac": 0.2}
 CFG = tiny_cfg(**OVERRIDES)  # 16 px scenes, V = 16 patches, K = 1, 2 LLM layers

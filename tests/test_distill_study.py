@@ -5,8 +5,8 @@ import pytest
 from data_helpers import forbid_reruns
 from test_sweep import tiny_overrides
 
-from vocolab.training.distill import OBJECTIVES
 from vocolab.studies.distill import run_distill_study
+from vocolab.training.distill import OBJECTIVES
 
 
 @pytest.fixture(scope="module")

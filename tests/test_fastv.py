@@ -12,16 +12,16 @@
 """
 
 import pytest
+import tiny
 import torch
+from tiny import SPECIAL, VOCAB, V, assert_plain_causal_forward, batch, images, random_text, tiny_cfg
 
-from vocolab.inference.flops import config_flops, measured_flops
-from vocolab.inference.generate import greedy_generate
 from vocolab.core.layout import assemble
 from vocolab.core.masks import build_mask, for_backend
+from vocolab.inference.flops import config_flops, measured_flops
+from vocolab.inference.generate import greedy_generate
 from vocolab.zoo import registry
 from vocolab.zoo.fastv import FastVModel, fastv_flops, fastv_paper_ratio
-import tiny
-from tiny import SPECIAL, V, VOCAB, assert_plain_causal_forward, batch, images, random_text, tiny_cfg
 
 LAYERS = 3
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from vocolab.core.config import preset
+from vocolab.core.layout import SpecialIds, assemble
 from vocolab.inference.flops import analytic_flops, config_flops, measured_flops
 from vocolab.inference.latency import latency_ms
 from vocolab.inference.table7 import inference_costs
-from vocolab.core.layout import SpecialIds, assemble
 from vocolab.models.vlm import VoCoVLM
 
 SPECIAL = SpecialIds(bos=1, eos=3, pad=0, image=4, voco=5)

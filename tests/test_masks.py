@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vocolab.core.layout import assemble, build_layout, SpecialIds, pad_batch, position_ids
+from vocolab.core.layout import SpecialIds, assemble, build_layout, pad_batch, position_ids
 from vocolab.core.masks import build_mask, for_backend, sample_mask, to_additive, to_block_mask
 
 

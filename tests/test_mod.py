@@ -16,22 +16,29 @@
 import json
 
 import pytest
+import tiny
 import torch
+from tiny import (
+    SPECIAL,
+    VOCAB,
+    V,
+    assert_plain_causal_forward,
+    assert_real_positions_close,
+    images,
+    random_text,
+    tiny_cfg,
+)
 
-from vocolab.data.batching import make_batch
-from vocolab.inference.flops import config_flops, measured_flops
-from vocolab.inference.generate import greedy_generate
 from vocolab.core.layout import assemble, labels_from_layouts
 from vocolab.core.masks import build_mask, for_backend
+from vocolab.data.batching import make_batch
+from vocolab.inference.flops import config_flops, measured_flops, measured_training_flops
+from vocolab.inference.generate import greedy_generate
 from vocolab.models.vlm import VoCoVLM
-from vocolab.inference.flops import measured_training_flops
 from vocolab.training.mod import MoDModule
 from vocolab.zoo.mod import MoDVLM
 from vocolab.zoo.mod_config import MoDConfig, mod_layer_indices, selected_per_frame, uniform_offsets
 from vocolab.zoo.mod_flops import mod_flops, mod_flops_ratio
-import tiny
-from tiny import (SPECIAL, V, VOCAB, assert_plain_causal_forward, assert_real_positions_close, images, random_text,
-                  tiny_cfg)
 
 LAYERS = 4
 K = 1  # VoCo slots per frame: non-vision tokens inside the frames, always computed

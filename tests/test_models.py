@@ -7,15 +7,14 @@ tests compare against the plain `transformers` models vocolab wraps (minGPT-styl
 import numpy as np
 import pytest
 import torch
+from tiny import SPECIAL, VOCAB, V, tiny_cfg
 from transformers import CLIPVisionModel, LlamaForCausalLM
 
-from vocolab.core.layout import assemble, pad_batch
-from vocolab.core.layout import labels_from_layouts
+from vocolab.core.layout import assemble, labels_from_layouts, pad_batch
 from vocolab.models.llm import llama_config
 from vocolab.models.projector import Projector
 from vocolab.models.vision import build_clip, clip_config, patch_features, pixels_to_tensor, vision_config
 from vocolab.models.vlm import VoCoVLM
-from tiny import SPECIAL, V, VOCAB, tiny_cfg
 
 
 def tiny_vlm(seed=0, **overrides):

@@ -17,6 +17,8 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from vocolab.core import runtime  # noqa: E402
+from vocolab.core.layout import build_layout  # noqa: E402
+from vocolab.core.masks import build_mask  # noqa: E402
 from vocolab.reporting import provenance, widgets  # noqa: E402
 from vocolab.reporting.accuracy import plot_family_accuracy, plot_parameter_counts  # noqa: E402
 from vocolab.reporting.costs import plot_cache_bytes, plot_inference_costs  # noqa: E402
@@ -24,8 +26,6 @@ from vocolab.reporting.images import plot_clip, plot_images  # noqa: E402
 from vocolab.reporting.masks import layout_segments, plot_mask, plot_mask_modes  # noqa: E402
 from vocolab.reporting.style import save_figure  # noqa: E402
 from vocolab.reporting.training import plot_training_curves  # noqa: E402
-from vocolab.core.layout import build_layout  # noqa: E402
-from vocolab.core.masks import build_mask  # noqa: E402
 
 
 def _labels(ticks):

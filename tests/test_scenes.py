@@ -8,11 +8,21 @@ import pytest
 from data_helpers import RENDER_CONFIGS, rngs
 
 from vocolab.core.config import DataConfig
-from vocolab.evaluation.baselines import BlindAnswerer, accuracy, as_qas
-from vocolab.data.scenes import (BACKGROUND, FAMILIES, NOISE, Obj, Scene, caption, render_scene,
-    sample_scene, scene_questions, shape_mask)
+from vocolab.data.scenes import (
+    BACKGROUND,
+    FAMILIES,
+    NOISE,
+    Obj,
+    Scene,
+    caption,
+    render_scene,
+    sample_scene,
+    scene_questions,
+    shape_mask,
+)
 from vocolab.data.storage import iter_rows
 from vocolab.data.vocab import NUMBER_WORDS, PALETTE, SHAPES_DRAWABLE, plural, words
+from vocolab.evaluation.baselines import BlindAnswerer, accuracy, as_qas
 
 
 def test_sample_scene_respects_config(nano):

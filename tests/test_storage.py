@@ -9,8 +9,7 @@ import pytest
 
 from vocolab.data.clips import Clip, render_clip
 from vocolab.data.scenes import NOISE, Scene, render_scene
-from vocolab.data.storage import (cache_dir, cache_root, features, iter_rows, load_clips, load_scenes,
-    numpy_view)
+from vocolab.data.storage import cache_dir, cache_root, features, iter_rows, load_clips, load_scenes, numpy_view
 
 
 def _arrow_files(folder):

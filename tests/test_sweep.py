@@ -7,8 +7,9 @@ import pytest
 from tiny import tiny_cfg
 
 import vocolab.studies.sweep as sweep_mod
-from vocolab.studies.sweep import METHODS, plan, run_sweep
 from vocolab.reporting.sweep import pareto_front
+from vocolab.studies.sweep import METHODS, plan, run_sweep
+
 
 def tiny_overrides() -> dict:
     base = tiny_cfg()

@@ -7,24 +7,24 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from vocolab import cli
-import vocolab.studies.temporal as temporal_mod
-from vocolab.inference.compress import compress_video
-from vocolab.data.clips import TEMPORAL_FAMILIES, Clip
-from vocolab.data.scenes import FAMILIES as SCENE_FAMILIES
-from vocolab.data.storage import iter_rows
-from vocolab.data.module import VoCoDataModule
-from vocolab.data.tokenizer import build_tokenizer, special_ids
-from vocolab.evaluation.heldout import Questions
-from vocolab.inference.generate import greedy_generate
-from vocolab.models.vlm import VoCoVLM
-from vocolab.studies.common import QUICK, runs_dir, study_config
-from vocolab.evaluation.clips import predict_frames
-from vocolab.studies.temporal import CELLS, TemporalStudy, frame_costs, run_temporal_study
 from data_helpers import data_cache
 from test_sweep import tiny_overrides
 from tiny import V, tiny_cfg
+
+import vocolab.studies.temporal as temporal_mod
+from vocolab import cli
+from vocolab.data.clips import TEMPORAL_FAMILIES, Clip
+from vocolab.data.module import VoCoDataModule
+from vocolab.data.scenes import FAMILIES as SCENE_FAMILIES
+from vocolab.data.storage import iter_rows
+from vocolab.data.tokenizer import build_tokenizer, special_ids
+from vocolab.evaluation.clips import predict_frames
+from vocolab.evaluation.heldout import Questions
+from vocolab.inference.compression import compress_video
+from vocolab.inference.generate import greedy_generate
+from vocolab.models.vlm import VoCoVLM
+from vocolab.studies.common import QUICK, runs_dir, study_config
+from vocolab.studies.temporal import CELLS, TemporalStudy, frame_costs, run_temporal_study
 
 FRAMES, K = 3, 2
 STUDY = tiny_overrides() | {"data.frames": FRAMES, "data.train_clips": 16, "data.heldout_clips": 4}

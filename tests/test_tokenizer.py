@@ -5,10 +5,10 @@ from dataclasses import replace
 import pytest
 from transformers import AutoTokenizer
 
+from vocolab.core.layout import SpecialIds
 from vocolab.data.storage import iter_rows
 from vocolab.data.tokenizer import SPECIAL_TOKENS, build_tokenizer, encode_qa, special_ids
 from vocolab.data.vocab import number_word, words
-from vocolab.core.layout import SpecialIds
 
 
 @pytest.fixture

@@ -127,3 +127,24 @@ def test_stage_yaml_files_train_as_many_steps_as_the_preset(stage, steps):
     assert spec["trainer"]["gradient_clip_val"] == preset("nano").train.grad_clip
     if stage == "clip":
         assert spec["data"]["batch_size"] == preset("nano").train.clip_batch_size
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    """transformers' cosine-with-warm-up schedule: no step at lr 0, the peak after the
+    warm-up, `LR_FLOOR` of the peak at the last step."""
+    from vocolab.training.modules import LR_FLOOR
+
+    cfg = preset("nano", **TINY)  # warm-up 20% of the steps
+    module = VLMModule(cfg, steps=20)
+    optim = module.configure_optimizers()
+    opt, sched = optim["optimizer"], optim["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    peak = cfg.train.lr
+    assert lrs[0] == pytest.approx(peak / 4) and min(lrs) > 0
+    assert max(lrs) == pytest.approx(peak) and lrs.index(max(lrs)) == 3
+    assert lrs[-1] == pytest.approx(LR_FLOOR * peak)
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:]))  # monotone decay after the warm-up

@@ -7,13 +7,13 @@ features, except the PruMerge parity test, which runs a tiny `transformers` CLIP
 import pytest
 import torch
 from einops import reduce
+from tiny import V, tiny_cfg
 from transformers import CLIPVisionModel
 
 from vocolab.models.vision import patch_features, vision_config
-from vocolab.zoo.registry import build_compressor, method_info, methods
 from vocolab.zoo.pooling import cell_bounds, pool_grid, region_mask
 from vocolab.zoo.prumerge import prumerge_inputs
-from tiny import V, tiny_cfg
+from vocolab.zoo.registry import build_compressor, method_info, methods
 
 TAGS = {  # name: (trainable, needs_query, needs_attention, adaptive)
     "avgpool": (True, False, False, False),

@@ -11,7 +11,7 @@ This module is a leaf: it imports nothing of vocolab, so validating a config is 
 and nothing can import it back in a cycle. It checks each field on its own terms
 (ranges, divisibility, known modes and backends); checks that need the word list or the
 compression zoo run where those are built (`data.vocab.check_data_config`,
-`zoo.registry.check_compressor_config`, both gathered in `studies.common.job_config`).
+`zoo.registry.check_compressor_config`, both gathered in `studies.common.study_config`).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class LLMConfig:
     init_std: float = 0.08
     # a learned embedding per patch position added to the projected image tokens (see
     # `models.projector`): rotary positions reach queries and keys, never the values.
-    # Off: at nano it left `spatial` at chance (upper bound 0.785 vs 0.803; README)
+    # Off: at nano it left `spatial` at chance (upper bound 0.785 vs 0.803; RESULTS.md)
     image_positions: bool = False
     attn_implementation: str = "sdpa"
 
@@ -127,7 +127,7 @@ class TrainConfig:
     batch_size: int = 32
     # 1e-3 with the global gradient norm clipped at 1: at nano, 2e-3 unclipped kept the
     # upper bound on a plateau where colour and shape were never bound to objects
-    # (held-out 0.446); with them and 1100 instruct steps (was 800) it binds both (README)
+    # (held-out 0.446); with them and 1100 instruct steps (was 800) it binds both (RESULTS.md)
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
@@ -138,10 +138,10 @@ class TrainConfig:
     pretrain_steps: int = 400
     instruct_steps: int = 1100
     voco_steps: int = 700
-    # the voco stage's objective (`vocolab.distill`): "attention" adds the MSE between the
+    # the voco stage's objective (`training.distill`): "attention" adds the MSE between the
     # student's and the frozen upper bound's hidden states at the text positions. At nano,
     # from one upper-bound model (held-out 0.803), VoCo at K=1 reaches 0.588 with it in 700
-    # steps against 0.515 without it in 800 (same wall time; 0.570 in 1600 steps); README
+    # steps against 0.515 without it in 800 (same wall time; 0.570 in 1600 steps); RESULTS.md
     voco_objective: str = "attention"
     train_vision: bool = False  # CLIP frozen (features cached) after the clip stage
     turns: bool = True  # all questions of an image in one training sequence

@@ -1,6 +1,6 @@
 """Held-out evaluation on clips, streamed: accuracy after every frame.
 
-VoCo models compress a clip frame by frame (`inference.compress.compress_frame`) and
+VoCo models compress a clip frame by frame (`inference.compression.compress_frame`) and
 answer after each frame from the growing cache; full-token and pooled models answer
 from the first t frames. So "accuracy against frames" (t = 1..T) comes from the same
 pass that gives the reported accuracy (t = T). Many clip questions cannot be answered
@@ -38,8 +38,8 @@ def predict_frames(model, tokenizer, clips: np.ndarray, qs, mask: str, k: int, *
       the sequence (`generate.greedy_generate`); `k` VoCo slots per frame.
     """
     from vocolab.evaluation.heldout import MAX_NEW_TOKENS
-    from vocolab.inference.answer import answer
-    from vocolab.inference.compress import compress_frame
+    from vocolab.inference.answering import answer
+    from vocolab.inference.compression import compress_frame
     from vocolab.inference.generate import greedy_generate
 
     if mask not in ("video", "causal"):

@@ -26,8 +26,8 @@ from vocolab.data.scenes import QA
 from vocolab.data.split import Split
 from vocolab.evaluation.baselines import BlindAnswerer
 from vocolab.evaluation.metrics import FamilyExactMatch, retention
-from vocolab.inference.answer import answer
-from vocolab.inference.compress import compress
+from vocolab.inference.answering import answer
+from vocolab.inference.compression import compress
 from vocolab.inference.generate import greedy_generate
 from vocolab.models.inputs import model_device
 

@@ -1,8 +1,8 @@
 """The VoCo cache: the per-layer keys and values of an image's K VoCo tokens, all that
 answering needs (compress once, answer any number of questions).
 
-    cache = compress(model, pixels)                  # inference.compress
-    answer(model, cache, [[10, 11], [12]], 8)        # inference.answer
+    cache = compress(model, pixels)                  # inference.compression
+    answer(model, cache, [[10, 11], [12]], 8)        # inference.answering
     cache.nbytes, cache.save("c.safetensors"), VoCoCache.load("c.safetensors")
 
 It is immutable (every method returns a new cache; `to_dynamic_cache` hands decoding a

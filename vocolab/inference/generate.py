@@ -127,10 +127,4 @@ def greedy_generate(
     return tokens
 
 
-def full_greedy(model, ids: SpecialIds, questions, pixels=None, mode: str = "voco", max_new_tokens: int = 4,
-                **kwargs):
-    """Alias of `greedy_generate` (the no-cache reference decoder)."""
-    return greedy_generate(model, ids, questions, pixels, mode, max_new_tokens, **kwargs)
-
-
-__all__ = ["full_greedy", "greedy_choice", "greedy_generate"]
+__all__ = ["greedy_choice", "greedy_generate"]

@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 
 from vocolab.core.layout import assemble
-from vocolab.inference.answer import text_mask
+from vocolab.inference.answering import text_mask
 from vocolab.inference.cache import VoCoCache
-from vocolab.inference.compress import full_cache
+from vocolab.inference.compression import full_cache
 from vocolab.inference.flops import analytic_flops, measured_flops
 from vocolab.inference.latency import latencies_ms
 from vocolab.models.inputs import model_device

@@ -26,8 +26,8 @@ from safetensors.torch import load_model, save_model
 
 from vocolab.core.config import Config
 from vocolab.core.layout import SpecialIds
+from vocolab.core.outputs import staged_output
 from vocolab.models.vlm import VoCoVLM
-from vocolab.reporting.results import staged_output
 
 WEIGHTS, CONFIG, META = "model.safetensors", "config.json", "meta.json"
 FORMAT_VERSION = 1

@@ -10,7 +10,7 @@ only rotate queries and keys, so whatever a text token gathers from the image
 (the values) says *what* is there, and *where* only as far as CLIP's own position
 embeddings survive in the patch features. The added embedding puts "where" into the
 values explicitly. (Measured at nano it did not lift the two-object `spatial`
-questions off chance, so it is off by default: `llm.image_positions`, README.)
+questions off chance, so it is off by default: `llm.image_positions`, RESULTS.md.)
 """
 
 from __future__ import annotations

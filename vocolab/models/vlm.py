@@ -2,7 +2,7 @@
 
 The model itself is deliberately plain (LLaVA-style): image patch features replace
 the placeholder image tokens in the embedded sequence, and everything that makes it
-VoCo-LLaMA lives in the *mask* (`vocolab.masks`) and the per-sample `Layout`s. The
+VoCo-LLaMA lives in the *mask* (`core.masks`) and the per-sample `Layout`s. The
 model's only extra duties are the ones the official code got wrong:
 
 * the mask is converted for the attention backend actually running
@@ -12,7 +12,7 @@ model's only extra duties are the ones the official code got wrong:
 * image features are matched to image slots *per sample*, so text-only samples can
   sit in the same batch as image and video samples.
 
-These checks and the preparation of the LLM's inputs live in `by_hand.prepare`, which
+These checks and the preparation of the LLM's inputs live in `models.inputs.prepare`, which
 the wrappers that run the decoder layers one by one (FastV, MoD) share.
 
 Image inputs (`pixels` or precomputed `features`) for `embed`/`forward` come in one

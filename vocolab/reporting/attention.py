@@ -37,7 +37,7 @@ def plot_attention_overlay(image: np.ndarray, weights, grid: tuple[int, int], ax
 def plot_distill_attention(image: np.ndarray, teacher: Mapping, student: Mapping) -> Figure:
     """One row per LLM layer: the teacher's text->image attention over the scene, the
     student's text->VoCo attention per VoCo token, and each VoCo token's attention over
-    the scene. `teacher`/`student` are `vocolab.distill.mean_attention` outputs."""
+    the scene. `teacher`/`student` are `evaluation.attention.mean_attention` outputs."""
     t_image, s_voco, voco_image = teacher["text_to_image"], student["text_to_voco"], student["voco_to_image"]
     layers, k = s_voco.shape
     fig, axes = new_figure((1.9 * (2 + k), 1.9 * layers), nrows=layers, ncols=2 + k)

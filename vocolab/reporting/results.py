@@ -5,19 +5,16 @@ Every job that evaluates writes a `results.json` whose keys tools and tests rely
 is in docs/architecture.md), and every table and figure is drawn from that body, never
 typed by hand, so a number in the README traces to the run that made it.
 
-A run that fails half-way must not leave a folder that looks finished (a results file
-without its figures, a checkpoint without its weights): `staged_output` writes into a
-hidden sibling folder that replaces the target only on success.
+Folders are written all-or-nothing (`core.outputs.staged_output`): a run that fails
+half-way never leaves a results file without its figures.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable
+
+from vocolab.core.outputs import write_json
 
 
 def results(provenance: dict, eval_info: dict, runs: list[dict], cost: dict | None = None, **extra) -> dict:
@@ -26,35 +23,6 @@ def results(provenance: dict, eval_info: dict, runs: list[dict], cost: dict | No
     if cost is not None:
         body["cost"] = cost
     return body | extra
-
-
-@contextlib.contextmanager
-def staged_output(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder; on success it replaces `target`, on error it is removed."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists() and not target.is_dir():
-        raise NotADirectoryError(f"output path {target} exists and is not a folder")
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    stage.chmod(0o755)  # mkdtemp makes it private; the finished folder is meant to be shared
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    old = None
-    try:
-        if target.exists():
-            old = target.with_name(f"{stage.name}.old")
-            target.rename(old)
-        stage.rename(target)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        if old is not None and old.exists() and not target.exists():
-            old.rename(target)  # put the previous folder back
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_report(out: str | Path, body: dict, table: str, figures: dict[str, Callable[[], object]],
@@ -72,8 +40,3 @@ def write_report(out: str | Path, body: dict, table: str, figures: dict[str, Cal
         print(table)
 
 
-def write_json(path: str | Path, payload: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
-    return path

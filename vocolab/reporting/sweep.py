@@ -5,7 +5,7 @@ so the committed figures can always be redrawn from the committed results file.
 * `plot_accuracy_vs_flops`: what each method buys per FLOP spent answering a question,
   with the Pareto front;
 * `plot_family_heatmap`: which kinds of visual information survive compression to K = 1;
-* `sweep_markdown`: the README's table.
+* `sweep_markdown`: the table of the study's `table.md` (and RESULTS.md).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Iterable
 
-from vocolab.reporting.results import write_json
+from vocolab.core.outputs import write_json
 
 
 def key_of(payload: dict) -> str:

@@ -4,7 +4,7 @@ A study (sweep, distill, temporal, mod, scaling) is a grid of resumable cells
 (`studies.cells`) that start from one base model: the recipe's clip -> pretrain -> upper
 chain, trained once per preset and seed and cached under the study runs folder
 (`base_model`). `Study` holds what the cells read (config, data, held-out questions, the
-base model); `job_config` builds and checks the config every job starts from, and
+base model); `study_config` builds and checks the config every job starts from, and
 `finish` writes the results file every study ends with.
 """
 

@@ -14,10 +14,11 @@ def run_eval(upper_path: str, voco_paths: list[str], out: str, limit: int | None
     """`vocolab eval`: held-out Table 1 for saved checkpoints, written to `out/results.json`."""
     import time
 
+    from vocolab.core.outputs import staged_output, write_json
     from vocolab.data.scenes import FAMILIES
     from vocolab.data.tokenizer import build_tokenizer
     from vocolab.reporting.provenance import provenance
-    from vocolab.reporting.results import results, staged_output, write_json
+    from vocolab.reporting.results import results
     from vocolab.reporting.tables import table1_markdown
     from vocolab.training.loading import load_model
 

@@ -150,7 +150,8 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
     cells = [(f"mod-{v}", key_of({"v": v, "r": r, "layers": layers, "cfg": cfg.to_dict(), "steps": steps,
                                   "base": base_id, "questions": len(qs)}), lambda v=v: train(v))
              for v in variants]
-    done, failed = run_cells(cells, out / "cells", desc="mod", progress=progress)
+    ran: list[str] = []
+    done, failed = run_cells(cells, out / "cells", desc="mod", progress=progress, ran=ran)
     by = {run["variant"]: run for run in done}
     if "full" in by:
         ref = by["full"]["cost"]
@@ -172,6 +173,7 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
                         "and analytic (mod_flops)",
                "cells_wall_s": round(sum(run.get("wall_s", 0) for run in done), 1)}
     eval_info = {"split": "heldout", "kind": "clips", "examples": len(qs), "families": families}
-    return finish("mod", out, command, start, cfg, eval_info, bounds + done, details, write_mod_outputs)
+    return finish("mod", out, command, start, cfg, eval_info, bounds + done, details, write_mod_outputs,
+                  ran=ran, failed=failed)
 
 __all__ = ["QUICK_CLIPS", "VARIANTS", "run_mod_study"]

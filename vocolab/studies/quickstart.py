@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from vocolab.core.config import Config
+from vocolab.core.outputs import staged_output, write_json
 from vocolab.core.runtime import quick_mode
 from vocolab.data.batching import make_batch
 from vocolab.data.storage import numpy_view
 from vocolab.evaluation.attention import mask_check
-from vocolab.reporting.results import staged_output, write_json
 from vocolab.studies.common import study_config
 
 QUICK_SIZES = {"data.train_scenes": 200, "data.heldout_scenes": 100,

@@ -290,8 +290,9 @@ def run_scaling(preset_name: str = "nano", out: str | Path = "figures/scaling", 
     cells = plan(sizes, methods, ks, v)
     out = Path(out)
     grid = ScalingGrid(cfg, runs_dir(cfg) / "scaling", steps, limit, progress)
+    ran: list[str] = []
     done, failed = run_cells(((grid.cell_name(s, c), grid.cell_key(s, c), lambda s=s, c=c: grid.run_cell(s, c))
-                              for s, c in cells), out / "cells", desc="scaling", progress=progress)
+                              for s, c in cells), out / "cells", desc="scaling", progress=progress, ran=ran)
     q_tokens = grid.question_tokens()
     runs = [with_flops(r, q_tokens) for r in done] + [blind_run(grid.data.splits["train"], grid.qs, FAMILIES)]
     scaling = {"sizes": [asdict(s) | {"name": s.name, "init_std": s.init_std, **grid.llm_params(s)} for s in sizes],
@@ -309,7 +310,7 @@ def run_scaling(preset_name: str = "nano", out: str | Path = "figures/scaling", 
     analysis = analyse(runs, q_tokens, v, methods, n_boot=n_boot, seed=seed)
     eval_info = {"split": "heldout", "examples": len(grid.qs), "families": list(FAMILIES)}
     return finish("scaling", out, command, start, cfg, eval_info, runs, scaling,
-                  partial(write_scaling_outputs, echo=progress), sections=analysis)
+                  partial(write_scaling_outputs, echo=progress), ran=ran, failed=failed, sections=analysis)
 
 
 def with_flops(run: dict, q_tokens: float) -> dict:

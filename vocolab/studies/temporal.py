@@ -6,7 +6,7 @@ same seed; all are evaluated on the same held-out clips (T = `data.frames` frame
 
     voco-image    the image VoCo model: the base model fine-tuned on scene QA under
                   the `voco` mask with K tokens (with the recipe's `train.voco_objective`,
-                  distilled from the base model as in `pipeline`), evaluated on clips
+                  distilled from the base model as in `training.recipe`), evaluated on clips
                   under the `video` mask without any video training (each frame's K VoCo
                   tokens see only that frame; the question sees every frame's VoCo tokens)
     temporal      that model continued on clip QA under the `video` mask
@@ -26,7 +26,7 @@ scenes and on the clips' middle frames: clip objects sit between lattice cells, 
 objects never do, and the gap says how much perception the clip models must relearn.
 
 Answers are read *streaming*: VoCo models compress frame by frame
-(`inference.compress.compress_frame`) and answer after every frame, the others answer from the
+(`inference.compression.compress_frame`) and answer after every frame, the others answer from the
 first t frames; so "accuracy against frames" (t = 1..T) comes from the same pass
 that gives the reported accuracy (t = T). Many clip questions cannot be answered
 from fewer frames (a direction needs two, a visible count all of them): that is what
@@ -54,6 +54,7 @@ from vocolab.evaluation.clips import clip_run
 from vocolab.reporting.temporal import write_temporal_outputs
 from vocolab.studies.cells import key_of, model_id, run_cells
 from vocolab.studies.common import QUICK, base_model, cell_steps, finish, runs_dir, study_config
+from vocolab.zoo.costs import frame_costs
 
 K = 2
 
@@ -61,16 +62,6 @@ CELLS = ("voco-image", "temporal", "avgpool", "video-upper", "lower", "middle-fr
 
 # quick mode: clip split sizes and the clip-training batch (a clip is T images long); scenes: `sweep.QUICK`
 QUICK_CLIPS = {"train": 200, "heldout": 40, "batch_size": 8}
-
-
-def frame_costs(cfg: Config, tokens_per_frame: int, frames: int) -> dict:
-    """Cache bytes per frame (and for the whole clip) of a method that keeps
-    `tokens_per_frame` tokens' K/V in every layer (`zoo.costs.kv_bytes`, fp32)."""
-    from vocolab.zoo.costs import kv_bytes
-
-    per_frame = kv_bytes(cfg, [tokens_per_frame] * cfg.llm.layers)
-    return {"cached_tokens_per_frame": tokens_per_frame, "cache_bytes_per_frame": per_frame,
-            "cache_bytes_clip": per_frame * frames}
 
 
 def check_settings(cfg: Config, k: int, steps: int) -> None:
@@ -315,8 +306,8 @@ class TemporalStudy:
     def streaming_example(self, item: int = 0) -> dict | None:
         """One clip streamed through the temporal model: the cache and the answer after each
         frame (None when the temporal model is neither in memory nor saved)."""
-        from vocolab.inference.answer import answer
-        from vocolab.inference.compress import compress_frame
+        from vocolab.inference.answering import answer
+        from vocolab.inference.compression import compress_frame
 
         model = self.model("temporal", train=False)
         if model is None:

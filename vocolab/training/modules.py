@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from transformers import get_cosine_with_min_lr_schedule_with_warmup
+from transformers import get_cosine_with_min_lr_schedule_with_warmup_lr_rate
 
 from vocolab.core.config import MASK_MODES, Config, resolve_config
 from vocolab.data.batching import Batch
@@ -52,8 +52,9 @@ class _Optimised(L.LightningModule):
         trainer = self._trainer  # the schedule follows the trainer's max_steps when it sets one
         steps = trainer.max_steps if trainer is not None and trainer.max_steps > 0 else self.steps
         warmup = max(1, round(steps * self.cfg.train.warmup_frac))
-        sched = get_cosine_with_min_lr_schedule_with_warmup(opt, num_warmup_steps=warmup, num_training_steps=steps,
-                                                             min_lr_rate=LR_FLOOR)
+        # warm-up from lr/warmup (never 0: no step is wasted), cosine down to the floor by the last step
+        sched = get_cosine_with_min_lr_schedule_with_warmup_lr_rate(opt, num_warmup_steps=warmup,
+                                                                     num_training_steps=steps, min_lr_rate=LR_FLOOR)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

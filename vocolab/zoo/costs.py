@@ -54,6 +54,14 @@ def kv_bytes(cfg, kv_per_layer: list[int], dtype=torch.float32) -> int:
     return sum(2 * n * width * BYTES[dtype] for n in kv_per_layer)
 
 
+def frame_costs(cfg: Config, tokens_per_frame: int, frames: int) -> dict:
+    """Cache bytes per frame (and for the whole clip) of a method that keeps
+    `tokens_per_frame` tokens' K/V in every layer (`kv_bytes`, fp32)."""
+    per_frame = kv_bytes(cfg, [tokens_per_frame] * cfg.llm.layers)
+    return {"cached_tokens_per_frame": tokens_per_frame, "cache_bytes_per_frame": per_frame,
+            "cache_bytes_clip": per_frame * frames}
+
+
 def method_costs(model, method: str, features: torch.Tensor, question_ids: list[int], *, tokens: int,
                  voco_tokens: int = 0, fastv_layer: int | None = None, needs_query: bool = False,
                  extra_flops: int = 0, repeats: int = 10) -> dict:
@@ -119,4 +127,4 @@ def method_costs(model, method: str, features: torch.Tensor, question_ids: list[
     }
 
 
-__all__ = ["kv_bytes", "llm_flops", "method_costs", "projector_flops"]
+__all__ = ["frame_costs", "kv_bytes", "llm_flops", "method_costs", "projector_flops"]

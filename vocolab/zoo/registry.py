@@ -113,8 +113,9 @@ def pre_llm(name: str) -> bool:
 
 
 def check_compressor_config(cfg: Config) -> None:
-    """Fail early (naming the field) on `compress.*` settings no compressor can meet: an
-    unknown method, one that acts inside the LLM or picks its own K, or K outside 1..V."""
+    """Fail early (naming the field) on a `compress.method` no compressor can meet: an
+    unknown method, or one that acts inside the LLM or picks its own K (the config checks
+    K itself)."""
 
     try:
         info = method_info(cfg.compress.method)
