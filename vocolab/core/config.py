@@ -207,32 +207,33 @@ def _nano() -> Config:
     return Config(preset="nano")
 
 
-def _small() -> Config:
+def _gpu(name: str, *, image: int, patch: int, grid: int, frames: int, scenes: tuple[int, int],
+         clips: tuple[int, int], vision: tuple[int, int, int, int], llm: tuple[int, int, int, int],
+         init_std: float, lr: float, steps: int) -> Config:
+    """A GPU preset: nano's shape scaled up. `vision` = (width, layers, heads, text layers),
+    `llm` = (width, layers, heads, max positions); MLPs are 4x wide, the text tower and the
+    CLIP projection as wide as the vision tower, no grouped-query attention, up to 8 objects."""
+    v_width, v_layers, v_heads, text_layers = vision
+    width, layers, heads, positions = llm
     return Config(
-        preset="small",
-        data=DataConfig(image_size=128, patch_size=8, grid=6, max_objects=8,
-                        train_scenes=20_000, heldout_scenes=1000,
-                        train_clips=8000, heldout_clips=500, frames=6),
-        vision=VisionConfig(hidden_size=192, layers=6, heads=6, intermediate_size=768,
-                            text_hidden_size=192, text_layers=4, projection_dim=192),
-        llm=LLMConfig(hidden_size=384, layers=6, heads=6, kv_heads=6,
-                      intermediate_size=1536, max_positions=2048, init_std=0.05),
-        train=TrainConfig(batch_size=64, lr=5e-4, steps=6000),
-    )
+        preset=name,
+        data=DataConfig(image_size=image, patch_size=patch, grid=grid, max_objects=8, train_scenes=scenes[0],
+                        heldout_scenes=scenes[1], train_clips=clips[0], heldout_clips=clips[1], frames=frames),
+        vision=VisionConfig(hidden_size=v_width, layers=v_layers, heads=v_heads, intermediate_size=4 * v_width,
+                            text_hidden_size=v_width, text_layers=text_layers, projection_dim=v_width),
+        llm=LLMConfig(hidden_size=width, layers=layers, heads=heads, kv_heads=heads, intermediate_size=4 * width,
+                      max_positions=positions, init_std=init_std),
+        train=TrainConfig(batch_size=64, lr=lr, steps=steps))
+
+
+def _small() -> Config:
+    return _gpu("small", image=128, patch=8, grid=6, frames=6, scenes=(20_000, 1000), clips=(8000, 500),
+                vision=(192, 6, 6, 4), llm=(384, 6, 6, 2048), init_std=0.05, lr=5e-4, steps=6000)
 
 
 def _base() -> Config:
-    return Config(
-        preset="base",
-        data=DataConfig(image_size=336, patch_size=14, grid=8, max_objects=8,
-                        train_scenes=50_000, heldout_scenes=2000,
-                        train_clips=20_000, heldout_clips=1000, frames=8),
-        vision=VisionConfig(hidden_size=384, layers=8, heads=6, intermediate_size=1536,
-                            text_hidden_size=384, text_layers=6, projection_dim=384),
-        llm=LLMConfig(hidden_size=768, layers=8, heads=12, kv_heads=12,
-                      intermediate_size=3072, max_positions=8192, init_std=0.036),
-        train=TrainConfig(batch_size=64, lr=3e-4, steps=20_000),
-    )
+    return _gpu("base", image=336, patch=14, grid=8, frames=8, scenes=(50_000, 2000), clips=(20_000, 1000),
+                vision=(384, 8, 6, 6), llm=(768, 8, 12, 8192), init_std=0.036, lr=3e-4, steps=20_000)
 
 
 PRESETS: dict[str, typing.Callable[[], Config]] = {"nano": _nano, "small": _small, "base": _base}

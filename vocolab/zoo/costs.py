@@ -54,7 +54,7 @@ def kv_bytes(cfg, kv_per_layer: list[int], dtype=torch.float32) -> int:
     return sum(2 * n * width * BYTES[dtype] for n in kv_per_layer)
 
 
-def frame_costs(cfg: Config, tokens_per_frame: int, frames: int) -> dict:
+def frame_costs(cfg, tokens_per_frame: int, frames: int) -> dict:
     """Cache bytes per frame (and for the whole clip) of a method that keeps
     `tokens_per_frame` tokens' K/V in every layer (`kv_bytes`, fp32)."""
     per_frame = kv_bytes(cfg, [tokens_per_frame] * cfg.llm.layers)

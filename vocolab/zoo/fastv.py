@@ -27,16 +27,16 @@ own theoretical estimate (Sec. 4: K x (4nd^2 + 2n^2d + 2ndm) + (T - K) x (same a
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from vocolab.core.layout import IGNORE_INDEX, Layout
 from vocolab.inference.flops import analytic_flops
-from vocolab.models.inputs import gather, passthrough, prepare
+from vocolab.models.inputs import gather
+from vocolab.models.layerwise import LayerwiseVLM
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-class FastVModel(nn.Module):
+class FastVModel(LayerwiseVLM):
     """A `VoCoVLM` run FastV-style: keep `keep` image tokens per frame after `layer` layers.
 
     Call it like `VoCoVLM.forward` (`input_ids, layouts, pixels=None, features=None,
@@ -54,33 +54,23 @@ class FastVModel(nn.Module):
     tokens) in `last_scores`.
     """
 
+    cache_reason = "FastV reruns the whole sequence; its kept tokens change with it"
+
     def __init__(self, vlm, keep: int, layer: int = 2):
-        super().__init__()
+        super().__init__(vlm)
         n_layers = len(vlm.llm.model.layers)
         v = vlm.cfg.data.image_tokens
         if not isinstance(layer, int) or not 1 <= layer <= n_layers:
             raise ValueError(f"FastVModel: layer={layer!r}; need 1 <= layer <= {n_layers} (LLM layers)")
         if not isinstance(keep, int) or not 1 <= keep <= v:
             raise ValueError(f"FastVModel: keep={keep!r}; need 1 <= keep <= {v} (image tokens per frame)")
-        self.vlm, self.keep, self.layer = vlm, keep, layer
+        self.keep, self.layer = keep, layer
         self.last_kept: list[torch.Tensor] = []
         self.last_scores: list[torch.Tensor] = []
-
-    # -- passthroughs so `greedy_generate` and friends treat it like a VoCoVLM -------------
-    cfg = passthrough("cfg")
-    special = passthrough("special")
-    vocab_size = passthrough("vocab_size")
-    attn_implementation = passthrough("attn_implementation")
 
     @property
     def image_tokens(self) -> int:
         return self.vlm.cfg.data.image_tokens
-
-    def encode_images(self, pixels) -> torch.Tensor:
-        return self.vlm.encode_images(pixels)
-
-    def embed(self, input_ids, pixels=None, features=None) -> torch.Tensor:
-        return self.vlm.embed(input_ids, pixels=pixels, features=features)
 
     # -- ranking -----------------------------------------------------------------------------
     def attention_probs(self, layer_module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -125,30 +115,10 @@ class FastVModel(nn.Module):
         return torch.cat(parts).sort().values
 
     # -- forward -------------------------------------------------------------------------------
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        layouts: Sequence[Layout] | None = None,
-        pixels=None,
-        features=None,
-        mask: str = "causal",
-        labels: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        past_key_values=None,
-        use_cache: bool = False,
-    ) -> CausalLMOutputWithPast:
-        if not isinstance(mask, str) or mask != "causal":
-            what = repr(mask) if isinstance(mask, str) else f"a prebuilt {type(mask).__name__}"
-            raise ValueError(f"FastVModel: mask {what} is not supported; FastV prunes the causal "
-                             f"upper-bound model, use mask='causal'")
-        if past_key_values is not None and past_key_values.get_seq_length() > 0:
-            raise ValueError("FastVModel: a non-empty KV cache is not supported (FastV reruns the whole "
-                             "sequence; its kept tokens change with it)")
+    def run(self, call, layouts, labels, use_cache: bool) -> CausalLMOutputWithPast:
         if use_cache:
             raise ValueError("FastVModel: use_cache is not supported (no KV cache is built)")
         vlm = self.vlm
-        call = prepare(vlm, "FastVModel", input_ids=input_ids, layouts=layouts, pixels=pixels,
-                       features=features, inputs_embeds=inputs_embeds, mask="causal", rope=True)
         hidden = call.inputs_embeds
         batch, length = hidden.shape[:2]
         device = hidden.device

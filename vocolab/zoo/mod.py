@@ -51,7 +51,8 @@ from transformers import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from vocolab.core.layout import IGNORE_INDEX, Layout
-from vocolab.models.inputs import gather, passthrough, prepare
+from vocolab.models.inputs import gather, passthrough
+from vocolab.models.layerwise import LayerwiseVLM
 from vocolab.zoo.mod_config import MoDConfig, mod_layer_indices, selected_per_frame, uniform_offsets
 from vocolab.zoo.mod_flops import mod_flops
 
@@ -86,7 +87,7 @@ class LayerRecord:
         return sorted(self.selected[b][self.frame_ok[b]].flatten().tolist())
 
 
-class MoDVLM(nn.Module):
+class MoDVLM(LayerwiseVLM):
     """A `VoCoVLM` whose LLM runs VideoLLM-MoD mixture-of-depths over vision tokens.
 
     Call it like `VoCoVLM.forward` (`input_ids, layouts, pixels=None, features=None,
@@ -97,11 +98,14 @@ class MoDVLM(nn.Module):
     and output hidden states. `routers[str(l)]` is layer l's router (learned only).
     """
 
+    image_tokens = passthrough("image_slots", "The wrapped model's image slots (`cfg.image_slots`).")
+    cache_reason = "each MoD layer keeps a different key set"
+
     def __init__(self, vlm, r: float = 0.2, layers: str | Sequence[int] = "interleaved",
                  selection: str = "learned", seed: int = 0, config: MoDConfig | None = None):
-        super().__init__()
+        super().__init__(vlm)
         config = config or MoDConfig(r=r, layers=layers, selection=selection, seed=seed)
-        self.vlm, self.config = vlm, config
+        self.config = config
         n_layers = len(vlm.llm.model.layers)
         self.r = config.r
         self.selection = config.selection
@@ -124,28 +128,6 @@ class MoDVLM(nn.Module):
     def reseed(self, seed: int | None = None) -> None:
         """Restart the random selection's generator (from `seed`, default the config's)."""
         self.generator.manual_seed(self.config.seed if seed is None else seed)
-
-    # -- passthroughs so training, evaluation and `greedy_generate` treat it like a VoCoVLM ------
-    cfg = passthrough("cfg")
-    special = passthrough("special")
-    vocab_size = passthrough("vocab_size")
-    image_slots = passthrough("image_slots")
-    image_tokens = passthrough("image_slots", "The wrapped model's image slots (`cfg.image_slots`).")
-    vision = passthrough("vision")
-    vision_layers = passthrough("vision_layers")
-    llm = passthrough("llm")
-    projector = passthrough("projector")
-    attn_implementation = passthrough("attn_implementation")
-
-    def encode_images(self, pixels) -> torch.Tensor:
-        return self.vlm.encode_images(pixels)
-
-    def embed(self, input_ids, pixels=None, features=None, layouts=None) -> torch.Tensor:
-        return self.vlm.embed(input_ids, pixels=pixels, features=features, layouts=layouts)
-
-    def load_backbone(self, state: dict) -> None:
-        """Load a plain model's weights (e.g. the upper bound) into the wrapped VLM."""
-        self.vlm.load_backbone(state)
 
     def router_parameters(self) -> list[nn.Parameter]:
         return list(self.routers.parameters())
@@ -197,28 +179,8 @@ class MoDVLM(nn.Module):
         return pos.gather(2, top.sort(dim=-1).values)
 
     # -- forward -------------------------------------------------------------------------------
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        layouts: Sequence[Layout] | None = None,
-        pixels=None,
-        features=None,
-        mask: str = "causal",
-        labels: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        past_key_values=None,
-        use_cache: bool = False,
-    ) -> CausalLMOutputWithPast:
-        if not isinstance(mask, str) or mask != "causal":
-            what = repr(mask) if isinstance(mask, str) else f"a prebuilt {type(mask).__name__}"
-            raise ValueError(f"MoDVLM: mask {what} is not supported; MoD runs the causal model, "
-                             f"use mask='causal'")
-        if past_key_values is not None and past_key_values.get_seq_length() > 0:
-            raise ValueError("MoDVLM: a non-empty KV cache is not supported (each MoD layer keeps a "
-                             "different key set; decode by rerunning the sequence)")
+    def run(self, call, layouts, labels, use_cache: bool) -> CausalLMOutputWithPast:
         vlm = self.vlm
-        call = prepare(vlm, "MoDVLM", input_ids=input_ids, layouts=layouts, pixels=pixels,
-                       features=features, inputs_embeds=inputs_embeds, mask="causal", rope=True)
         batch, length, width = call.inputs_embeds.shape
         device = call.inputs_embeds.device
         model = vlm.llm.model

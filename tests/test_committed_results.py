@@ -1,0 +1,50 @@
+"""The committed results files still load and render with today's code: every table and
+figure in `figures/` is redrawn from its `results.json` by the reporting functions, so a
+change to those functions must not strand a committed result."""
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+
+from vocolab.reporting import (distill_markdown, mod_markdown, plot_accuracy_vs_flops, plot_accuracy_vs_frames,
+                               plot_distill, plot_error_vs_flops, plot_family_heatmap, plot_fit_residuals, plot_mod,
+                               plot_retention_vs_tokens, plot_temporal_families, scaling_markdown, sweep_markdown,
+                               table1_markdown, temporal_markdown)
+
+FIGURES = Path(__file__).resolve().parents[1] / "figures"
+PROVENANCE_KEYS = {"command", "commit", "preset", "seed", "device", "versions", "wall_s"}
+REPORTS = {
+    "sweep": (sweep_markdown, (plot_retention_vs_tokens, plot_accuracy_vs_flops, plot_family_heatmap)),
+    "distill": (distill_markdown, (plot_distill,)),
+    "temporal": (temporal_markdown, (plot_accuracy_vs_frames, plot_temporal_families)),
+    "mod": (mod_markdown, (plot_mod,)),
+    "scaling": (scaling_markdown, (plot_error_vs_flops, plot_fit_residuals)),
+}
+
+
+def _body(folder: str) -> dict:
+    path = FIGURES / folder / "results.json"
+    if not path.exists():
+        pytest.skip(f"{path} is not committed")
+    body = json.loads(path.read_text())
+    assert PROVENANCE_KEYS <= set(body["provenance"]) and body["runs"]
+    return body
+
+
+@pytest.mark.parametrize("study", sorted(REPORTS))
+def test_a_committed_study_renders_its_table_and_figures(study):
+    body = _body(study)
+    table, figures = REPORTS[study]
+    assert table(body).count("|") > 10
+    for draw in figures:
+        plt.close(draw(body))
+
+
+@pytest.mark.parametrize("folder", ["quickstart", "quickstart-seed1"])
+def test_a_committed_quickstart_renders_table_1(folder):
+    body = _body(folder)
+    rendered = table1_markdown(body["runs"], body["eval"]["families"])
+    assert {r["name"] for r in body["runs"]} >= {"upper", "lower", "blind"}
+    assert all(f"| {r['name']} |" in rendered for r in body["runs"])
