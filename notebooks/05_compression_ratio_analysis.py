@@ -40,8 +40,6 @@ from vocolab import lab
 info = lab.setup()
 
 # %%
-import json
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -80,17 +78,10 @@ pd.DataFrame([{"method": m.name, "where": m.where, "trainable": m.trainable, "ne
 
 # %%
 LOAD_COMMITTED = False
-committed = Path("../figures/sweep/results.json")
-
-if LOAD_COMMITTED and committed.exists():
-    body = json.loads(committed.read_text())
-    print(f"loaded {committed}: commit {body['provenance']['commit'][:8]}, "
-          f"{body['provenance']['device']}, {len(body['runs'])} runs")
-else:
-    OUT = lab.runs_folder("notebook05")
-    steps = 5 if info.quick else None  # None: the sweep's default
-    body = lab.run_sweep(info.preset, OUT, seed=info.seed, ks=(1, 4), steps=steps,
-                     limit=60 if info.quick else None, progress=not info.quick)
+OUT = lab.runs_folder("notebook05")
+body = lab.study_results("sweep", lambda: lab.run_sweep(info.preset, OUT, seed=info.seed, ks=(1, 4),
+                                                         limit=60 if info.quick else None, progress=not info.quick),
+                         load_committed=LOAD_COMMITTED)
 
 # %% [markdown]
 # ## 3. Retention against K
@@ -159,7 +150,7 @@ print(methods()["maxpool"])
 # %%
 if not LOAD_COMMITTED:
     body = lab.run_sweep(info.preset, OUT, seed=info.seed, methods=tuple(body["sweep"]["methods"]) + ("maxpool",),
-                     ks=(1, 4), steps=steps, limit=60 if info.quick else None, progress=not info.quick)
+                         ks=(1, 4), limit=60 if info.quick else None, progress=not info.quick)
     plot_retention_vs_tokens(body)
 
 # %% [markdown]

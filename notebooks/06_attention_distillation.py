@@ -40,9 +40,7 @@ from vocolab import lab
 info = lab.setup()
 
 # %%
-import json
 import math
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -280,17 +278,12 @@ plot_distill_attention(held.images[SCENE], t_att, student_att)
 
 # %%
 LOAD_COMMITTED = False
-committed = Path("../figures/distill/results.json")
-
-if LOAD_COMMITTED and committed.exists():
-    body = json.loads(committed.read_text())
-else:
-    OUT = lab.runs_folder("notebook06-study", fresh=info.quick)  # quick mode: always rerun; otherwise resume
-    body = lab.run_distill_study(info.preset, OUT, seed=info.seed, steps=5 if info.quick else None,
-                             limit=40 if info.quick else None, progress=not info.quick)
-p = body["provenance"]
-print(f"{p['command']} | commit {p['commit'][:8]} | {p['preset']} seed {p['seed']} | {p['device']} | "
-      f"{body['distill']['steps']} steps per run | {body['eval']['examples']} held-out questions | {p['wall_s']:.0f} s")
+OUT = lab.runs_folder("notebook06-study", fresh=info.quick)  # quick mode: always rerun; otherwise resume
+body = lab.study_results("distill", lambda: lab.run_distill_study(info.preset, OUT, seed=info.seed,
+                                                                   limit=40 if info.quick else None,
+                                                                   progress=not info.quick),
+                         load_committed=LOAD_COMMITTED)
+print(f"{body['distill']['steps']} training steps per run")
 
 # %%
 display(Markdown(distill_markdown(body)))

@@ -47,8 +47,6 @@ from vocolab import lab
 info = lab.setup()
 
 # %%
-import json
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -203,16 +201,11 @@ assert worst < 1e-4
 
 # %%
 LOAD_COMMITTED = False
-committed = Path("../figures/temporal/results.json")
-
-if LOAD_COMMITTED and committed.exists():
-    body = json.loads(committed.read_text())
-    print(f"loaded {committed}: commit {body['provenance']['commit'][:8]}, "
-          f"{body['provenance']['device']}, {body['eval']['examples']} questions")
-else:
-    OUT = lab.runs_folder("notebook07")
-    body = lab.run_temporal_study(info.preset, OUT, seed=info.seed, limit=100 if info.quick else None,
-                                  progress=not info.quick)
+OUT = lab.runs_folder("notebook07")
+body = lab.study_results("temporal", lambda: lab.run_temporal_study(info.preset, OUT, seed=info.seed,
+                                                                     limit=100 if info.quick else None,
+                                                                     progress=not info.quick),
+                         load_committed=LOAD_COMMITTED)
 
 # %% [markdown]
 # ## 4. The comparison

@@ -48,9 +48,7 @@ from vocolab import lab
 info = lab.setup()
 
 # %%
-import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -123,16 +121,11 @@ print(f"training ~{train_s / 60:.0f} min; with CLIP, evaluation, costs and set-u
 
 # %%
 LOAD_COMMITTED = False
-committed = Path("../figures/scaling/results.json")
-
-if LOAD_COMMITTED and committed.exists():
-    body = json.loads(committed.read_text())
-    print(f"loaded {committed}: commit {body['provenance']['commit'][:8]}, "
-          f"{body['provenance']['device']}, {len(body['runs'])} runs")
-else:
-    OUT = lab.runs_folder("notebook08", fresh=info.quick)  # outside quick mode a rerun resumes
-    body = lab.run_scaling(info.preset, OUT, seed=info.seed, limit=60 if info.quick else None,
-                           progress=not info.quick)
+OUT = lab.runs_folder("notebook08", fresh=info.quick)  # outside quick mode a rerun resumes
+body = lab.study_results("scaling", lambda: lab.run_scaling(info.preset, OUT, seed=info.seed,
+                                                             limit=60 if info.quick else None,
+                                                             progress=not info.quick),
+                         load_committed=LOAD_COMMITTED)
 s = body["scaling"]
 print(f"{len(s['sizes'])} LLM sizes x V in {s['ks'] + [s['image_tokens']]}, methods {s['methods']}, "
       f"{s['steps']} steps per cell; Q = {s['question_tokens']:.1f} question tokens on average; "

@@ -42,9 +42,7 @@ from vocolab import lab
 info = lab.setup()
 
 # %%
-import json
 import math
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -322,17 +320,11 @@ plot_mod_routing(clip, rows, layout, names=names)
 
 # %%
 LOAD_COMMITTED = False
-committed = Path("../figures/mod/results.json")
-
-if LOAD_COMMITTED and committed.exists():
-    body = json.loads(committed.read_text())
-else:
-    OUT = lab.runs_folder("notebook09-study", fresh=info.quick)  # quick mode: always rerun; otherwise resume
-    body = lab.run_mod_study(info.preset, OUT, seed=info.seed, r=R, layers=LAYERS,
-                             steps=3 if info.quick else None, progress=progress)
-p = body["provenance"]
-print(f"{p['command']} | commit {p['commit'][:8]} | {p['preset']} seed {p['seed']} | {p['device']} | "
-      f"{body['mod']['steps']} steps per variant | {body['eval']['examples']} held-out questions | {p['wall_s']:.0f} s")
+OUT = lab.runs_folder("notebook09-study", fresh=info.quick)  # quick mode: always rerun; otherwise resume
+body = lab.study_results("mod", lambda: lab.run_mod_study(info.preset, OUT, seed=info.seed, r=R, layers=LAYERS,
+                                                           steps=3 if info.quick else None, progress=progress),
+                         load_committed=LOAD_COMMITTED)
+print(f"{body['mod']['steps']} training steps per variant")
 
 # %%
 display(Markdown(mod_markdown(body)))

@@ -16,6 +16,7 @@ Work folders live under the cache (`runs_folder`), never in the repository.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -107,6 +108,22 @@ def voco_model(info: RunInfo, work: str = "notebook04"):
     return trained.voco.model, cfg, trained.data.splits["heldout"]
 
 
+def study_results(name: str, run, load_committed: bool = False) -> dict:
+    """A study's results body: the committed `figures/<name>/results.json` when
+    `load_committed` (and the file is there), else what `run()` returns (the study run
+    here). One line says where it came from and what made it."""
+    committed = Path(__file__).resolve().parents[1] / "figures" / name / "results.json"
+    if load_committed and committed.exists():
+        body, where = json.loads(committed.read_text()), f"loaded {committed}"
+    else:
+        body, where = run(), "ran here"
+    p = body["provenance"]
+    print(f"{where}: `{p['command']}` | commit {p['commit'][:8]} | {p['preset']} seed {p['seed']} | "
+          f"{p['device']} | {body['eval']['examples']} held-out questions | {len(body['runs'])} runs | "
+          f"{p['wall_s']:.0f} s")
+    return body
+
+
 def study(cfg: Config, limit: int | None = None, progress: bool = True) -> Study:
     """The studies' shared scene data, held-out questions and base (upper-bound) model,
     trained on first use and cached like `vocolab sweep`'s."""
@@ -114,5 +131,5 @@ def study(cfg: Config, limit: int | None = None, progress: bool = True) -> Study
 
 
 __all__ = ["TEMPORAL_K", "RunInfo", "Study", "clip_config", "data", "main_config", "run_distill_study", "run_mod_study",
-           "run_scaling", "run_sweep", "run_temporal_study", "runs_folder", "scaling_grid", "setup", "study", "study_config",
-           "study_steps", "train_recipe", "voco_model"]
+           "run_scaling", "run_sweep", "run_temporal_study", "runs_folder", "scaling_grid", "setup", "study", "study_config", "study_results",
+           "study_results", "study_steps", "train_recipe", "voco_model"]
