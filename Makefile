@@ -18,7 +18,7 @@ export HF_HUB_OFFLINE          := 1
 export HF_DATASETS_OFFLINE     := 1
 export TOKENIZERS_PARALLELISM  := false
 
-.PHONY: help env quickstart sweep distill temporal mod scaling test lab clean
+.PHONY: help env quickstart sweep distill temporal mod scaling bench test gpu-check lab clean
 
 help:
 	@echo "make quickstart   create .venv (first time) and run the main job (preset $(PRESET))"
@@ -27,7 +27,9 @@ help:
 	@echo "make temporal     temporal tuning on video clips -> figures/temporal (resumable)"
 	@echo "make mod          mixture-of-depths on video clips vs full computation -> figures/mod (resumable)"
 	@echo "make scaling      LLM size x visual tokens grid and the scaling law -> figures/scaling (resumable)"
+	@echo "make bench        step time, tokens/s, MFU and memory per training stage -> figures/bench-$(PRESET)"
 	@echo "make test         create .venv (first time), run unit tests and every notebook (quick mode)"
+	@echo "make gpu-check    unit tests, every command and every notebook on this machine's GPU: one line each"
 	@echo "make lab          open JupyterLab on notebooks/"
 	@echo "make clean        remove .venv and .cache"
 
@@ -59,8 +61,14 @@ mod: $(STAMP)
 scaling: $(STAMP)
 	$(VENV)/bin/vocolab scaling --preset $(PRESET) --seed $(SEED) --out figures/scaling
 
+bench: $(STAMP)
+	$(VENV)/bin/vocolab bench --preset $(PRESET) --seed $(SEED) --out figures/bench-$(PRESET)
+
 test: $(STAMP)
 	VOCOLAB_QUICK=1 $(PY) -m pytest -q tests --nbmake notebooks
+
+gpu-check: $(STAMP)
+	$(PY) tools/device_check.py
 
 lab: $(STAMP)
 	$(PY) -m pip install --quiet "jupyterlab==4.6.6"

@@ -236,14 +236,14 @@ up, vo = losses(logs["upper"]), losses(logs["voco"])
 print(f"training loss, upper stage: {up[0]:.3f} -> {up[-1]:.3f}")
 print(f"training loss, voco stage:  {vo[0]:.3f} -> {vo[-1]:.3f} (jump at the switch: {vo[0] - up[-1]:+.3f})")
 
-batch = next(iter(data.val_dataloader())).to(info.device)  # held-out, one question per sequence
+batch = next(iter(data.val_dataloader())).to(info.device)  # the validation split, one question per sequence
 with torch.no_grad():
     held = {
         "upper model, causal mask (upper bound)": trained.upper(batch, mask="causal").loss.item(),
         "upper model, voco mask   (lower bound)": trained.upper(batch, mask="voco").loss.item(),
         "VoCo model,  voco mask   (VoCo-LLaMA) ": trained.voco(batch, mask="voco").loss.item(),
     }
-print(f"\nheld-out answer loss on {len(batch)} questions:")
+print(f"\nvalidation answer loss on {len(batch)} questions (scenes never trained on):")
 for name, value in held.items():
     print(f"  {name}  {value:.3f}")
 hi, lo, vc = held.values()

@@ -133,3 +133,15 @@ def test_a_failed_save_leaves_nothing_half_written(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no "fresh", no temp dirs
     loaded, _, meta = load_checkpoint(previous)  # the old checkpoint is intact
     assert meta["run"] == "first" and torch.equal(logits(loaded), logits(model))
+
+
+def test_a_checkpoint_of_another_vocabulary_is_refused(tmp_path):
+    """Token ids mean words: a model trained when the word list was different would answer
+    in the wrong words without any error."""
+    vlm = VoCoVLM(tiny_cfg(), SPECIAL, VOCAB)
+    out = save_checkpoint(vlm, vlm.cfg, tmp_path / "ckpt")
+    meta = json.loads((out / "meta.json").read_text())
+    meta["vocabulary"] = meta["vocabulary"][:-1]
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="another vocabulary"):
+        load_checkpoint(out)

@@ -8,10 +8,23 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pytest
 
-from vocolab.reporting import (distill_markdown, mod_markdown, plot_accuracy_vs_flops, plot_accuracy_vs_frames,
-                               plot_distill, plot_error_vs_flops, plot_family_heatmap, plot_fit_residuals, plot_mod,
-                               plot_retention_vs_tokens, plot_temporal_families, scaling_markdown, sweep_markdown,
-                               table1_markdown, temporal_markdown)
+from vocolab.reporting import (
+    distill_markdown,
+    mod_markdown,
+    plot_accuracy_vs_flops,
+    plot_accuracy_vs_frames,
+    plot_distill,
+    plot_error_vs_flops,
+    plot_family_heatmap,
+    plot_fit_residuals,
+    plot_mod,
+    plot_retention_vs_tokens,
+    plot_temporal_families,
+    scaling_markdown,
+    sweep_markdown,
+    table1_markdown,
+    temporal_markdown,
+)
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 PROVENANCE_KEYS = {"command", "commit", "preset", "seed", "device", "versions", "wall_s"}

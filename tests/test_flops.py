@@ -96,3 +96,27 @@ def test_inference_costs_reproduce_table_7_ordering(k):
     assert (costs["image_tokens"], costs["voco_tokens"], costs["question_tokens"]) == (V, k, 4)
     import json
     json.dumps(costs)  # ready for the results file's "cost" key
+
+
+def test_training_flops_match_what_the_counter_measures():
+    """The analytic FLOPs of a training step (3x the forward of the LLM and projector) against
+    FlopCounterMode over one real step; the counter charges fused attention's backward a bit
+    more (3.5x) and skips the input gradient of the projector's first layer, which the
+    tolerance covers at this size."""
+    from tiny import VOCAB, batch, tiny_vlm
+
+    from vocolab.core.layout import labels_from_layouts
+    from vocolab.data.batching import Batch
+    from vocolab.inference.flops import measured_training_flops, training_flops
+
+    vlm = tiny_vlm(**{"llm.hidden_size": 64, "llm.intermediate_size": 256}).train()
+    ids, layouts, pixels = batch([(6, 2, 1), (5, 3, 1), (4, 2, 1)])
+    with torch.no_grad():
+        features = vlm.encode_images(torch.stack(pixels))
+    labels = labels_from_layouts(ids, layouts)
+    measured = measured_training_flops(
+        lambda: vlm(ids, layouts, features=features, mask="causal", labels=labels).loss.backward())
+    analytic = training_flops(vlm.cfg, VOCAB, Batch(ids, layouts, None, labels, features))
+    assert measured == pytest.approx(analytic, rel=0.1)
+    with_pixels = training_flops(vlm.cfg, VOCAB, Batch(ids, layouts, torch.stack(pixels), labels))
+    assert with_pixels > analytic  # the frozen tower runs when features are not cached

@@ -29,9 +29,26 @@ def _parse_overrides(pairs: Sequence[str]) -> dict:
     return out
 
 
+def _devices(parser: argparse.ArgumentParser) -> None:
+    """`--devices N` and `--strategy S`: data parallelism through Lightning (train.devices, train.strategy)."""
+    parser.add_argument("--devices", type=int, default=None, help="processes / GPUs to train on (default 1)")
+    parser.add_argument("--strategy", default=None, help="Lightning strategy (default: ddp when --devices > 1)")
+
+
+def _overrides(args) -> dict:
+    """`--set` pairs plus `--devices` / `--strategy`."""
+    out = _parse_overrides(args.set)
+    if getattr(args, "devices", None) is not None:
+        out["train.devices"] = args.devices
+    if getattr(args, "strategy", None) is not None:
+        out["train.strategy"] = args.strategy
+    return out
+
+
 def _study(sub, name: str, help_text: str, out: str) -> argparse.ArgumentParser:
     """A resumable study's subcommand with the options every study shares."""
     study = sub.add_parser(name, help=help_text)
+    _devices(study)
     study.add_argument("--preset", default="nano", help="nano | small | base")
     study.add_argument("--seed", type=int, default=0)
     study.add_argument("--out", default=out, help="output folder (finished runs are kept there)")
@@ -51,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--out", default="figures/quickstart", help="output folder")
     quick.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                        help="config overrides, e.g. voco.tokens=2 data.max_objects=5")
+    _devices(quick)
 
     fit = sub.add_parser("fit", help="train one stage from a LightningCLI YAML file (configs/<preset>/)",
                          description="Any further --section.key value arguments go to LightningCLI.")
@@ -80,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     mod.add_argument("--r", type=float, default=0.2, help="share of each frame's vision tokens a MoD layer computes")
     mod.add_argument("--layers", default="interleaved", help="all | interleaved | deep")
 
+    bench = sub.add_parser("bench", help="step time, tokens/s, MFU and memory of every training stage and "
+                                          "the evaluation on this machine")
+    bench.add_argument("--preset", default="nano", help="nano | small | base")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--out", default=None, help="output folder (default figures/bench-<preset>)")
+    bench.add_argument("--steps", type=int, default=None, help="timed steps per stage (default 20)")
+    bench.add_argument("--stages", nargs="*", default=None, help="subset of clip pretrain upper voco")
+    bench.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    _devices(bench)
+
     scaling = _study(sub, "scaling", "LLM size x visual tokens grid and the inference-optimal scaling law "
                                      "Y(N, V), resumable", "figures/scaling")
     scaling.add_argument("--ks", nargs="*", type=int, default=None,
@@ -96,10 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if rest and args.command != "fit":
             raise ValueError(f"unrecognised arguments: {' '.join(rest)}")
+        if getattr(args, "out", None):
+            from vocolab.core.outputs import check_writable
+
+            check_writable(args.out)  # an unwritable --out fails now, not after the training
         if args.command == "quickstart":
             from vocolab.studies.quickstart import run_quickstart
 
-            run_quickstart(args.preset, args.seed, args.out, overrides=_parse_overrides(args.set),
+            run_quickstart(args.preset, args.seed, args.out, overrides=_overrides(args),
                            command=command)
         elif args.command == "fit":
             from vocolab.training.lightning_cli import run_fit
@@ -114,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_sweep(args.preset, args.out, seed=args.seed, methods=tuple(args.methods or METHODS),
                       ks=tuple(args.ks or KS), steps=args.steps, limit=args.limit,
-                      overrides=_parse_overrides(args.set), command=command)
+                      overrides=_overrides(args), command=command)
         elif args.command == "distill":
             from vocolab.studies.distill import KS as DISTILL_KS
             from vocolab.studies.distill import run_distill_study
@@ -122,24 +154,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_distill_study(args.preset, args.out, seed=args.seed, ks=tuple(args.ks or DISTILL_KS),
                               objectives=tuple(args.objectives or OBJECTIVES), steps=args.steps,
-                              limit=args.limit, overrides=_parse_overrides(args.set), command=command)
+                              limit=args.limit, overrides=_overrides(args), command=command)
         elif args.command == "temporal":
             from vocolab.studies.temporal import run_temporal_study
 
             run_temporal_study(args.preset, args.out, seed=args.seed, k=args.k, steps=args.steps,
-                               limit=args.limit, overrides=_parse_overrides(args.set), command=command)
+                               limit=args.limit, overrides=_overrides(args), command=command)
         elif args.command == "mod":
             from vocolab.studies.mod import run_mod_study
 
             run_mod_study(args.preset, args.out, seed=args.seed, r=args.r, layers=args.layers, steps=args.steps,
-                          limit=args.limit, overrides=_parse_overrides(args.set), command=command)
+                          limit=args.limit, overrides=_overrides(args), command=command)
+        elif args.command == "bench":
+            from vocolab.studies.bench import STAGES, run_bench
+
+            run_bench(args.preset, args.out or f"figures/bench-{args.preset}", seed=args.seed, steps=args.steps,
+                      stages=tuple(args.stages or STAGES), overrides=_overrides(args), command=command)
         elif args.command == "scaling":
             from vocolab.studies.scaling import METHODS as SCALING_METHODS
             from vocolab.studies.scaling import run_scaling
 
             run_scaling(args.preset, args.out, seed=args.seed, methods=tuple(args.methods or SCALING_METHODS),
                         ks=tuple(args.ks) if args.ks else None, steps=args.steps, limit=args.limit,
-                        n_boot=args.bootstrap, overrides=_parse_overrides(args.set), command=command)
+                        n_boot=args.bootstrap, overrides=_overrides(args), command=command)
     except USER_ERRORS as err:
         print(f"vocolab: error: {err}", file=sys.stderr)
         return 2

@@ -48,12 +48,29 @@ class DataConfig:
     heldout_scenes: int = 500
     train_clips: int = 2000
     heldout_clips: int = 300
+    # a validation split of its own (another seed): stopping rules and model selection read
+    # it, never the held-out split
+    val_scenes: int = 300
+    val_clips: int = 150
     questions_per_scene: int = 5
     # questions per training scene/clip when > 0 (held-out items keep `questions_per_scene`):
     # more supervised answers per image forward, the image tokens being most of a sequence
     train_questions_per_scene: int = 0
+    # how captions name positions: "coarse" (a 3x3 grid of words) or "exact" (the lattice row
+    # and column); captions are training text only, the held-out questions never change
+    captions: str = "coarse"
+    # training scenes only: extra question families asked on top of the others ("row",
+    # "column": where an object named by colour and shape is) and a random offset of every
+    # object of up to `train_jitter` cells when it is drawn (clip objects sit between cells)
+    train_extra_families: tuple[str, ...] = ()
+    train_jitter: float = 0.0
+    # how a split's pixels are kept: "arrays" (stored in the cached dataset) or "render"
+    # (drawn again from each row's seed when read: the same pixels, a dataset of text only,
+    # for presets whose images would not fit on a disk)
+    storage: str = "arrays"
     train_seed: int = 0
     heldout_seed: int = 10_007  # a different seed: held-out scenes never appear in training
+    val_seed: int = 20_011
 
     @property
     def patches_per_side(self) -> int:
@@ -146,6 +163,10 @@ class TrainConfig:
     train_vision: bool = False  # CLIP frozen (features cached) after the clip stage
     turns: bool = True  # all questions of an image in one training sequence
     precision: str = "auto"  # "auto": bf16-mixed on GPU, 32 on CPU
+    # data parallelism through Lightning: `batch_size` stays the global batch, split over the
+    # devices; strategy "auto" is DDP when devices > 1
+    devices: int = 1
+    strategy: str = "auto"
 
 
 @dataclass
@@ -209,7 +230,7 @@ def _nano() -> Config:
 
 def _gpu(name: str, *, image: int, patch: int, grid: int, frames: int, scenes: tuple[int, int],
          clips: tuple[int, int], vision: tuple[int, int, int, int], llm: tuple[int, int, int, int],
-         init_std: float, lr: float, steps: int) -> Config:
+         init_std: float, lr: float, steps: int, storage: str = "arrays") -> Config:
     """A GPU preset: nano's shape scaled up. `vision` = (width, layers, heads, text layers),
     `llm` = (width, layers, heads, max positions); MLPs are 4x wide, the text tower and the
     CLIP projection as wide as the vision tower, no grouped-query attention, up to 8 objects."""
@@ -218,7 +239,8 @@ def _gpu(name: str, *, image: int, patch: int, grid: int, frames: int, scenes: t
     return Config(
         preset=name,
         data=DataConfig(image_size=image, patch_size=patch, grid=grid, max_objects=8, train_scenes=scenes[0],
-                        heldout_scenes=scenes[1], train_clips=clips[0], heldout_clips=clips[1], frames=frames),
+                        heldout_scenes=scenes[1], train_clips=clips[0], heldout_clips=clips[1], frames=frames,
+                        storage=storage),
         vision=VisionConfig(hidden_size=v_width, layers=v_layers, heads=v_heads, intermediate_size=4 * v_width,
                             text_hidden_size=v_width, text_layers=text_layers, projection_dim=v_width),
         llm=LLMConfig(hidden_size=width, layers=layers, heads=heads, kv_heads=heads, intermediate_size=4 * width,
@@ -233,7 +255,8 @@ def _small() -> Config:
 
 def _base() -> Config:
     return _gpu("base", image=336, patch=14, grid=8, frames=8, scenes=(50_000, 2000), clips=(20_000, 1000),
-                vision=(384, 8, 6, 6), llm=(768, 8, 12, 8192), init_std=0.036, lr=3e-4, steps=20_000)
+                vision=(384, 8, 6, 6), llm=(768, 8, 12, 8192), init_std=0.036, lr=3e-4, steps=20_000,
+                storage="render")  # its pixels would take ~160 GB as arrays: drawn when read
 
 
 PRESETS: dict[str, typing.Callable[[], Config]] = {"nano": _nano, "small": _small, "base": _base}
@@ -274,6 +297,13 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"data.frames: clips need at least 2 frames, got {d.frames}")
     if len(set(d.shapes)) < 2 or len(set(d.colors)) < 2:
         raise ValueError("data.shapes/data.colors: need at least two distinct shapes and colours")
+    if d.captions not in ("coarse", "exact"):
+        raise ValueError(f"data.captions: {d.captions!r} is not 'coarse' or 'exact'")
+    if d.storage not in ("arrays", "render"):
+        raise ValueError(f"data.storage: {d.storage!r} is not 'arrays' or 'render'")
+    if not 0 <= d.train_jitter < 0.5:
+        raise ValueError(f"data.train_jitter: {d.train_jitter} cells; need 0 <= jitter < 0.5 (objects stay in "
+                         f"their cell)")
     if cfg.voco.tokens < 0 or cfg.voco.tokens > d.image_tokens:
         raise ValueError(
             f"voco.tokens: {cfg.voco.tokens} VoCo tokens for {d.image_tokens} image tokens; "
@@ -295,6 +325,9 @@ def validate(cfg: Config) -> None:
     for name in ("steps", "clip_steps", "pretrain_steps", "instruct_steps", "voco_steps"):
         if getattr(t, name) < 0:
             raise ValueError(f"train.{name}: must be >= 0, got {getattr(t, name)}")
+    if t.devices < 1 or t.batch_size % t.devices or t.clip_batch_size % t.devices:
+        raise ValueError(f"train.devices: {t.devices} devices must be >= 1 and divide the global batches "
+                         f"(train.batch_size {t.batch_size}, train.clip_batch_size {t.clip_batch_size})")
     if t.voco_objective not in VOCO_OBJECTIVES:
         raise ValueError(f"train.voco_objective: {t.voco_objective!r} is not one of {VOCO_OBJECTIVES}")
 

@@ -182,10 +182,10 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, length: int | Non
     return out
 
 
-def position_ids(batch: int, length: int) -> torch.Tensor:
+def position_ids(batch: int, length: int, device: torch.device | str | None = None) -> torch.Tensor:
     """`[B, L]` positions: `arange` over each sample, so text keeps the positions it
     would have with every image token present (padding positions are never attended)."""
-    return torch.arange(length).unsqueeze(0).expand(batch, length).contiguous()
+    return torch.arange(length, device=device).unsqueeze(0).expand(batch, length).contiguous()
 
 
 IGNORE_INDEX = -100  # the label value cross-entropy skips

@@ -54,36 +54,45 @@ def segments(layout: Layout, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     return kind, frame
 
 
-def sample_mask(layout: Layout, mode: str, length: int | None = None) -> torch.Tensor:
-    """The `[L, L]` bool mask of one sample (True = query row may attend to key column)."""
+def mask_from_segments(kind: torch.Tensor, frame: torch.Tensor, has_voco: torch.Tensor, mode: str) -> torch.Tensor:
+    """The bool masks `[B, L, L]` of samples given by their segments (`kind`, `frame` `[B, L]`,
+    `has_voco` `[B]`): vectorised, on whatever device the segments are, so a batch's mask is
+    built where the model runs instead of being copied there."""
     if mode not in MASK_MODES:
         raise ValueError(f"mask mode {mode!r} is not one of {MASK_MODES}")
+    length = kind.shape[-1]
+    position = torch.arange(length, device=kind.device)
+    real = kind != PAD
+    allowed = (position[None, :] <= position[:, None]) & real[:, None, :] & real[:, :, None]
+    if mode != "causal":
+        text_q = (kind == TEXT)[:, :, None]
+        text_sees = ((kind == VOCO) | (kind == TEXT))[:, None, :]
+        rule = ~text_q | text_sees
+        if mode == "video":
+            in_frame_q = (frame >= 0)[:, :, None]
+            frame_sees = (frame[:, :, None] == frame[:, None, :]) | (kind == BOS)[:, None, :]
+            rule &= ~in_frame_q | frame_sees
+        allowed &= rule | ~has_voco[:, None, None]  # a sample without VoCo tokens stays causal
+    return allowed | torch.diag_embed(~real)  # padding rows see themselves: never a fully masked row
+
+
+def sample_mask(layout: Layout, mode: str, length: int | None = None) -> torch.Tensor:
+    """The `[L, L]` bool mask of one sample (True = query row may attend to key column)."""
     length = layout.length if length is None else length
     kind, frame = segments(layout, length)
-    q = torch.arange(length).unsqueeze(1)
-    k = torch.arange(length).unsqueeze(0)
-    real = kind != PAD
-    allowed = (k <= q) & real.unsqueeze(0) & real.unsqueeze(1)
-
-    if mode != "causal" and layout.has_voco:
-        text_q = (kind == TEXT).unsqueeze(1)
-        text_sees = ((kind == VOCO) | (kind == TEXT)).unsqueeze(0)
-        allowed &= ~text_q | text_sees
-        if mode == "video":
-            in_frame_q = (frame >= 0).unsqueeze(1)
-            same_frame = frame.unsqueeze(1) == frame.unsqueeze(0)
-            frame_sees = same_frame | (kind == BOS).unsqueeze(0)
-            allowed &= ~in_frame_q | frame_sees
-
-    pad_q = ~real
-    allowed |= torch.diag(pad_q)  # padding rows see themselves: never a fully masked row
-    return allowed
+    return mask_from_segments(kind[None], frame[None], torch.tensor([layout.has_voco]), mode)[0]
 
 
-def build_mask(layouts: Sequence[Layout], mode: str, length: int | None = None) -> torch.Tensor:
-    """Bool mask `[B, 1, L, L]` for a right-padded batch (L = longest sample by default)."""
+def build_mask(layouts: Sequence[Layout], mode: str, length: int | None = None,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """Bool mask `[B, 1, L, L]` for a right-padded batch (L = longest sample by default),
+    built on `device` from the layouts' segments (only those `[B, L]` ids cross from the host)."""
     length = max(l.length for l in layouts) if length is None else length
-    return torch.stack([sample_mask(l, mode, length) for l in layouts]).unsqueeze(1)
+    kind, frame = (torch.stack(parts) for parts in zip(*(segments(l, length) for l in layouts)))
+    has_voco = torch.tensor([l.has_voco for l in layouts])
+    kind, frame, has_voco = (t.to(device) for t in (kind, frame, has_voco)) if device is not None else (
+        kind, frame, has_voco)
+    return mask_from_segments(kind, frame, has_voco, mode).unsqueeze(1)
 
 
 def to_additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -120,5 +129,5 @@ def for_backend(mask: torch.Tensor, backend: str, dtype: torch.dtype = torch.flo
     return to_block_mask(mask)
 
 
-__all__ = ["BOS", "IMAGE", "PAD", "TEXT", "VOCO", "build_mask", "for_backend", "sample_mask",
+__all__ = ["BOS", "IMAGE", "PAD", "TEXT", "VOCO", "build_mask", "for_backend", "mask_from_segments", "sample_mask",
            "segments", "to_additive", "to_block_mask"]

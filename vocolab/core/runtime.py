@@ -45,6 +45,13 @@ def quick_mode() -> bool:
     return os.environ.get("VOCOLAB_QUICK", "0") not in ("", "0", "false", "False")
 
 
+def is_main_process() -> bool:
+    """False in the extra processes Lightning starts for data parallelism (`train.devices` > 1):
+    they run the whole command to train in step with the first one, and leave every file
+    (results, checkpoints, cells) to it."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
 def device() -> torch.device:
     """CUDA when present, else CPU.
 
@@ -142,4 +149,4 @@ def setup(preset: str | None = None, seed: int = 0, *, verbose: bool = True) -> 
     return info
 
 
-__all__ = ["RunInfo", "choose_preset", "device", "package_version", "quick_mode", "quiet_lightning", "setup"]
+__all__ = ["RunInfo", "choose_preset", "device", "is_main_process", "package_version", "quick_mode", "quiet_lightning", "setup"]

@@ -25,9 +25,14 @@ class Batch:
     features: torch.Tensor | None = None  # precomputed frozen CLIP features, replacing pixels
 
     def to(self, device: torch.device | str) -> "Batch":
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Batch(self.input_ids.to(device), self.layouts, move(self.pixels), self.labels.to(device),
-                     move(self.features))
+        """The tensors on `device` (copied asynchronously from pinned memory); layouts stay on the host."""
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.input_ids), self.layouts, move(self.pixels), move(self.labels), move(self.features))
+
+    def pin_memory(self) -> "Batch":
+        """Page-locked copies (the DataLoader's `pin_memory=True` calls this), for fast transfers."""
+        pin = lambda t: t.pin_memory() if t is not None and t.device.type == "cpu" else t  # noqa: E731
+        return Batch(pin(self.input_ids), self.layouts, pin(self.pixels), pin(self.labels), pin(self.features))
 
     def __len__(self) -> int:
         return len(self.layouts)

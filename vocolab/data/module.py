@@ -17,6 +17,8 @@ resumed run trains on exactly the batches it had not seen.
 
 from __future__ import annotations
 
+from functools import partial
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -46,7 +48,8 @@ class VoCoDataModule(L.LightningDataModule):
 
     def __init__(self, cfg: Config | dict | None = None, task: str = "qa", kind: str = "scenes",
                  batch_size: int | None = None, preset: str = "nano", overrides: dict | None = None,
-                 train_n: int | None = None, heldout_n: int | None = None, voco_tokens: int | None = None,
+                 train_n: int | None = None, heldout_n: int | None = None, val_n: int | None = None,
+                 voco_tokens: int | None = None,
                  seed: int | None = None, turns: bool = False, progress: bool = True, tokenizer=None):
         super().__init__()
         if task not in TASKS:
@@ -56,7 +59,7 @@ class VoCoDataModule(L.LightningDataModule):
         cfg = resolve_config(cfg, preset, overrides)
         self.cfg, self.task, self.kind = cfg, task, kind
         self.batch_size = batch_size or cfg.train.batch_size
-        self.sizes = {"train": train_n, "heldout": heldout_n}
+        self.sizes = {"train": train_n, "heldout": heldout_n, "val": val_n}
         self.voco_tokens = cfg.voco.tokens if voco_tokens is None else voco_tokens
         self.image_slots = cfg.image_slots  # V, or K for a model with a zoo compressor
         self.seed = cfg.seed if seed is None else seed
@@ -66,12 +69,21 @@ class VoCoDataModule(L.LightningDataModule):
         self.ids = special_ids(self.tokenizer)
         self.splits: dict[str, Split] = {}
         self._sampler: ResumableSampler | None = None
+        self._encoder = None
         self._resume_step = 0
 
     def setup(self, stage: str | None = None) -> None:
         for name in ("train", "heldout"):
-            if name not in self.splits:
-                self.splits[name] = Split.load(self.cfg, self.kind, name, self.sizes[name], self.progress)
+            self.split(name)
+
+    def split(self, name: str) -> Split:
+        """The split `name` ("train", "val" or "heldout"), loaded on first use (with the
+        frozen features the other splits carry, if any)."""
+        if name not in self.splits:
+            self.splits[name] = Split.load(self.cfg, self.kind, name, self.sizes[name], self.progress)
+            if self._encoder is not None:
+                self.attach_features(self._encoder[0], self._encoder[2])
+        return self.splits[name]
 
     def attach_features(self, encode, batch_size: int = 256) -> None:
         """Precompute frozen features for every image with `encode` (a `VoCoVLM.encode_images`);
@@ -80,6 +92,7 @@ class VoCoDataModule(L.LightningDataModule):
         owner = getattr(encode, "__self__", None)
         key = (f"{vision_fingerprint(owner.vision)}|layers={owner.vision_layers}" if owner is not None
                else repr(encode))
+        self._encoder = (encode, key, batch_size)  # a split loaded later gets the same features
         for split in self.splits.values():
             if split.features is not None and split.features_of == key:
                 continue
@@ -87,7 +100,10 @@ class VoCoDataModule(L.LightningDataModule):
             with torch.no_grad():
                 for start in range(0, len(split.images), batch_size):
                     chunk = torch.from_numpy(split.images[start : start + batch_size])
-                    chunks.append(encode(chunk).float().cpu())
+                    features = encode(chunk)
+                    # on a GPU the features stay there, in bf16 (what the projector reads under
+                    # autocast): no copy from the host at any step; on a CPU, fp32 in memory
+                    chunks.append(features.to(torch.bfloat16) if features.is_cuda else features.float().cpu())
             split.features, split.features_of = torch.cat(chunks), key
 
     def set_task(self, task: str, voco_tokens: int | None = None,
@@ -134,19 +150,33 @@ class VoCoDataModule(L.LightningDataModule):
             batch.features, batch.pixels = split.features[items], None
         return batch
 
+    def _world(self) -> tuple[int, int]:
+        """(this process's rank, number of processes) of the trainer using the data."""
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def per_process_batch(self) -> int:
+        """`batch_size` is the global batch; each of the trainer's processes loads its share."""
+        _, world = self._world()
+        if self.batch_size % world:
+            raise ValueError(f"data: a global batch of {self.batch_size} does not split over {world} processes")
+        return self.batch_size // world
+
     def _loader(self, name: str, train: bool) -> DataLoader:
         self.setup()
-        split = self.splits[name]
+        split = self.split(name)
         dataset = ExampleDataset(split, self.task, self.turns and train)  # evaluation: one question at a time
-        sampler = None
+        batch, sampler = self.per_process_batch(), None
         if train and len(dataset) < self.batch_size:
             raise ValueError(f"data: {len(dataset)} training examples cannot fill one batch of "
                              f"{self.batch_size}; lower batch_size or use more training scenes")
         if train:
-            sampler = self._sampler = ResumableSampler(len(dataset), self.seed)
-            sampler.resume_at(self._resume_step, self.batch_size)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=train,
-                          collate_fn=lambda pairs: self.collate(split, pairs))
+            rank, world = self._world()
+            sampler = self._sampler = ResumableSampler(len(dataset), self.seed, rank, world, batch)
+            sampler.resume_at(self._resume_step, batch)
+        pin = torch.cuda.is_available()  # page-locked host memory: faster copies to the GPU
+        return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=train, pin_memory=pin,
+                          collate_fn=partial(self.collate, split))
 
     # -- resuming: the checkpoint records how far training got ---------------------------
     def state_dict(self) -> dict:
@@ -155,10 +185,10 @@ class VoCoDataModule(L.LightningDataModule):
     def load_state_dict(self, state: dict) -> None:
         self._resume_step = int(state.get("global_step", 0))
         if self._sampler is not None:
-            self._sampler.resume_at(self._resume_step, self.batch_size)
+            self._sampler.resume_at(self._resume_step, self.per_process_batch())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("heldout", train=False)
+        return self._loader("val", train=False)  # the validation split: never the held-out one

@@ -154,15 +154,24 @@ def paint(img: np.ndarray, obj: Obj, cell: float) -> None:
     img[y0:y1, x0:x1][m] = PALETTE[obj.color]
 
 
-def render_scene(scene: Scene, cfg: DataConfig, rng: np.random.Generator | None = None) -> np.ndarray:
-    """`uint8 [H, W, 3]` image; slight per-pixel noise when `rng` is given."""
+def render_scene(scene: Scene, cfg: DataConfig, rng: np.random.Generator | None = None,
+                 offsets: np.ndarray | None = None) -> np.ndarray:
+    """`uint8 [H, W, 3]` image; slight per-pixel noise when `rng` is given. `offsets`
+    `[objects, 2]` (in cells) draw each object that far from its lattice cell."""
     if scene.grid != cfg.grid:
         raise ValueError(f"render_scene: scene is on a {scene.grid}-grid but cfg.grid is {cfg.grid}")
     img = new_canvas(cfg.image_size, rng)
     cell = cfg.image_size / cfg.grid
-    for obj in scene.objects:
+    for i, obj in enumerate(scene.objects):
+        if offsets is not None:
+            obj = Obj(obj.shape, obj.color, obj.size, obj.row + float(offsets[i, 0]), obj.col + float(offsets[i, 1]))
         paint(img, obj, cell)
     return img
+
+
+def jitter(scene: Scene, rng: np.random.Generator, amount: float) -> np.ndarray:
+    """`[objects, 2]` offsets uniform in [-amount, amount] cells (rows, columns)."""
+    return rng.uniform(-amount, amount, size=(len(scene.objects), 2))
 
 
 # -- captions --------------------------------------------------------------------------
@@ -177,11 +186,17 @@ def position_words(row: float, col: float, grid: int) -> str:
     return f"{VERTICAL_WORDS[vb]} {HORIZONTAL_WORDS[hb]}"
 
 
-def caption(scene: Scene) -> str:
-    """Every object, row-major: "a large red circle top left , a small blue square ..."."""
+def caption(scene: Scene, exact: bool = False) -> str:
+    """Every object, row-major: "a large red circle top left , a small blue square ..."; with
+    `exact`, its lattice row and column instead: "a large red circle in row one column one , ..."."""
     objects = sorted(scene.objects, key=lambda o: (o.row, o.col))
-    return " , ".join(f"a {o.size} {o.color} {o.shape} {position_words(o.row, o.col, scene.grid)}"
-                      for o in objects)
+
+    def where(o: Obj) -> str:
+        if exact:
+            return f"in row {number_word(int(o.row) + 1)} column {number_word(int(o.col) + 1)}"
+        return position_words(o.row, o.col, scene.grid)
+
+    return " , ".join(f"a {o.size} {o.color} {o.shape} {where(o)}" for o in objects)
 
 
 # -- questions -------------------------------------------------------------------------
@@ -288,8 +303,31 @@ def _spatial_q(scene, rng, cfg, asked):
                       "where is the {color} {shape} relative to the {color} {shape} ?")
 
 
+def _position_q(scene, rng, axis: str) -> QA | None:
+    """In which row (or column) an object named by colour and shape is: one localisation
+    skill the `spatial` family composes, asked about training scenes only."""
+    keys = Counter((o.color, o.shape) for o in scene.objects)
+    by_answer: dict[str, list] = {}
+    for o in scene.objects:
+        if keys[(o.color, o.shape)] == 1:
+            index = int(o.row if axis == "row" else o.col)
+            by_answer.setdefault(number_word(index + 1), []).append(
+                f"which {axis} is the {o.color} {o.shape} in ?")
+    got = pick_balanced(rng, by_answer)
+    return got and QA(got[1], got[0], axis, f"which {axis} is the {{color}} {{shape}} in ?")
+
+
 _FAMILY_FNS: dict[str, Callable] = {"color": _color_q, "shape": _shape_q, "count": _count_q,
                                     "exist": _exist_q, "spatial": _spatial_q}
+TRAINING_FAMILIES = ("row", "column")  # asked about training scenes only (`data.train_extra_families`)
+
+
+def extra_questions(scene: Scene, rng: np.random.Generator, families: tuple[str, ...]) -> list[QA]:
+    """One question per family of `families` (`TRAINING_FAMILIES`) about `scene`, where it can ask one."""
+    bad = [f for f in families if f not in TRAINING_FAMILIES]
+    if bad:
+        raise ValueError(f"extra_questions: unknown families {bad}; choose from {TRAINING_FAMILIES}")
+    return [qa for f in families if (qa := _position_q(scene, rng, f)) is not None]
 
 
 def round_robin(ask: Callable[[str, set[str]], "QA | None"], families: tuple[str, ...],

@@ -1,6 +1,7 @@
-"""One split (train or held-out) of scenes or clips, held in memory: the uint8 images
-and, per item, its caption, questions, answers, families and templates, read once from
-the cached `datasets` split; plus the frozen CLIP features when a stage attached them.
+"""One split (train, validation or held-out) of scenes or clips, held in memory: the uint8
+images (or, with `data.storage = "render"`, an array-like that draws them when read) and,
+per item, its caption, questions, answers, families and templates, read once from the
+cached `datasets` split; plus the frozen CLIP features when a stage attached them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from vocolab.core.config import Config
+from vocolab.data.rendered import RenderedImages
 from vocolab.data.storage import load_split, numpy_view
 
 
@@ -18,7 +20,7 @@ from vocolab.data.storage import load_split, numpy_view
 class Split:
     """One split held in memory: uint8 images (or clips) and their texts."""
 
-    images: np.ndarray  # [N, H, W, 3] or [N, T, H, W, 3]
+    images: np.ndarray  # [N, H, W, 3] or [N, T, H, W, 3] (or `RenderedImages`, indexed alike)
     captions: list[str]
     questions: list[list[str]]
     answers: list[list[str]]
@@ -30,8 +32,12 @@ class Split:
     @classmethod
     def load(cls, cfg: Config, kind: str, split: str, n: int | None = None, progress: bool = True) -> "Split":
         ds = load_split(cfg.data, kind, split, n=n, progress=progress)
-        pixels = numpy_view(ds.select_columns(["frames" if kind == "clips" else "image"]))
-        return cls(images=pixels[:][pixels.column_names[0]], captions=list(ds["caption"]),
+        if cfg.data.storage == "render":
+            images = RenderedImages(cfg.data, kind, split, len(ds))
+        else:
+            pixels = numpy_view(ds.select_columns(["frames" if kind == "clips" else "image"]))
+            images = pixels[:][pixels.column_names[0]]
+        return cls(images=images, captions=list(ds["caption"]),
                    questions=list(ds["question"]), answers=list(ds["answer"]), families=list(ds["family"]),
                    templates=list(ds["template"]))
 

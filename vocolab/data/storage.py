@@ -2,10 +2,11 @@
 
 A cached split lives in `<root>/data/<kind>-<split>-<key>/`, where `key` hashes
 every config field that changes the data plus `GENERATOR_VERSION` (bump it when
-the generator changes). The folder holds `config.json` (what was hashed) and
-`dataset/` (`Dataset.save_to_disk`). A folder is reused only if its config.json
-matches and it loads with the expected length and features; anything else is
-rebuilt, never silently reused. Builds go to a temporary folder that is renamed
+the generator changes). The folder holds `config.json` (what was hashed),
+`dataset/` (`Dataset.save_to_disk`) and `checksum.json` (the sha256 of every file
+under `dataset/`). A folder is reused only if its config.json matches, its files
+still have their checksums and it loads with the expected length and features;
+anything else is rebuilt, never silently reused. Builds go to a temporary folder that is renamed
 into place at the end, so an interrupted build never looks finished.
 
 Item i of a split is drawn from its own generator `default_rng([seed, kind, i])`,
@@ -28,11 +29,11 @@ from tqdm.auto import tqdm
 
 from vocolab.core.config import Config, DataConfig
 from vocolab.data.clips import clip_caption, clip_questions, render_clip, sample_clip
-from vocolab.data.scenes import caption, render_scene, sample_scene, scene_questions
+from vocolab.data.scenes import caption, extra_questions, jitter, render_scene, sample_scene, scene_questions
 from vocolab.data.vocab import check_data_config
 
 GENERATOR_VERSION = 1
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "val", "heldout")
 KINDS = {"scenes": 0, "clips": 1}  # the value seeds the kind's own random stream
 # DataConfig fields that change what is generated (patch_size, for one, does not)
 _AFFECTS = {
@@ -41,6 +42,11 @@ _AFFECTS = {
     "clips": ("image_size", "grid", "min_objects", "max_objects", "shapes", "colors", "sizes",
               "questions_per_scene", "frames"),
 }
+
+
+# scene fields that change what is generated, hashed only when they differ from the default
+_OPTIONAL = {"scenes": {"captions": "coarse", "train_extra_families": (), "train_jitter": 0.0, "storage": "arrays"},
+             "clips": {"storage": "arrays"}}
 
 
 def cache_root(root: str | os.PathLike | None = None) -> Path:
@@ -61,7 +67,7 @@ def _data_config(cfg: DataConfig | Config) -> DataConfig:
 def split_seed(cfg: DataConfig, split: str) -> int:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return cfg.train_seed if split == "train" else cfg.heldout_seed
+    return {"train": cfg.train_seed, "val": cfg.val_seed, "heldout": cfg.heldout_seed}[split]
 
 
 def questions_per_item(cfg: DataConfig, split: str) -> int:
@@ -78,8 +84,9 @@ def split_size(cfg: DataConfig, kind: str, split: str, n: int | None = None) -> 
             raise ValueError(f"n must be a positive int (or None for the full split), got {n!r}")
         return n
     split_seed(cfg, split)
-    counts = {("scenes", "train"): cfg.train_scenes, ("scenes", "heldout"): cfg.heldout_scenes,
-              ("clips", "train"): cfg.train_clips, ("clips", "heldout"): cfg.heldout_clips}
+    counts = {("scenes", "train"): cfg.train_scenes, ("scenes", "val"): cfg.val_scenes,
+              ("scenes", "heldout"): cfg.heldout_scenes, ("clips", "train"): cfg.train_clips,
+              ("clips", "val"): cfg.val_clips, ("clips", "heldout"): cfg.heldout_clips}
     return counts[(kind, split)]
 
 
@@ -95,17 +102,26 @@ def _qa_columns(qas) -> dict[str, list[str]]:
             "family": [q.family for q in qas], "template": [q.template for q in qas]}
 
 
-def scene_row(cfg: DataConfig, seed: int, index: int, questions: int, render: bool = True) -> dict[str, Any]:
+def scene_row(cfg: DataConfig, seed: int, index: int, questions: int, render: bool = True,
+              train: bool = False) -> dict[str, Any]:
+    """One scene with its caption and questions. A training scene may also get the extra
+    training families and a jittered drawing (`data.train_*`); those draw from a stream of
+    their own, so the rest of the row is the same with or without them."""
     rng = item_rng(seed, "scenes", index)
     scene = sample_scene(rng, cfg)
-    row = {"caption": caption(scene), **_qa_columns(scene_questions(scene, rng, questions, cfg)),
-           "objects": scene.to_json()}
+    qas = scene_questions(scene, rng, questions, cfg)
+    extra = np.random.default_rng([seed, KINDS["scenes"], index, 1])
+    if train and cfg.train_extra_families:
+        qas = qas + extra_questions(scene, extra, cfg.train_extra_families)
+    row = {"caption": caption(scene, exact=cfg.captions == "exact"), **_qa_columns(qas), "objects": scene.to_json()}
     if render:
-        row["image"] = render_scene(scene, cfg, rng)
+        offsets = jitter(scene, extra, cfg.train_jitter) if train and cfg.train_jitter else None
+        row["image"] = render_scene(scene, cfg, rng, offsets)
     return row
 
 
-def clip_row(cfg: DataConfig, seed: int, index: int, questions: int, render: bool = True) -> dict[str, Any]:
+def clip_row(cfg: DataConfig, seed: int, index: int, questions: int, render: bool = True,
+             train: bool = False) -> dict[str, Any]:
     rng = item_rng(seed, "clips", index)
     clip = sample_clip(rng, cfg)
     row = {"caption": clip_caption(clip), **_qa_columns(clip_questions(clip, rng, questions)),
@@ -127,13 +143,15 @@ def iter_rows(cfg: DataConfig | Config, kind: str, split: str, n: int | None = N
     seed, count = split_seed(cfg, split), split_size(cfg, kind, split, n)
     questions = questions_per_item(cfg, split)
     for i in tqdm(range(count), desc=f"{kind}/{split}", disable=not progress, mininterval=0.5):
-        yield _ROW_FNS[kind](cfg, seed, i, questions, render)
+        yield _ROW_FNS[kind](cfg, seed, i, questions, render, train=split == "train")
 
 
 def features(cfg: DataConfig, kind: str) -> datasets.Features:
     s = cfg.image_size
     pixels = ({"image": datasets.Array3D((s, s, 3), "uint8")} if kind == "scenes"
               else {"frames": datasets.Array4D((cfg.frames, s, s, 3), "uint8")})
+    if cfg.storage == "render":  # pixels are drawn when read (`data.rendered`): text and scenes only
+        pixels = {}
     text = datasets.Sequence(datasets.Value("string"))
     return datasets.Features({**pixels, "caption": datasets.Value("string"), "question": text,
                               "answer": text, "family": text, "template": text,
@@ -146,6 +164,9 @@ def features(cfg: DataConfig, kind: str) -> datasets.Features:
 def cache_spec(cfg: DataConfig, kind: str, split: str, n: int | None = None) -> tuple[str, dict[str, Any]]:
     """(key, the JSON-normalised fields it hashes)."""
     spec = {f: getattr(cfg, f) for f in _AFFECTS[kind]}
+    for name, default in _OPTIONAL.get(kind, {}).items():  # named only when set: old caches stay valid
+        if getattr(cfg, name) != default:
+            spec[name] = getattr(cfg, name)
     spec["questions_per_scene"] = questions_per_item(cfg, split)  # a split's own count
     spec.update(kind=kind, split=split, seed=split_seed(cfg, split),
                 count=split_size(cfg, kind, split, n), generator_version=GENERATOR_VERSION)
@@ -160,10 +181,26 @@ def cache_dir(cfg: DataConfig | Config, kind: str, split: str, n: int | None = N
     return cache_root(root) / "data" / f"{kind}-{split}-{key}"
 
 
+def content_digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder` (relative path -> hex): a damaged byte anywhere
+    changes it, even when the file keeps its size."""
+    out = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(chunk)
+        out[str(path.relative_to(folder))] = digest.hexdigest()
+    return out
+
+
 def _try_load(folder: Path, spec: dict[str, Any], feats: datasets.Features) -> datasets.Dataset | None:
-    """The cached dataset if it is complete and was built from `spec`, else None."""
+    """The cached dataset if it is complete, unchanged since it was written (checksums) and
+    was built from `spec`, else None."""
     try:
         if json.loads((folder / "config.json").read_text()) != spec:
+            return None
+        if json.loads((folder / "checksum.json").read_text()) != content_digest(folder / "dataset"):
             return None
         ds = datasets.load_from_disk(str(folder / "dataset"))
         if len(ds) != spec["count"] or ds.features != feats:
@@ -182,10 +219,12 @@ def _build(folder: Path, cfg: DataConfig, kind: str, split: str, n: int | None,
     try:
         ds = datasets.Dataset.from_generator(
             iter_rows, features=feats, cache_dir=str(tmp / "hf-cache"), fingerprint=folder.name,
-            gen_kwargs=dict(cfg=cfg, kind=kind, split=split, n=n, progress=progress))
+            gen_kwargs=dict(cfg=cfg, kind=kind, split=split, n=n, progress=progress,
+                            render=cfg.storage == "arrays"))
         ds.save_to_disk(str(tmp / "dataset"))
         del ds
         shutil.rmtree(tmp / "hf-cache", ignore_errors=True)
+        (tmp / "checksum.json").write_text(json.dumps(content_digest(tmp / "dataset"), indent=2) + "\n")
         (tmp / "config.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
         try:
             tmp.rename(folder)
@@ -221,13 +260,13 @@ def load_split(cfg: DataConfig | Config, kind: str, split: str, root: str | os.P
 
 def load_scenes(cfg: DataConfig | Config, split: str, root: str | os.PathLike | None = None,
                 n: int | None = None, progress: bool = True) -> datasets.Dataset:
-    """Scenes of `split` ("train" or "heldout"): one row per image with its questions."""
+    """Scenes of `split` ("train", "val" or "heldout"): one row per image with its questions."""
     return load_split(cfg, "scenes", split, root, n, progress)
 
 
 def load_clips(cfg: DataConfig | Config, split: str, root: str | os.PathLike | None = None,
                n: int | None = None, progress: bool = True) -> datasets.Dataset:
-    """Clips of `split` ("train" or "heldout"): one row per clip, frames `[T, H, W, 3]`."""
+    """Clips of `split` ("train", "val" or "heldout"): one row per clip, frames `[T, H, W, 3]`."""
     return load_split(cfg, "clips", split, root, n, progress)
 
 

@@ -48,6 +48,7 @@ FUNCTION_WORDS = (
     "?", ",", "a", "and", "are", "appears", "changes", "color", "does", "first", "frames",
     "how", "in", "is", "last", "many", "move", "moves", "object", "objects", "relative",
     "shape", "the", "there", "to", "turns", "visible", "way", "what", "where", "which",
+    "row", "column",  # exact positions in training captions and questions
 )
 
 
@@ -72,14 +73,17 @@ def check_data_config(cfg: DataConfig) -> None:
             raise ValueError(f"data.{name}: {unknown} not supported; choose from {list(known)}")
         if len(set(values)) != len(values):
             raise ValueError(f"data.{name}: duplicate entries in {list(values)}")
-    if max(cfg.max_objects, cfg.frames) >= len(NUMBER_WORDS):
+    unknown = [f for f in cfg.train_extra_families if f not in ("row", "column")]
+    if unknown:
+        raise ValueError(f"data.train_extra_families: {unknown} not supported; choose from ['row', 'column']")
+    if max(cfg.max_objects, cfg.frames, cfg.grid) >= len(NUMBER_WORDS):
         raise ValueError(f"data.max_objects/frames: answers above {len(NUMBER_WORDS) - 1} have no number word")
 
 
 def words(cfg: DataConfig) -> list[str]:
     """Every word any caption, question or answer for `cfg` can contain, sorted."""
     check_data_config(cfg)
-    top = max(9, cfg.max_objects, cfg.frames)
+    top = max(9, cfg.max_objects, cfg.frames, cfg.grid)
     vocab = set(FUNCTION_WORDS) | set(DIRECTIONS) | set(RELATIONS) | set(YES_NO)
     vocab |= set(VERTICAL_WORDS) | set(HORIZONTAL_WORDS)
     vocab |= set(cfg.shapes) | {plural(s) for s in cfg.shapes} | set(cfg.colors) | set(cfg.sizes)

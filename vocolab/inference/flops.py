@@ -104,4 +104,34 @@ def config_flops(cfg, vocab: int, q_len: int, kv_len: int, *, images: int = 0, b
                           batch=batch, vision=vision)
 
 
-__all__ = ["analytic_flops", "config_flops", "measured_flops", "measured_training_flops", "cpu_sdpa_formulas", "vision_flops"]
+
+def training_flops(cfg, vocab: int, batch, *, teacher: bool = False) -> int:
+    """Analytic FLOPs of one training step on `batch`, the model FLOPs an MFU figure divides
+    by: forward + backward = 3x the forward of what trains; a frozen teacher's forward once.
+
+    A VLM batch (`data.batching.Batch`): the LLM over the padded batch (attention dense
+    over its length), the projector over the image tokens, and the vision tower when pixels
+    go in (with cached frozen features it runs once per image, before training). A CLIP
+    batch (the contrastive stage's dict): both towers, trained."""
+    if isinstance(batch, dict):
+        images, length = batch["input_ids"].shape
+        v, d = cfg.vision, cfg.vision.text_hidden_size
+        text = v.text_layers * (2 * length * d * 4 * d + 4 * length * length * d + 2 * 2 * length * d * 4 * d)
+        vision = vision_flops(image_size=cfg.data.image_size, patch_size=cfg.data.patch_size, hidden=v.hidden_size,
+                              layers=v.layers, intermediate=v.intermediate_size, out_hidden=v.projection_dim,
+                              images=images)
+        return 3 * (vision + images * text)
+    rows, length = batch.input_ids.shape
+    image_tokens = sum(len(layout.image_positions()) for layout in batch.layouts)
+    llm = config_flops(cfg, vocab, q_len=length, kv_len=length, batch=rows)
+    projector = image_tokens * 2 * (cfg.vision.hidden_size * cfg.llm.hidden_size + cfg.llm.hidden_size ** 2)
+    step = 3 * (llm + projector) + (llm + projector if teacher else 0)
+    if batch.pixels is not None:  # the tower runs (frozen: forward only) when features are not cached
+        frames = image_tokens // max(1, cfg.image_slots)
+        step += vision_flops(image_size=cfg.data.image_size, patch_size=cfg.data.patch_size,
+                             hidden=cfg.vision.hidden_size, layers=cfg.vision.layers,
+                             intermediate=cfg.vision.intermediate_size, out_hidden=0, images=frames)
+    return step
+
+
+__all__ = ["training_flops", "analytic_flops", "config_flops", "measured_flops", "measured_training_flops", "cpu_sdpa_formulas", "vision_flops"]

@@ -27,12 +27,13 @@ from safetensors.torch import load_model, save_model
 from vocolab.core.config import Config
 from vocolab.core.layout import SpecialIds
 from vocolab.core.outputs import staged_output
+from vocolab.data.vocab import words
 from vocolab.models.vlm import VoCoVLM
 
 WEIGHTS, CONFIG, META = "model.safetensors", "config.json", "meta.json"
 FORMAT_VERSION = 1
 _RESERVED = ("format_version", "vocolab_version", "torch_version", "transformers_version",
-             "special_ids", "vocab_size", "dtype", "weights_sha256")
+             "special_ids", "vocab_size", "vocabulary", "dtype", "weights_sha256")
 
 
 def vocolab_version() -> str:
@@ -69,6 +70,7 @@ def save_checkpoint(model: VoCoVLM, cfg: Config, directory: str | os.PathLike,
         "transformers_version": transformers.__version__,
         "special_ids": asdict(model.special),
         "vocab_size": model.vocab_size,
+        "vocabulary": words(cfg.data),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
     }
     json.dumps(meta)  # fail on unserialisable metadata before touching the disk
@@ -101,6 +103,11 @@ def load_checkpoint(directory: str | os.PathLike,
         vocab_size = int(meta["vocab_size"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise ValueError(f"load_checkpoint: {directory / META} is unreadable or incomplete: {err}") from err
+    vocabulary = words(cfg.data)
+    if meta.get("vocabulary", vocabulary) != vocabulary:
+        raise ValueError(f"load_checkpoint: {directory} was trained with another vocabulary "
+                         f"({len(meta['vocabulary'])} words; this version of vocolab has {len(vocabulary)}): its "
+                         f"token ids mean other words now; train it again")
     expected = meta.get("weights_sha256")
     if expected is not None and _sha256(directory / WEIGHTS) != expected:
         raise ValueError(f"load_checkpoint: {directory / WEIGHTS} is corrupt (sha256 differs from meta.json)")

@@ -85,9 +85,9 @@ def prepare(vlm, who: str, input_ids: torch.Tensor | None = None, layouts=None, 
     if past and (isinstance(mask, str) or position_ids is None):
         raise ValueError(f"{who}: with a non-empty cache pass a prebuilt bool mask "
                          f"[B, 1, Q, past + Q] and explicit position_ids")
-    bool_mask = _bool_mask(who, mask, layouts, batch, length, past).to(device)
+    bool_mask = _bool_mask(who, mask, layouts, batch, length, past, device).to(device)
     if position_ids is None:
-        position_ids = layout_position_ids(batch, length)
+        position_ids = layout_position_ids(batch, length, device)
     position_ids = position_ids.to(device)
     return Prepared(
         inputs_embeds=inputs_embeds,
@@ -99,11 +99,11 @@ def prepare(vlm, who: str, input_ids: torch.Tensor | None = None, layouts=None, 
     )
 
 
-def _bool_mask(who: str, mask, layouts, batch: int, length: int, past: int) -> torch.Tensor:
+def _bool_mask(who: str, mask, layouts, batch: int, length: int, past: int, device) -> torch.Tensor:
     if isinstance(mask, str):
         if layouts is None or len(layouts) != batch:
             raise ValueError(f"{who}: mask mode {mask!r} needs one layout per sample ({batch})")
-        return build_mask(layouts, mask, length)
+        return build_mask(layouts, mask, length, device=device)
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
         raise ValueError(f"{who}: mask must be a mode string or a bool tensor (True = may attend); "
                          "the model converts it for the backend itself")

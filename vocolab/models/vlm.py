@@ -15,6 +15,10 @@ model's only extra duties are the ones the official code got wrong:
 These checks and the preparation of the LLM's inputs live in `models.inputs.prepare`, which
 the wrappers that run the decoder layers one by one (FastV, MoD) share.
 
+Where tensors go: inputs may arrive on any device; token ids, pixels or features, the
+mask, the positions and the labels are moved to the model's device here (`embed`,
+`prepare`, `forward`), the one place that does it, so no caller moves them.
+
 Image inputs (`pixels` or precomputed `features`) for `embed`/`forward` come in one
 of three forms; each sample's entry is one image or a stack of T frames:
 
@@ -41,7 +45,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from vocolab.core.config import Config, check_backend
 from vocolab.core.layout import Layout, SpecialIds
-from vocolab.models.inputs import prepare
+from vocolab.models.inputs import model_device, prepare
 from vocolab.models.llm import build_llm
 from vocolab.models.projector import Projector
 from vocolab.models.vision import patch_features, pixels_to_tensor, vision_config
@@ -138,9 +142,13 @@ class VoCoVLM(nn.Module):
         sample's question from `layouts`."""
         if pixels is not None and features is not None:
             raise ValueError("embed: give pixels or features, not both")
+        if layouts is not None and len(layouts) == len(input_ids):  # read on the host: no device sync
+            counts = [sum(f.image.length for f in layout.frames) for layout in layouts]
+        else:
+            counts = (input_ids == self.special.image).sum(dim=1).tolist()
+        input_ids = input_ids.to(model_device(self))  # the one place token ids follow the model
         embeds = self.llm.get_input_embeddings()(input_ids)
         slots = input_ids == self.special.image
-        counts = slots.sum(dim=1).tolist()
         need = [b for b, n in enumerate(counts) if n]
         source, what = (features, "features") if features is not None else (pixels, "pixels")
         if not need:
@@ -227,7 +235,7 @@ class VoCoVLM(nn.Module):
             inputs_embeds=call.inputs_embeds,
             attention_mask=call.attention_mask,
             position_ids=call.position_ids,
-            labels=labels,
+            labels=None if labels is None else labels.to(call.inputs_embeds.device),
             past_key_values=past_key_values,
             use_cache=use_cache,
             output_attentions=output_attentions,

@@ -29,9 +29,12 @@ def write_report(out: str | Path, body: dict, table: str, figures: dict[str, Cal
                  echo: bool = True) -> None:
     """A study's folder: `results.json`, `table.md` and each figure `name -> draw()` (a PNG),
     all from the results body; the table is printed too when `echo`."""
+    from vocolab.core.runtime import is_main_process
     from vocolab.reporting.style import save_figure
 
     out = Path(out)
+    if not is_main_process():
+        return
     write_json(out / "results.json", body)
     (out / "table.md").write_text(table + "\n")
     for name, draw in figures.items():

@@ -63,18 +63,21 @@ def runs_dir(cfg: Config) -> Path:
 def base_model(cfg: Config, runs: Path, data, progress: bool = True):
     """The upper-bound model every study starts from (clip -> pretrain -> upper), trained
     once per config and seed and kept as a checkpoint under `runs/upper-model`."""
+    from vocolab.data.vocab import words
     from vocolab.models.checkpoint import load_checkpoint, save_checkpoint
     from vocolab.training.recipe import run_recipe
 
     folder = runs / "upper-model"
-    meta_key = key_of({"cfg": cfg.to_dict()})
+    meta_key = key_of({"cfg": cfg.to_dict(), "vocabulary": words(cfg.data)})
     if (folder / "meta.json").exists():
         model, _, meta = load_checkpoint(folder)
         if meta.get("sweep_key") == meta_key:
             print(f"reusing the base (upper-bound) model in {folder}")
             return model.eval()
     print("training the base model (clip -> pretrain -> upper)")
-    trained = run_recipe(cfg, runs / "base", data=data, progress=progress, stages=("clip", "pretrain", "upper"))
+    # stages finished by an interrupted earlier call are loaded, not trained again
+    trained = run_recipe(cfg, runs / "base", data=data, progress=progress, stages=("clip", "pretrain", "upper"),
+                         resume=True)
     model = trained.upper.model.cpu().eval()
     save_checkpoint(model, cfg, folder, {"sweep_key": meta_key, "stage_seconds": trained.seconds})
     return model

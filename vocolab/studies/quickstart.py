@@ -11,6 +11,7 @@ provenance.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -33,6 +34,20 @@ QUICK_SIZES = {"data.train_scenes": 200, "data.heldout_scenes": 100,
 def job_config(preset_name: str, seed: int, overrides: dict | None = None) -> Config:
     """The preset, shrunk in quick mode (VOCOLAB_QUICK=1), then the user's overrides."""
     return study_config(preset_name, seed, overrides, QUICK_SIZES)
+
+
+def _record(runs: Path, cfg: Config, finished: bool) -> None:
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / "invocation.json").write_text(json.dumps({"config": cfg.to_dict(), "finished": finished}) + "\n")
+
+
+def _interrupted(runs: Path, cfg: Config) -> bool:
+    """True when the last quickstart into `runs` had the same config and did not finish (it
+    was interrupted): this one then resumes it. Either way this one is recorded as started."""
+    path = runs / "invocation.json"
+    last = json.loads(path.read_text()) if path.exists() else {}
+    _record(runs, cfg, finished=False)
+    return last.get("config") == json.loads(json.dumps(cfg.to_dict())) and last.get("finished") is False
 
 
 def run_quickstart(preset_name: str = "nano", seed: int = 0, out: str | Path = "figures/quickstart",
@@ -67,8 +82,11 @@ def run_quickstart(preset_name: str = "nano", seed: int = 0, out: str | Path = "
     k = cfg.voco.tokens
     print(f"vocolab quickstart | preset {cfg.preset} | seed {seed} | K={k} | "
           f"quick mode {'ON' if quick_mode() else 'off'} | device {device()}")
+    resume = _interrupted(runs, cfg)
+    if resume:
+        print(f"resuming the interrupted run in {runs}: finished stages are loaded, the interrupted one goes on")
     with staged_output(out) as stage:
-        trained = run_recipe(cfg, runs, progress=not quick_mode())
+        trained = run_recipe(cfg, runs, progress=not quick_mode(), resume=resume)
         data = trained.data
         upper, voco = trained.upper.model.to(device()), trained.voco.model.to(device())  # fit returns them on CPU
         train, heldout = data.splits["train"], data.splits["heldout"]
@@ -110,10 +128,12 @@ def run_quickstart(preset_name: str = "nano", seed: int = 0, out: str | Path = "
             provenance(command, cfg.preset, seed, time.perf_counter() - start, out),
             {"split": "heldout", "examples": len(qs), "families": list(FAMILIES)}, table, cost,
             config=cfg.to_dict(), stage_seconds=trained.seconds | {"eval": round(eval_s, 1)},
-            parameters=voco.parameter_report(), mask_check=checks)
+            parameters=voco.parameter_report(), mask_check=checks,
+            **({"resumed_stages": trained.resumed} if trained.resumed else {}))
         write_json(stage / "results.json", body)
         (stage / "table1.md").write_text(table1_markdown(table, FAMILIES) + "\n")
         (stage / "table7.md").write_text(table7_markdown(cost) + "\n")
+    _record(runs, cfg, finished=True)
     print("\nTable 1 (held-out exact match)\n" + table1_markdown(table, FAMILIES))
     print("\nTable 7 (one image, one question)\n" + table7_markdown(cost))
     print(f"\nwrote {out}/ in {time.perf_counter() - start:.0f} s; checkpoints and logs in {runs}/")

@@ -146,7 +146,9 @@ class ScalingGrid:
         self.data = VoCoDataModule(cfg, turns=cfg.train.turns, progress=progress)
         self.data.setup()
         self.qs = Questions.of(self.data.splits["heldout"], limit)
-        self.clip_key = key_of({"clip": cfg.to_dict()})
+        from vocolab.data.vocab import words
+
+        self.clip_key = key_of({"clip": cfg.to_dict(), "vocabulary": words(cfg.data)})
         self._clip = None
         self.uppers: dict[str, torch.nn.Module] = {}
         self.stage_seconds: dict[str, dict] = {}

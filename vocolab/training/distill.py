@@ -61,14 +61,14 @@ def answer_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels
                          f"{tuple(student_logits.shape)} and {tuple(labels.shape)}")
     if not temperature > 0:
         raise ValueError(f"answer_kl: temperature must be > 0, got {temperature}")
-    scored = labels[:, 1:] != IGNORE_INDEX
-    if not scored.any():
-        return student_logits.sum() * 0.0
-    student = student_logits[:, :-1][scored].float() / temperature
-    teacher = teacher_logits[:, :-1][scored].detach().float() / temperature
+    # a weighted mean over the scored positions: no data-dependent indexing, so the device
+    # never waits for the host
+    scored = (labels[:, 1:].to(student_logits.device) != IGNORE_INDEX).float()
+    student = student_logits[:, :-1].float() / temperature
+    teacher = teacher_logits[:, :-1].detach().float() / temperature
     kl = F.kl_div(F.log_softmax(student, -1), F.log_softmax(teacher, -1), log_target=True,
                   reduction="none").sum(-1)
-    return kl.mean() * temperature**2
+    return (kl * scored).sum() / scored.sum().clamp(min=1) * temperature**2
 
 
 def text_positions(layouts: Sequence[Layout], length: int) -> torch.Tensor:
@@ -109,16 +109,17 @@ def text_hidden_mse(student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequ
     first = student_hidden[1]
     if len(layouts) != first.shape[0]:
         raise ValueError(f"text_hidden_mse: {len(layouts)} layouts for a batch of {first.shape[0]}")
-    mask = text_positions(layouts, first.shape[1]).to(first.device)
+    mask = text_positions(layouts, first.shape[1])  # on the host: the check below needs no device sync
     if not mask.any():
         return first.sum() * 0.0
+    weight = mask.to(first.device, torch.float32)
     terms = []
     for i in chosen:
         s, t = student_hidden[i % n + 1], teacher_hidden[i % n + 1]
         if s.shape != t.shape:
             raise ValueError(f"text_hidden_mse: layer {i}: student {tuple(s.shape)} vs teacher {tuple(t.shape)}")
         diff = s.float() - t.detach().float()
-        terms.append(diff.pow(2).mean(-1)[mask].mean())
+        terms.append((diff.pow(2).mean(-1) * weight).sum() / weight.sum())
     return torch.stack(terms).mean()
 
 
@@ -254,8 +255,8 @@ class DistillModule(VLMModule):
         hidden = self.uses_hidden
         out = self.model(batch.input_ids, batch.layouts, pixels=batch.pixels, features=batch.features,
                          mask=self.mask, labels=batch.labels, output_hidden_states=hidden)
-        losses = {"ce": out.loss}
-        total = out.loss
+        losses = {"ce": self.global_token_mean(out.loss, batch.labels)}
+        total = losses["ce"]
         if self.needs_teacher:
             ref = self.teacher_forward(batch, output_hidden_states=hidden)
             if self.uses_logits:
@@ -271,7 +272,7 @@ class DistillModule(VLMModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         losses = self.distill_losses(batch)
         for name, value in losses.items():
-            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=len(batch))
+            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=len(batch), sync_dist=self.distributed)
         return losses["loss"]
 
 

@@ -26,7 +26,9 @@ def run_fit(config: str, extra: list[str]) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"config file {config} not found")
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    defaults = {"precision": "bf16-mixed" if bf16 else "32-true", "log_every_n_steps": 10}
+    # the data module's sampler splits global batches over processes itself (`--trainer.devices N`)
+    defaults = {"precision": "bf16-mixed" if bf16 else "32-true", "log_every_n_steps": 10,
+                "use_distributed_sampler": False}
     report = io.StringIO()
     try:  # parse and build everything first, so bad input fails before any training
         # LightningCLI reads our arguments from `args`: hide the outer command line from it
@@ -38,7 +40,12 @@ def run_fit(config: str, extra: list[str]) -> None:
         raise ValueError(f"{config}: {_cause(report.getvalue())}") from exit_
     except Exception as err:  # noqa: BLE001 - every failure here is a problem with the input
         raise ValueError(f"{config}: {_cause(str(err))}") from err
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    except SystemExit:
+        if cli.trainer.interrupted:  # Lightning ends a Ctrl-C with exit(1): say what it was
+            raise KeyboardInterrupt from None
+        raise
 
 
 def _cause(message: str) -> str:

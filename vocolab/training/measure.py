@@ -14,13 +14,23 @@ import torch
 
 
 class StepStats(L.Callback):
-    """Wall time of every training step (CUDA synchronised) and peak memory of the fit."""
+    """Wall time of every training step (CUDA synchronised) and peak memory of the fit.
 
-    def __init__(self):
+    `times` spans forward, backward and the optimiser step of each batch; `intervals` the
+    time between the ends of two batches, which adds loading and collating the next one
+    (what throughput sees). `tokens` counts each batch's real (unpadded) tokens and, with a
+    `flops(batch)` function, `flops` its analytic training FLOPs."""
+
+    def __init__(self, flops=None):
         self.times: list[float] = []
+        self.intervals: list[float] = []
+        self.tokens: list[int] = []
+        self.flops: list[int] = []
+        self.count_flops = flops
         self.peak_cuda: int | None = None
         self.rss_delta_kib: int | None = None
         self._t0 = 0.0
+        self._last_end: float | None = None
         self._rss0 = 0
 
     @staticmethod
@@ -39,7 +49,14 @@ class StepStats(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self._sync(module)
-        self.times.append(time.perf_counter() - self._t0)
+        end = time.perf_counter()
+        self.times.append(end - self._t0)
+        if self._last_end is not None:
+            self.intervals.append(end - self._last_end)
+        self._last_end = end
+        self.tokens.append(batch_tokens(batch))
+        if self.count_flops is not None:
+            self.flops.append(int(self.count_flops(batch)))
 
     def on_train_end(self, trainer, module):
         if module.device.type == "cuda":
@@ -49,6 +66,14 @@ class StepStats(L.Callback):
     def median_ms(self) -> float | None:
         times = self.times[1:] if len(self.times) > 1 else self.times
         return round(1e3 * statistics.median(times), 3) if times else None
+
+
+def batch_tokens(batch) -> int:
+    """Real tokens of a batch: unpadded sequence lengths (a `Batch`), or the attended caption
+    tokens plus one image each (the CLIP stage's dict)."""
+    if hasattr(batch, "layouts"):
+        return sum(layout.length for layout in batch.layouts)
+    return int(batch["attention_mask"].sum()) + len(batch["input_ids"])
 
 
 def saved_activation_bytes(model, step) -> int:
@@ -68,4 +93,4 @@ def saved_activation_bytes(model, step) -> int:
     return int(sum(seen.values()))
 
 
-__all__ = ["StepStats", "saved_activation_bytes"]
+__all__ = ["StepStats", "batch_tokens", "saved_activation_bytes"]

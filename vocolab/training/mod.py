@@ -42,7 +42,7 @@ class MoDModule(VLMModule):
                 ok = rec.frame_ok[:, :, None].expand_as(rec.selected).flatten(1).float()
                 gates.append((w * ok).sum() / ok.sum().clamp(min=1))
         if gates:
-            self.log("train/router_gate", torch.stack(gates).mean(), batch_size=len(batch))
+            self.log("train/router_gate", torch.stack(gates).mean(), batch_size=len(batch), sync_dist=self.distributed)
         return loss
 
 

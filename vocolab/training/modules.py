@@ -20,6 +20,7 @@ import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup_lr_rate
 
 from vocolab.core.config import MASK_MODES, Config, resolve_config
+from vocolab.core.layout import IGNORE_INDEX
 from vocolab.data.batching import Batch
 from vocolab.data.tokenizer import build_tokenizer, special_ids
 from vocolab.evaluation.metrics import teacher_forced_exact_match
@@ -47,8 +48,9 @@ class _Optimised(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
+        fused = bool(params) and params[0].is_cuda  # one kernel for every parameter on a GPU
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.cfg.train.weight_decay,
-                                betas=(0.9, 0.98))
+                                betas=(0.9, 0.98), fused=fused or None)
         trainer = self._trainer  # the schedule follows the trainer's max_steps when it sets one
         steps = trainer.max_steps if trainer is not None and trainer.max_steps > 0 else self.steps
         warmup = max(1, round(steps * self.cfg.train.warmup_frac))
@@ -56,6 +58,21 @@ class _Optimised(L.LightningModule):
         sched = get_cosine_with_min_lr_schedule_with_warmup_lr_rate(opt, num_warmup_steps=warmup,
                                                                      num_training_steps=steps, min_lr_rate=LR_FLOOR)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    @property
+    def distributed(self) -> bool:
+        """True when this module trains in one of several processes (data parallelism)."""
+        return self._trainer is not None and self._trainer.world_size > 1
+
+    def global_token_mean(self, loss: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """`loss` (a mean over this process's answer tokens) rescaled so that the gradients
+        the processes average equal those of one process over the whole global batch: the
+        mean over every process's tokens, not the mean of the processes' means."""
+        if not self.distributed:
+            return loss
+        tokens = (labels[:, 1:] != IGNORE_INDEX).sum().float()
+        total = self._trainer.strategy.reduce(tokens.clone(), reduce_op="sum")
+        return loss * tokens * self._trainer.world_size / total.clamp(min=1)
 
 
 class ClipModule(_Optimised):
@@ -81,8 +98,9 @@ class ClipModule(_Optimised):
         return out.loss, acc
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, acc = self._loss(batch)
-        self.log_dict({"train/loss": loss, "train/retrieval_acc": acc}, prog_bar=True, batch_size=len(batch["input_ids"]))
+        loss, acc = self._loss(batch)  # under data parallelism the negatives are this process's batch
+        self.log_dict({"train/loss": loss, "train/retrieval_acc": acc}, prog_bar=True,
+                      batch_size=len(batch["input_ids"]), sync_dist=self.distributed)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -123,9 +141,9 @@ class VLMModule(_Optimised):
                           mask=mask or self.mask, labels=batch.labels)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        out = self(batch)
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=len(batch))
-        return out.loss
+        loss = self.global_token_mean(self(batch).loss, batch.labels)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=self.distributed)
+        return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         out = self(batch)

@@ -15,14 +15,18 @@ the `voco` mask. Each stage logs to CSV under `out/<stage>/` and checkpoints the
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from lightning import seed_everything
 
 from vocolab.core.config import Config
+from vocolab.core.runtime import is_main_process
 from vocolab.data.module import VoCoDataModule
 from vocolab.training.modules import ClipModule, VLMModule
 from vocolab.training.trainer import make_trainer
@@ -38,17 +42,29 @@ class Trained:
     upper: VLMModule | None = None
     voco: VLMModule | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    resumed: list[str] = field(default_factory=list)  # stages loaded or continued from an interrupted run
 
 
 def fit(module, data, cfg: Config, out: Path, name: str, steps: int, *, progress: bool = True,
-        checkpoint: bool = True, callbacks=()) -> None:
+        checkpoint: bool = True, callbacks=(), resume_from: Path | None = None) -> None:
     """Train `module` on `data` for `steps` with the one Trainer every stage uses, logging to
-    `out/<name>/` (checkpoints there too, unless `checkpoint=False`: the studies' cells)."""
-    if checkpoint:
+    `out/<name>/` (checkpoints there too, unless `checkpoint=False`: the studies' cells), or
+    go on from the checkpoint `resume_from` (exactly: optimiser, schedule and data order).
+
+    Ctrl-C ends Lightning's fit with `exit(1)` after a graceful shutdown; it comes out of
+    here as the `KeyboardInterrupt` it was, so the command can say "interrupted"."""
+    if checkpoint and resume_from is None and is_main_process():
         shutil.rmtree(out / name, ignore_errors=True)  # no stale checkpoints from an earlier run of this stage
     trainer = make_trainer(cfg, out, name, steps, progress=progress, checkpoint=checkpoint, limit_val_batches=0,
                            callbacks=list(callbacks))
-    trainer.fit(module, datamodule=data)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=None if resume_from is None else str(resume_from))
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    if checkpoint:  # the final weights, whatever step the periodic checkpoints fell on
+        trainer.save_checkpoint(out / name / "checkpoints" / "last.ckpt")
 
 
 def fine_tune(module, data, cfg: Config, out: Path, name: str, steps: int, *, init, task: str = "qa",
@@ -63,12 +79,49 @@ def fine_tune(module, data, cfg: Config, out: Path, name: str, steps: int, *, in
     return module.model.cpu().eval()
 
 
-def clip_stage(cfg: Config, data: VoCoDataModule, out: Path, progress: bool = True) -> ClipModule:
+def stage_key(cfg: Config, name: str, tokenizer) -> str:
+    """What a stage's weights depend on: the config, the vocabulary and the stage."""
+    text = json.dumps({"cfg": cfg.to_dict(), "stage": name, "vocabulary": sorted(tokenizer.get_vocab().items())},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def train_stage(module, data, cfg: Config, out: Path, name: str, steps: int, *, progress: bool = True,
+                resume: bool = False) -> bool:
+    """`fit` one recipe stage, recording in `out/<name>/finished.json` that it finished.
+
+    With `resume`, a stage that finished with the same config is not trained again (its
+    final weights are loaded) and one that was interrupted goes on from its last checkpoint.
+    Returns True when the stage was (re)loaded rather than trained from the start."""
+    folder, key = out / name, stage_key(cfg, name, data.tokenizer)
+    last = folder / "checkpoints" / "last.ckpt"
+    marks = {mark: folder / f"{mark}.json" for mark in ("started", "finished")}
+    read = lambda mark: json.loads(marks[mark].read_text()).get("key") if marks[mark].exists() else None  # noqa: E731
+    if resume and last.is_file() and read("finished") == key:
+        module.load_state_dict(torch.load(last, map_location="cpu", weights_only=False)["state_dict"])
+        module.resumed = True
+        return True
+    resume_from = last if resume and last.is_file() and read("started") == key else None
+    main = is_main_process()  # the extra processes of a data-parallel run leave the files to the first
+    if resume_from is None and main:
+        shutil.rmtree(folder, ignore_errors=True)
+    if main:
+        folder.mkdir(parents=True, exist_ok=True)
+        marks["started"].write_text(json.dumps({"key": key}) + "\n")
+    fit(module, data, cfg, out, name, steps, progress=progress, resume_from=resume_from)
+    if main:
+        marks["finished"].write_text(json.dumps({"key": key}) + "\n")
+    module.resumed = resume_from is not None
+    return module.resumed
+
+
+def clip_stage(cfg: Config, data: VoCoDataModule, out: Path, progress: bool = True,
+               resume: bool = False) -> ClipModule:
     data.set_task("clip")
     data.batch_size = cfg.train.clip_batch_size
     module = ClipModule(cfg, steps=cfg.train.clip_steps, tokenizer=data.tokenizer)
     if cfg.train.clip_steps:
-        fit(module, data, cfg, out, "clip", cfg.train.clip_steps, progress=progress)
+        train_stage(module, data, cfg, out, "clip", cfg.train.clip_steps, progress=progress, resume=resume)
     return module
 
 
@@ -87,7 +140,7 @@ def stage_module(cfg: Config, name: str, mask: str, steps: int, teacher: VLMModu
 
 def vlm_stage(cfg: Config, data: VoCoDataModule, out: Path, name: str, *, task: str, mask: str, steps: int,
               init: VLMModule | ClipModule | None, k: int | None = None, progress: bool = True,
-              teacher: VLMModule | None = None) -> VLMModule:
+              teacher: VLMModule | None = None, resume: bool = False) -> VLMModule:
     """One `VLMModule` stage initialised from the previous stage's weights; with a
     `teacher`, a `DistillModule` trained with `train.voco_objective` against it."""
     k = cfg.voco.tokens if k is None else k
@@ -99,13 +152,15 @@ def vlm_stage(cfg: Config, data: VoCoDataModule, out: Path, name: str, *, task: 
     data.set_task(task, voco_tokens=k, image_slots=cfg.image_slots)
     data.batch_size = cfg.train.batch_size
     if steps:
-        fit(module, data, cfg, out, name, steps, progress=progress)
+        train_stage(module, data, cfg, out, name, steps, progress=progress, resume=resume)
     return module.eval()
 
 
 def run_recipe(cfg: Config, out: str | Path, data: VoCoDataModule | None = None, progress: bool = True,
-               stages: tuple[str, ...] = ("clip", "pretrain", "upper", "voco")) -> Trained:
-    """Train the stages in order; returns every trained module and the stage times."""
+               stages: tuple[str, ...] = ("clip", "pretrain", "upper", "voco"), resume: bool = False) -> Trained:
+    """Train the stages in order; returns every trained module and the stage times. With
+    `resume` (a rerun after an interruption), finished stages are loaded, not retrained,
+    and an interrupted stage goes on from its last checkpoint (`train_stage`)."""
     out = Path(out)
     seed_everything(cfg.seed, verbose=False)
     data = data or VoCoDataModule(cfg, turns=cfg.train.turns, progress=progress)
@@ -116,16 +171,20 @@ def run_recipe(cfg: Config, out: str | Path, data: VoCoDataModule | None = None,
         raise ValueError(f"run_recipe: the voco stage distils from the upper bound (train.voco_objective="
                          f"{t.voco_objective!r}); train the upper stage too or set train.voco_objective=implicit")
     plan = {
-        "clip": lambda: clip_stage(cfg, data, out, progress),
+        "clip": lambda: clip_stage(cfg, data, out, progress, resume=resume),
         "pretrain": lambda: vlm_stage(cfg, data, out, "pretrain", task="caption", mask="causal",
-                                      steps=t.pretrain_steps, init=result.clip, progress=progress),
+                                      steps=t.pretrain_steps, init=result.clip, progress=progress, resume=resume),
         "upper": lambda: vlm_stage(cfg, data, out, "upper", task="qa", mask="causal", steps=t.instruct_steps,
-                                   init=result.pretrain, progress=progress),
+                                   init=result.pretrain, progress=progress, resume=resume),
         "voco": lambda: vlm_stage(cfg, data, out, "voco", task="qa", mask="voco", steps=t.voco_steps,
-                                  init=result.upper or result.pretrain, progress=progress, teacher=result.upper),
+                                  init=result.upper or result.pretrain, progress=progress, teacher=result.upper,
+                                  resume=resume),
     }
     for name in stages:
         start = time.perf_counter()
-        setattr(result, name, plan[name]())
+        module = plan[name]()
+        setattr(result, name, module)
         result.seconds[name] = round(time.perf_counter() - start, 1)
+        if getattr(module, "resumed", False):
+            result.resumed.append(name)
     return result

@@ -51,8 +51,15 @@ def make_trainer(cfg: Config, out: str | Path, name: str, steps: int, val_every:
         callbacks.append(ModelCheckpoint(dirpath=out / name / "checkpoints", save_last=True,
                                          every_n_train_steps=max(1, steps // 4), save_top_k=-1,
                                          filename="step{step}", auto_insert_metric_name=False))
+    if progress and torch.cuda.is_available():  # reading the loss for the bar waits for the GPU: not every step
+        from lightning.pytorch.callbacks import TQDMProgressBar
+
+        callbacks.append(TQDMProgressBar(refresh_rate=20))
+    devices = cfg.train.devices
+    strategy = cfg.train.strategy if cfg.train.strategy != "auto" or devices == 1 else "ddp"
     return L.Trainer(
-        accelerator="auto", devices=1, precision=precision(cfg), max_steps=steps,
+        accelerator="auto", devices=devices, strategy=strategy, precision=precision(cfg), max_steps=steps,
+        use_distributed_sampler=False,  # the data module's sampler splits global batches itself
         logger=loggers(out, name), callbacks=callbacks, enable_checkpointing=checkpoint,
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=min(10, max(1, steps // 10)),

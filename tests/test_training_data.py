@@ -1,0 +1,74 @@
+"""The training-only data knobs (`data.captions`, `data.train_extra_families`,
+`data.train_jitter`) change what the model is trained on and never the held-out split."""
+
+import numpy as np
+import pytest
+
+from vocolab.core.config import DataConfig, preset
+from vocolab.data.scenes import Scene, extra_questions, render_scene
+from vocolab.data.storage import cache_spec, iter_rows
+from vocolab.data.vocab import check_data_config, words
+
+PLAIN = DataConfig(train_scenes=20, heldout_scenes=20)
+KNOBS = DataConfig(train_scenes=20, heldout_scenes=20, captions="exact", train_extra_families=("row", "column"),
+                   train_jitter=0.3)
+
+
+def _rows(cfg, split):
+    return list(iter_rows(cfg, "scenes", split))
+
+
+def test_the_heldout_questions_and_images_do_not_change():
+    for plain, knobs in zip(_rows(PLAIN, "heldout"), _rows(KNOBS, "heldout")):
+        assert plain["question"] == knobs["question"] and plain["answer"] == knobs["answer"]
+        assert np.array_equal(plain["image"], knobs["image"])
+        assert plain["objects"] == knobs["objects"]
+
+
+def test_training_scenes_get_position_questions_on_top_of_the_same_ones():
+    for plain, knobs in zip(_rows(PLAIN, "train"), _rows(KNOBS, "train")):
+        n = len(plain["question"])
+        assert knobs["question"][:n] == plain["question"] and knobs["answer"][:n] == plain["answer"]
+        extra = list(zip(knobs["question"][n:], knobs["answer"][n:], knobs["family"][n:]))
+        assert {f for _, _, f in extra} <= {"row", "column"} and extra
+        scene = Scene.from_json(knobs["objects"])
+        for question, answer, family in extra:
+            color, shape = question.split(" the ")[1].split(" in ?")[0].split()
+            (obj,) = [o for o in scene.objects if (o.color, o.shape) == (color, shape)]
+            index = obj.row if family == "row" else obj.col
+            assert answer == ("one", "two", "three", "four")[int(index)]
+
+
+def test_exact_captions_name_the_lattice_row_and_column():
+    row = _rows(KNOBS, "train")[0]
+    scene = Scene.from_json(row["objects"])
+    first = sorted(scene.objects, key=lambda o: (o.row, o.col))[0]
+    names = ("one", "two", "three", "four")
+    assert row["caption"].startswith(f"a {first.size} {first.color} {first.shape} in row {names[int(first.row)]} "
+                                     f"column {names[int(first.col)]}")
+    assert set(row["caption"].split()) <= set(words(KNOBS))
+
+
+def test_jitter_moves_the_drawing_not_the_scene():
+    plain, knobs = _rows(PLAIN, "train")[0], _rows(KNOBS, "train")[0]
+    assert plain["objects"] == knobs["objects"] and not np.array_equal(plain["image"], knobs["image"])
+    scene = Scene.from_json(plain["objects"])
+    shifted = render_scene(scene, PLAIN, None, np.full((len(scene.objects), 2), 0.25))
+    unshifted = render_scene(scene, PLAIN, None, np.zeros((len(scene.objects), 2)))
+    assert np.array_equal(unshifted, render_scene(scene, PLAIN, None))
+    ys, xs = np.nonzero((shifted != unshifted).any(-1))
+    assert len(ys) > 0  # a quarter cell (4 px at nano) moves every object
+
+
+def test_the_knobs_are_checked_and_keyed():
+    with pytest.raises(ValueError, match="data.train_jitter"):
+        preset("nano", **{"data.train_jitter": 0.6})
+    with pytest.raises(ValueError, match="data.captions"):
+        preset("nano", **{"data.captions": "fine"})
+    with pytest.raises(ValueError, match="data.train_extra_families"):
+        check_data_config(DataConfig(train_extra_families=("where",)))
+    with pytest.raises(ValueError, match="unknown families"):
+        extra_questions(Scene(()), np.random.default_rng(0), ("where",))
+    assert cache_spec(PLAIN, "scenes", "train")[0] != cache_spec(KNOBS, "scenes", "train")[0]
+    assert cache_spec(PLAIN, "scenes", "train")[0] == cache_spec(DataConfig(train_scenes=20, heldout_scenes=20),
+                                                                 "scenes", "train")[0]
