@@ -30,10 +30,11 @@ def full_text_logits(vlm, texts, pixels, mode, k, frames=1):
     return [out.logits[i, l.text.start:l.text.stop] for i, l in enumerate(layouts)], out, layouts
 
 
-@pytest.mark.parametrize("backend", ["sdpa", "eager"])
-@pytest.mark.parametrize("k", [1, 2, 4])
-def test_teacher_forcing_through_the_cache_equals_the_full_voco_forward(backend, k):
-    vlm = tiny_vlm(backend, layers=3)
+@pytest.mark.parametrize("backend, k, distinct", [("sdpa", 1, False), ("sdpa", 2, False), ("sdpa", 4, False),
+                                                   ("eager", 1, False), ("eager", 2, False), ("eager", 4, False),
+                                                   ("sdpa", 4, True)])
+def test_teacher_forcing_through_the_cache_equals_the_full_voco_forward(backend, k, distinct):
+    vlm = tiny_vlm(backend, layers=3, **{"voco.distinct": distinct})
     texts = [random_text(31, seed=1), random_text(22, seed=2)]  # caption-length, two lengths
     pix = images(2, seed=3)
     with torch.no_grad():
@@ -122,10 +123,10 @@ def test_text_mask_hides_padding_and_never_leaves_a_row_empty():
     assert mask[1, 0].tolist() == [True, True, True, True, True, False, False]
 
 
-@pytest.mark.parametrize("backend", ["sdpa", "eager"])
-def test_streaming_video_cache_equals_the_full_video_forward(backend):
+@pytest.mark.parametrize("backend, distinct", [("sdpa", False), ("eager", False), ("sdpa", True)])
+def test_streaming_video_cache_equals_the_full_video_forward(backend, distinct):
     k, frames = 2, 3
-    vlm = tiny_vlm(backend, layers=3)
+    vlm = tiny_vlm(backend, layers=3, **{"voco.distinct": distinct})
     clips = images(2, seed=15, frames=frames)
     texts = [random_text(12, seed=16), random_text(21, seed=17)]
     with torch.no_grad():

@@ -270,3 +270,31 @@ def test_parameter_report_counts_components_once():
     assert r["llm"] == sum(p.numel() for p in vlm.llm.parameters())  # tied embedding counted once
     assert r["trainable"]["vision"] == 0
     assert r["trainable"]["total"] == r["projector"] + r["llm"]
+
+
+def test_distinct_voco_slots_tell_the_k_tokens_apart_in_every_path():
+    """With `voco.distinct`, slot j of every frame gets embedding j: from the layouts in a
+    forward and from the running count in the cache's one-frame prefix, alike."""
+    from tiny import images
+
+    vlm = VoCoVLM(tiny_cfg(**{"voco.distinct": True}), SPECIAL, 40).eval()
+    assert vlm.voco_slots.shape == (V, 32)
+    ids, layout = assemble([7, 8], [9], SPECIAL, frames=2, image_tokens=V, voco_tokens=3)
+    batch = pad_batch([ids], SPECIAL.pad)
+    with torch.no_grad():
+        by_layout = vlm.embed(batch, pixels=images(1, 0, frames=2), layouts=[layout])
+        plain = VoCoVLM(tiny_cfg(), SPECIAL, 40).eval()
+        plain.load_state_dict({k: v for k, v in vlm.state_dict().items() if k != "voco_slots"})
+        base = plain.embed(batch, pixels=images(1, 0, frames=2), layouts=[layout])
+    added = by_layout - base
+    for frame in layout.frames:
+        for j, position in enumerate(frame.voco.range()):
+            torch.testing.assert_close(added[0, position], vlm.voco_slots[j])
+    others = [p for p in range(layout.length) if p not in layout.voco_positions()]
+    assert added[0, others].abs().max() == 0
+    one_frame, _ = assemble([], [], SPECIAL, frames=1, image_tokens=V, voco_tokens=3, add_eos=False)
+    ids1 = torch.tensor([one_frame])
+    with torch.no_grad():
+        running = vlm.embed(ids1, pixels=images(1, 0)) - plain.embed(ids1, pixels=images(1, 0))
+    for j in range(3):
+        torch.testing.assert_close(running[0, 1 + V + j], vlm.voco_slots[j])

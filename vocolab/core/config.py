@@ -124,6 +124,9 @@ class VoCoConfig:
 
     tokens: int = 1  # K
     mask: str = "voco"
+    # a learned embedding per VoCo slot (added to the one `<voco>` token embedding), so the
+    # K tokens of an image can differ from the start instead of only by their positions
+    distinct: bool = False
 
 
 @dataclass

@@ -64,6 +64,10 @@ class VoCoVLM(nn.Module):
         positions = cfg.data.image_tokens if cfg.llm.image_positions and cfg.compress.method == "none" else 0
         self.projector = Projector(cfg.vision.hidden_size, cfg.llm.hidden_size, positions)
         self.llm = build_llm(cfg, vocab_size, special)
+        # distinct VoCo slots: one learned embedding per slot position within a frame's VoCo span
+        self.voco_slots = None
+        if cfg.voco.distinct:
+            self.voco_slots = nn.Parameter(torch.randn(cfg.data.image_tokens, cfg.llm.hidden_size) * cfg.llm.init_std)
         # a zoo compressor maps each image's V patch features to K tokens before the projector
         self.compressor = None
         if cfg.compress.method != "none":
@@ -148,6 +152,8 @@ class VoCoVLM(nn.Module):
             counts = (input_ids == self.special.image).sum(dim=1).tolist()
         input_ids = input_ids.to(model_device(self))  # the one place token ids follow the model
         embeds = self.llm.get_input_embeddings()(input_ids)
+        if self.voco_slots is not None:
+            embeds = embeds + self._slot_embeddings(input_ids, layouts)
         slots = input_ids == self.special.image
         need = [b for b, n in enumerate(counts) if n]
         source, what = (features, "features") if features is not None else (pixels, "pixels")
@@ -183,6 +189,22 @@ class VoCoVLM(nn.Module):
         stacked = torch.cat([f.to(device=proj_param.device, dtype=proj_param.dtype) for f in feats])
         projected = self.projector(stacked).reshape(-1, self.cfg.llm.hidden_size)  # [T, V or K, D] -> rows
         return embeds.masked_scatter(slots.unsqueeze(-1), projected.to(embeds.dtype))
+
+    def _slot_embeddings(self, input_ids: torch.Tensor, layouts) -> torch.Tensor:
+        """`[B, L, D]`: each VoCo token's slot embedding (its index within its frame's VoCo
+        span), zero elsewhere. From the layouts when given; else (one frame: the cache's
+        prefix) from the running count of VoCo tokens."""
+        is_voco = input_ids == self.special.voco
+        if layouts is not None and len(layouts) == len(input_ids):
+            slot = torch.zeros(input_ids.shape, dtype=torch.long)
+            for b, layout in enumerate(layouts):
+                for frame in layout.frames:
+                    slot[b, frame.voco.start : frame.voco.stop] = torch.arange(frame.voco.length)
+            slot = slot.to(input_ids.device)
+        else:
+            slot = (is_voco.long().cumsum(dim=1) - 1).clamp(min=0)
+        slot = slot.clamp(max=self.voco_slots.shape[0] - 1)
+        return self.voco_slots[slot] * is_voco[..., None].to(self.voco_slots.dtype)
 
     def _compress(self, feats: list[torch.Tensor], need: list[int], embeds: torch.Tensor, layouts) -> list:
         """Each sample's `[T, V, C]` features -> `[T, K, Dv]` through the compressor."""
