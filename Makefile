@@ -72,7 +72,7 @@ gpu-check: $(STAMP)
 
 lab: $(STAMP)
 	$(PY) -m pip install --quiet "jupyterlab==4.6.6"
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 clean:
 	rm -rf $(VENV) $(CACHE)

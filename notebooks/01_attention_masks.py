@@ -76,7 +76,8 @@ real = build_layout(8, 3, image_tokens=cfg.data.image_tokens, voco_tokens=cfg.vo
 first_answer = real.answer.start
 for mode in ("causal", "voco"):
     keys = int(sample_mask(real, mode)[first_answer].sum())
-    print(f"{mode:6s}: the first answer token attends to {keys:3d} of {real.length} positions")
+    print(f"{mode:6s}: the first answer token may attend to {keys:3d} of the {first_answer + 1} "
+          f"positions up to itself")
 
 # %% [markdown]
 # ## 2. Building the mask step by step

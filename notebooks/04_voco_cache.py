@@ -110,8 +110,9 @@ questions, gold = heldout.questions[i], heldout.answers[i]
 before = [t.clone() for t in (*cache.keys, *cache.values)]
 
 predicted = answer_texts(model, tok, cache, questions)
+width = max(map(len, questions))  # one column, however long the longest question
 for q, p, g in zip(questions, predicted, gold):
-    print(f"{'ok ' if p == g else '   '} {q:55s} model: {p or '(nothing)':10s} gold: {g}")
+    print(f"{'ok ' if p == g else '   '} {q:{width}s}  model: {p or '(nothing)':10s} gold: {g}")
 print(f"\n{sum(p == g for p, g in zip(predicted, gold))} of {len(gold)} right")
 plot_images([heldout.images[i]], [heldout.captions[i]], wrap=60)
 

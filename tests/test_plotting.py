@@ -284,9 +284,11 @@ def test_plot_inference_costs_three_panels():
     fig = plot_inference_costs(cost)
     flops, latency, size = fig.axes
     assert len(fig.axes) == 3
-    assert [flops.get_yscale(), latency.get_yscale(), size.get_yscale()] == ["linear", "linear", "log"]
+    # linear everywhere: a bar on a log axis made the VoCo cache look empty
+    assert [flops.get_yscale(), latency.get_yscale(), size.get_yscale()] == ["linear", "linear", "linear"]
     assert _labels(size.get_xticklabels()) == ["no caching", "full caching", "VoCo caching"]
-    assert [t.get_text() for t in size.texts] == ["none", "270k", "4.1k"]  # nothing cached is said, not hidden
+    # nothing cached is said, not hidden; each cache states its share of the full one
+    assert [t.get_text() for t in size.texts] == ["none", "270kB\n1 of full", "4.1kB\n0.015 of full"]
     assert [t.get_text() for t in flops.texts] == ["165M", "20.7M", "19.2M"]
     assert "V=64" in fig._suptitle.get_text()
 
@@ -299,3 +301,12 @@ def test_layout_segments_label_every_turn():
     segs = layout_segments(layout)
     assert [s[0] for s in segs] == ["BOS", "IMG", "VOCO", "Q1", "A1", "Q2", "A2"]
     assert segs[-1][2] == layout.length and all(a[2] == b[1] for a, b in zip(segs, segs[1:]))
+
+
+def test_wrapped_captions_never_open_a_line_with_punctuation():
+    from vocolab.reporting.images import wrap_text
+
+    caption = "a red circle top left , a blue square in the middle , a green diamond at the bottom right ."
+    lines = wrap_text(caption, 25).split("\n")  # plain textwrap opens line 3 with ","
+    assert len(lines) > 1 and " ".join(lines) == caption  # same words, only the breaks moved
+    assert not any(line.lstrip()[0] in ",.?" for line in lines)

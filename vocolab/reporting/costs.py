@@ -15,7 +15,8 @@ from vocolab.reporting.style import finish, human, new_figure
 
 
 def plot_inference_costs(cost: Mapping) -> Figure:
-    """Table 7 as bars: answering FLOPs, median latency and cache bytes per setting."""
+    """Table 7 as bars on linear axes: answering FLOPs, median latency and cache bytes per
+    setting; the cache bars carry their size and their fraction of the full cache."""
     names = {"no_caching": "no caching", "full_caching": "full caching", "voco_caching": "VoCo caching"}
     settings = cost["settings"]
     fig, axes = new_figure((11, 3.4), 1, 3)
@@ -25,24 +26,22 @@ def plot_inference_costs(cost: Mapping) -> Figure:
     for ax, (label, get) in zip(axes[0], panels):
         values = [get(settings[k]) for k in names]
         bars = ax.bar(list(names.values()), values, color=colors)
-        # bytes span orders of magnitude (V/K): log scale there; FLOPs and time stay linear,
-        # because a bar on a log axis starts at an arbitrary floor and misstates ratios
-        log = label.startswith("cache")
-        if log:
-            ax.set_yscale("log")
+        # every panel linear: a bar on a log axis starts at an arbitrary floor, so a VoCo
+        # cache of 1/65 of the full one would look empty or misstate the ratio; the cache
+        # panel instead prints each size and its fraction of the full cache on the bar
+        full = settings["full_caching"]["cache_bytes"] if label.startswith("cache") else 0
         for bar, value in zip(bars, values):
             x = bar.get_x() + bar.get_width() / 2
-            if log and value <= 0:  # nothing cached: no bar on a log axis, say so
-                ax.annotate("none", (x, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
-                            textcoords="offset points", ha="center", va="bottom", fontsize=8)
-                continue
-            ax.annotate(human(value) if value >= 1000 else f"{value:.3g}", (x, value), ha="center", va="bottom",
+            text = human(value) if value >= 1000 else f"{value:.3g}"
+            if full:
+                text = "none" if value <= 0 else f"{human(value)}B\n{value / full:.2g} of full"
+            ax.annotate(text, (x, value), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
                         fontsize=8)
         ax.set_title(label, fontsize=10)
         ax.tick_params(axis="x", labelsize=8)
         if max(values) > 0:  # room for the labels
-            ax.set_ylim(top=(3 if log else 1.12) * max(values))
-        if label.startswith("FLOPs"):
+            ax.set_ylim(top=(1.3 if full else 1.12) * max(values))
+        if label.startswith("FLOPs") or full:
             ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: human(v)))
     fig.suptitle(f"one image, one question: V={cost['image_tokens']} image tokens, K={cost['voco_tokens']} "
                  f"VoCo, {cost['question_tokens']} question tokens ({cost['device']})", fontsize=10)

@@ -7,6 +7,7 @@ about.
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from typing import Sequence
 
@@ -30,7 +31,7 @@ def plot_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = Non
         raise ValueError(f"plot_images: {n} images but {len(titles)} titles")
     cols = max(1, min(cols, n))
     rows = math.ceil(n / cols)
-    wrapped = [textwrap.fill(str(t), wrap) for t in titles] if titles is not None else None
+    wrapped = [wrap_text(str(t), wrap) for t in titles] if titles is not None else None
     lines = max((w.count("\n") + 1 for w in wrapped), default=0) if wrapped else 0
     fig, axes = new_figure((2.5 * cols, rows * (2.4 + 0.15 * lines)), rows, cols)
     for i, ax in enumerate(axes.flat):
@@ -42,6 +43,13 @@ def plot_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = Non
         if wrapped:
             ax.set_title(wrapped[i], fontsize=7.5)
     return finish(fig)
+
+
+def wrap_text(text: str, width: int) -> str:
+    """`textwrap.fill` that never starts a line with punctuation: the word-level texts
+    put a space before `,` `.` `?`, and a break there would open a line with a stray comma."""
+    glued = re.sub(r" ([,.?;:!])", "\u00a0\\1", text)  # no-break space: not a wrap point
+    return textwrap.fill(glued, width).replace("\u00a0", " ")
 
 
 def plot_clip(frames: np.ndarray, title: str | None = None) -> Figure:
@@ -56,7 +64,7 @@ def plot_clip(frames: np.ndarray, title: str | None = None) -> Figure:
         ax.set_axis_off()
         ax.set_title(f"t={i}", fontsize=9)
     if title:
-        fig.suptitle(textwrap.fill(title, 25 * t), fontsize=10)
+        fig.suptitle(wrap_text(title, 25 * t), fontsize=10)
     return finish(fig)
 
 

@@ -49,7 +49,7 @@ def mask_explorer(max_image_tokens: int = 64, max_voco: int = 8, max_text: int =
     Move one knob at a time and watch which blocks appear or vanish: that is the
     fastest way to internalise what each mask mode hides from whom.
     """
-    style = {"description_width": "110px"}
+    style = {"description_width": "130px"}  # wide enough for the longest label
     knobs = {
         "image_tokens": W.IntSlider(value=min(16, max_image_tokens), min=0, max=max_image_tokens,
                                     description="image tokens V", style=style),
@@ -58,7 +58,7 @@ def mask_explorer(max_image_tokens: int = 64, max_voco: int = 8, max_text: int =
         "question_len": W.IntSlider(value=min(5, max_text), min=0, max=max_text,
                                     description="question len", style=style),
         "answer_len": W.IntSlider(value=min(3, max_text), min=1, max=max_text,
-                                  description="answer len (+EOS)", style=style),
+                                  description="answer len + EOS", style=style),
         "frames": W.IntSlider(value=1, min=1, max=max_frames, description="frames", style=style),
         "mode": W.ToggleButtons(options=list(MASK_MODES), value="voco", description="mode",
                                 style=style),
