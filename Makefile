@@ -18,7 +18,7 @@ export HF_HUB_OFFLINE          := 1
 export HF_DATASETS_OFFLINE     := 1
 export TOKENIZERS_PARALLELISM  := false
 
-.PHONY: help env quickstart sweep distill temporal mod scaling bench test gpu-check lab clean
+.PHONY: help env quickstart sweep distill temporal mod scaling bench models test gpu-check lab clean
 
 help:
 	@echo "make quickstart   create .venv (first time) and run the main job (preset $(PRESET))"
@@ -28,6 +28,7 @@ help:
 	@echo "make mod          mixture-of-depths on video clips vs full computation -> figures/mod (resumable)"
 	@echo "make scaling      LLM size x visual tokens grid and the scaling law -> figures/scaling (resumable)"
 	@echo "make bench        step time, tokens/s, MFU and memory per training stage -> figures/bench-$(PRESET)"
+	@echo "make models       train (quickstart, temporal, mod; seed 0) and ship the nano models to trained/nano"
 	@echo "make test         create .venv (first time), run unit tests and every notebook (quick mode)"
 	@echo "make gpu-check    unit tests, every command and every notebook on this machine's GPU: one line each"
 	@echo "make lab          open JupyterLab on notebooks/"
@@ -63,6 +64,12 @@ scaling: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/vocolab bench --preset $(PRESET) --seed $(SEED) --out figures/bench-$(PRESET)
+
+models: $(STAMP)
+	$(VENV)/bin/vocolab quickstart --preset nano --seed 0 --out figures/quickstart
+	$(VENV)/bin/vocolab temporal --preset nano --seed 0 --out figures/temporal
+	$(VENV)/bin/vocolab mod --preset nano --seed 0 --out figures/mod
+	$(VENV)/bin/vocolab ship --preset nano --seed 0
 
 test: $(STAMP)
 	VOCOLAB_QUICK=1 $(PY) -m pytest -q tests --nbmake notebooks

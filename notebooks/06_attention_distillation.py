@@ -117,21 +117,28 @@ print("a student that copies the teacher:", answer_kl(teacher_z, teacher_z, labe
 #
 # ## 2. A teacher and a student
 #
-# The teacher is the **base model** every study starts from (clip → pretrain → upper; the
-# upper bound of notebook 05): `lab.study` trains it once per preset and seed and keeps it
-# in the studies' cache folder. Outside quick mode it already exists if you ran `vocolab sweep` or
-# `vocolab distill` (`make sweep` runs the former) and is reused; otherwise it is trained here,
-# which takes a while on a CPU. In quick mode the data is shrunk and each stage trains for 5
-# steps: a model whose weights are fixed, not one that answers well.
+# The teacher is an upper-bound model (clip → pretrain → upper; the upper bound of notebook 05).
+# For `nano` the repository ships one, trained by the quickstart's recipe (`trained/nano/upper`),
+# and it is loaded in quick mode too. **To train your own**, set `RETRAIN = True`: then the
+# studies' **base model** is used (`lab.study` trains it once per preset and seed and keeps it in
+# the studies' cache folder; it already exists if you ran `vocolab sweep` or `vocolab distill`),
+# trained here if needed, which takes a while on a CPU (5 steps per stage in quick mode).
 #
 # The student gets K = 4 VoCo tokens, so that there is more than one to look at in section 3,
 # starts from the teacher's weights (exactly as `vocolab distill` does) and trains with
 # `logits+attention`, so that every term shows.
 
 # %%
+RETRAIN = False  # True: the studies' base model (trained here if it is not in the cache)
+
 cfg = lab.study_config(info)  # the preset, shrunk in quick mode as the studies do
-study = lab.study(cfg, progress=not info.quick)
-data, teacher = study.data, study.upper
+shipped = lab.use_shipped(info, RETRAIN)
+if shipped:
+    teacher = lab.shipped("upper")[0]
+    data = lab.data(cfg, progress=not info.quick)
+else:
+    study = lab.study(cfg, progress=not info.quick)
+    data, teacher = study.data, study.upper
 
 K = 4
 student_cfg = cfg.override(**{"voco.tokens": K})
@@ -245,11 +252,23 @@ plot_images([held.images[SCENE]], [f"{question} {answer}"], wrap=40)
 plot_distill_attention(held.images[SCENE], t_att, student_att)
 
 # %% [markdown]
+# The student above trained for only a few steps. The VoCo model the repository ships was trained
+# by the whole recipe with K = 1: its one VoCo token must hold the whole scene. The same
+# question, the same teacher, and what a trained VoCo token reads:
+
+# %%
+if shipped:
+    voco = lab.shipped("voco")[0]
+    one_k = make_batch(tok, data.ids, [question], [answer], held.images[[SCENE]], image_tokens=V,
+                       voco_tokens=voco.cfg.voco.tokens)
+    display(plot_distill_attention(held.images[SCENE], t_att, mean_attention(attention_maps(voco, one_k, mask="voco"))))
+
+# %% [markdown]
 # **How to read it.** Left column: where the teacher's text finds what it needs. Right
 # columns: where the student's VoCo tokens look when they compress the scene, before any
 # question is asked (they precede the text, so they are **query-blind**). The student's text
 # can only get what its VoCo tokens gathered, weighted by the bars. Things to look for in a
-# trained model (quick mode trains too little for any of them to be reliable):
+# trained model (the shipped one above; the student trained here in quick mode is not):
 #
 # * does the teacher's text attend to the object the question is about, and in which layers?
 # * do the VoCo tokens cover the objects of the scene, or spread evenly over the background?

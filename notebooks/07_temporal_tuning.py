@@ -60,7 +60,7 @@ from vocolab.inference import compress_frame, text_logits
 from vocolab.models import VoCoVLM
 from vocolab.reporting import (plot_accuracy_vs_frames, plot_clip, plot_mask_modes, plot_streaming,
                                plot_temporal_families, temporal_markdown)
-from vocolab.zoo.costs import frame_costs
+from vocolab.evaluation import Questions, predict_frames
 
 K = lab.TEMPORAL_K  # VoCo tokens per frame, as `vocolab temporal` uses by default
 
@@ -139,7 +139,8 @@ for t in range(T):
     cache = compress_frame(model, cache, pixels[:, t], t, K)
     rows.append({"after frame": t, "cached tokens": cache.tokens, "cache bytes": cache.nbytes,
                  "positions": cache.positions.tolist(), "question starts at": cache.next_position,
-                 "bytes keeping all V + K tokens of each frame": frame_costs(cfg, V + K, t + 1)["cache_bytes_clip"]})
+                 # the same bytes per token, for all V + K tokens of every frame so far
+                 "bytes keeping all V + K tokens of each frame": cache.nbytes // cache.tokens * (t + 1) * (V + K)})
 print(cache)
 pd.DataFrame(rows).set_index("after frame")
 
@@ -306,6 +307,27 @@ else:
     display(plot_streaming(frames, example))
 
 # %% [markdown]
+# ### A trained video model, streamed
+#
+# The repository ships the `temporal` model of `vocolab temporal` (`trained/nano/video`). Here
+# it streams the first held-out clip and answers each of its questions after every frame
+# (`predict_frames`: one growing cache, each frame compressed once): read down a column to see
+# which answers need the whole clip.
+
+# %%
+if lab.use_shipped(info):
+    video, video_cfg, _ = lab.shipped("video")
+    clips = Split.load(video_cfg, "clips", "heldout", n=1, progress=False)
+    qs = Questions.of(clips)
+    streamed = predict_frames(video, build_tokenizer(video_cfg.data), clips.images, qs, "video",
+                              video_cfg.voco.tokens, progress=False)
+    table = pd.DataFrame({f"t = {t}": answers for t, answers in streamed.items()},
+                         index=pd.Index(qs.questions, name="question"))
+    table["gold"] = qs.answers
+    display(table)
+    display(plot_clip(clips.images[0], clips.captions[0]))
+
+# %% [markdown]
 # ## Exercises
 #
 # 1. **More tokens per frame.** Run the study with `k=4` (`lab.run_temporal_study(..., k=4)`, or
@@ -323,6 +345,6 @@ else:
 # 4. **Without BOS.** The `video` mask lets every frame see BOS. Argue why streaming would
 #    still be exact if it did not, and what the frames would lose (hint: which token absorbs
 #    attention that has nowhere useful to go?).
-# 5. **An hour of video.** With the `base` preset (`vocolab.config.preset("base")`), compute
-#    `frame_costs(cfg, K, 3600)` for one frame per second at K = 2 and at V + 1 tokens
+# 5. **An hour of video.** With the `base` preset (`vocolab.core.config.preset("base")`), compute
+#    `vocolab.zoo.costs.frame_costs(cfg, K, 3600)` for one frame per second at K = 2 and at V + 1 tokens
 #    (full). Which fits in a GPU's memory?

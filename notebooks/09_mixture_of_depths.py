@@ -28,8 +28,9 @@
 #
 # 1. see the idea and its cost: which layers route, how many tokens each frame keeps, and
 #    what that saves by the FLOP formula (`mod_flops_ratio`);
-# 2. wrap the shared base model in a `MoDVLM`, fine-tune its router briefly on clip QA, and look
-#    at **which tokens the router keeps** in each frame and layer, drawn over the frames;
+# 2. wrap a trained scene model in a `MoDVLM` and look at **which tokens the router keeps** in
+#    each frame and layer, drawn over the frames, before and after training on clip QA (the
+#    trained MoD model ships with the repository);
 #    check that skipped tokens really leave a layer unchanged and write no K/V;
 # 3. run the study (`vocolab mod`): full computation against MoD with a **learned**,
 #    **random** and **uniform** choice of tokens, same steps, same seed; read the
@@ -124,17 +125,22 @@ pd.DataFrame({(kind, layers): {f"r = {r} (k = {mod_config.selected_per_frame(r, 
 #
 # ## 2. A MoD model on one held-out clip
 #
-# Every MoD model here starts from the **shared base model**: the upper-bound (causal) model
-# that the sweep and every study start from, trained once per preset and seed. It is reused if
-# it is already in the cache, and trained first otherwise. The clip QA data are the temporal
+# Every MoD model starts from an upper-bound (causal) scene model. For `nano` the repository
+# ships one (`trained/nano/upper`) and the MoD model trained from it by `vocolab mod`
+# (`trained/nano/mod`), so what you see below is a trained router, in quick mode too.
+# **To train your own**, set `RETRAIN = True`: the studies' shared base model is then reused
+# from the cache or trained first, and the MoD model is fine-tuned here (3 steps in quick mode;
+# the study's budget, several minutes on a CPU, otherwise). The clip QA data are the temporal
 # clips of notebook 07; in quick mode only a few of them, as in the study.
 
 # %%
+RETRAIN = False  # True: train the base model (if needed) and the MoD model here
+
 progress = not info.quick
 clip_cfg = lab.clip_config(cfg)  # fewer clips in quick mode, as the study
-study = lab.study(cfg, progress=progress)
-upper = study.upper
-data = lab.data(clip_cfg, kind="clips", tokenizer=study.data.tokenizer, progress=progress)
+shipped = lab.use_shipped(info, RETRAIN)
+upper = lab.shipped("upper")[0] if shipped else lab.study(cfg, progress=progress).upper
+data = lab.data(clip_cfg, kind="clips", progress=progress)
 held, tok = data.splits["heldout"], data.tokenizer
 
 CLIP = 0
@@ -185,15 +191,18 @@ plot_mod_routing(clip, mod.records, layout)
 # base model was trained with: the `learned` variant starts from a perturbed model, while
 # `random` and `uniform` (gate 1) do not. Exercise 3 is about this.
 #
-# Now fine-tune model and router together on clip QA. In quick mode this is 3 steps, which only
-# shows that training runs; outside quick mode it is the study's budget (`lab.study_steps()`), several
-# minutes on a CPU.
+# Now the trained MoD model: model and router fine-tuned together on clip QA for the study's
+# budget (`lab.study_steps()` steps). With the shipped models it is loaded; with `RETRAIN` it is
+# trained here (3 steps in quick mode, which only shows that training runs).
 
 # %%
-STEPS = 3 if info.quick else lab.study_steps()
-module.steps = STEPS
-mod = fine_tune(module, data, clip_cfg, lab.runs_folder("notebook09"), module.stage, STEPS, init=upper,
-                progress=progress)
+if shipped:
+    mod = lab.shipped("mod")[0]  # its line says which command trained it
+else:
+    STEPS = 3 if info.quick else lab.study_steps()
+    module.steps = STEPS
+    mod = fine_tune(module, data, clip_cfg, lab.runs_folder("notebook09"), module.stage, STEPS, init=upper,
+                    progress=progress)
 
 mod.trace = True  # also keep every MoD layer's input and output hidden states
 with torch.no_grad():
@@ -201,7 +210,7 @@ with torch.no_grad():
 for rec in mod.records:
     kept = set(rec.selected_of(0))
     gate = torch.sigmoid(rec.scores[0, sorted(kept)]).mean().item()
-    print(f"layer {rec.layer}, after {STEPS} steps: mean gate of the kept tokens {gate:.3f}; "
+    print(f"layer {rec.layer}, trained: mean gate of the kept tokens {gate:.3f}; "
           f"{len(kept & untrained[rec.layer]) / len(kept):.0%} of them were also kept before training")
 plot_mod_routing(clip, mod.records, layout)
 

@@ -72,6 +72,17 @@ def test_ctrl_c_says_interrupted_leaves_the_output_and_the_rerun_resumes(tmp_pat
     assert cli.main(argv) == 0  # a finished run is not resumed: the next one starts afresh
     assert "resumed_stages" not in json.loads((out / "results.json").read_text())
 
+    # the studies start from these very stages when their config is the quickstart's, never otherwise
+    from vocolab.data.tokenizer import build_tokenizer
+    from vocolab.studies.common import finished_quickstart
+    from vocolab.studies.quickstart import job_config
+
+    cfg = job_config("nano", 0, cli._parse_overrides(TINY))
+    stages = ("clip", "pretrain", "upper")
+    assert finished_quickstart(cfg, build_tokenizer(cfg.data), stages).name == "quickstart-nano-seed0-quick"
+    other = cfg.override(**{"train.instruct_steps": cfg.train.instruct_steps + 1})
+    assert finished_quickstart(other, build_tokenizer(cfg.data), stages) is None
+
 
 def test_a_cached_split_damaged_in_place_is_rebuilt(tmp_path):
     cfg = DataConfig(train_scenes=12, heldout_scenes=6)

@@ -108,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     _devices(bench)
 
+    ship = sub.add_parser("ship", help="write the trained quickstart, temporal and MoD models to trained/<preset>/ "
+                                        "in float16, each checked on held-out items (make models)")
+    ship.add_argument("--preset", default="nano", help="nano | small | base")
+    ship.add_argument("--seed", type=int, default=0)
+    ship.add_argument("--out", default=None, help="root folder (default trained/ in the repository)")
+    ship.add_argument("--models", nargs="*", default=None, help="subset of upper voco video mod")
+
     scaling = _study(sub, "scaling", "LLM size x visual tokens grid and the inference-optimal scaling law "
                                      "Y(N, V), resumable", "figures/scaling")
     scaling.add_argument("--ks", nargs="*", type=int, default=None,
@@ -170,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_bench(args.preset, args.out or f"figures/bench-{args.preset}", seed=args.seed, steps=args.steps,
                       stages=tuple(args.stages or STAGES), overrides=_overrides(args), command=command)
+        elif args.command == "ship":
+            from vocolab.studies.ship import run_ship
+
+            run_ship(args.preset, args.seed, args.out, names=args.models, command=command)
         elif args.command == "scaling":
             from vocolab.studies.scaling import METHODS as SCALING_METHODS
             from vocolab.studies.scaling import run_scaling

@@ -7,7 +7,8 @@ notebook never reaches into a command-line job's internals:
     info = lab.setup()                         # preset, mode and device, printed
     cfg = lab.main_config(info)                # the main job's config (shrunk in quick mode)
     trained = lab.train_recipe(cfg, "notebook03")
-    model, cfg, heldout = lab.voco_model(info)  # the quickstart's VoCo model, or one trained now
+    model, cfg, heldout = lab.voco_model(info)  # the shipped VoCo model (or the quickstart's, or one trained now)
+    upper, cfg, meta = lab.shipped("upper")    # any model the repository ships
     study = lab.study(lab.study_config(info))  # the studies' shared data and base model
     lab.run_sweep(...)                         # the studies, exactly as `vocolab sweep` runs them
 
@@ -21,7 +22,8 @@ import shutil
 from pathlib import Path
 
 from vocolab.core.config import Config
-from vocolab.core.runtime import RunInfo, setup
+from vocolab.core.runtime import RunInfo
+from vocolab.core.runtime import setup as _setup
 from vocolab.data.storage import cache_root
 from vocolab.studies import scaling as scaling_grid  # the grid's sizes, token counts and step budget
 from vocolab.studies.common import QUICK, Study, cell_steps
@@ -33,6 +35,20 @@ from vocolab.studies.scaling import run_scaling
 from vocolab.studies.sweep import run_sweep
 from vocolab.studies.temporal import K as TEMPORAL_K
 from vocolab.studies.temporal import run_temporal_study
+
+
+def setup(preset: str | None = None, seed: int = 0, *, minutes: dict | None = None) -> RunInfo:
+    """Seed, pick the preset and print what this notebook runs with (`core.runtime.setup`)
+    and, from `minutes` ({"quick": .., "cpu": .., "gpu": ..}, measured on this project's
+    machines), about how long it takes in this mode."""
+    info = _setup(preset, seed)
+    if minutes:
+        mode = "quick" if info.quick else ("gpu" if info.device.type == "cuda" else "cpu")
+        where = {"quick": "in quick mode", "cpu": f"in real mode on a CPU ({info.preset})",
+                 "gpu": f"in real mode on a GPU ({info.preset})"}[mode]
+        if mode in minutes:
+            print(f"this notebook takes about {minutes[mode]} min {where}")
+    return info
 
 
 def runs_folder(name: str, fresh: bool = True) -> Path:
@@ -85,13 +101,38 @@ def train_recipe(cfg: Config, name: str, *, data_module=None, progress: bool = T
     return run_recipe(cfg, runs_folder(name), data=data_module, progress=progress, stages=stages)
 
 
-def voco_model(info: RunInfo, work: str = "notebook04"):
-    """(model, cfg, held-out split) of a trained VoCo model: outside quick mode the one
-    `make quickstart` saved for this preset and seed, when there is one; else the recipe
-    trained now into `runs_folder(work)` (tiny in quick mode: the mechanics need no good model)."""
+def shipped(name: str, preset: str = "nano"):
+    """`(model, cfg, meta)` of a model the repository ships (`vocolab.shipped`: upper, voco,
+    video, mod), in float32; one line says what made it and how it scored when shipped."""
+    from vocolab.shipped import load_shipped
+
+    model, cfg, meta = load_shipped(name, preset)
+    made, check = meta.get("trained_by") or {}, meta["check"]
+    print(f"loaded the shipped {preset} `{name}` model: trained by `{made.get('command', '?')}` at commit "
+          f"{str(made.get('commit', '?'))[:8]}; {check['accuracy']:.3f} on the {check['questions']} questions of "
+          f"the first {check['items']} held-out {check['kind']}")
+    return model, cfg, meta
+
+
+def use_shipped(info: RunInfo, retrain: bool = False) -> bool:
+    """Whether a notebook shows the shipped models: for the nano preset unless `retrain`
+    (a notebook's marked cell sets it to train from scratch instead)."""
+    from vocolab.shipped import is_shipped
+
+    return not retrain and info.preset == "nano" and is_shipped("voco")
+
+
+def voco_model(info: RunInfo, work: str = "notebook04", retrain: bool = False):
+    """(model, cfg, held-out split) of a trained VoCo model: the shipped nano model unless
+    `retrain`; else the one `make quickstart` saved for this preset and seed (outside quick
+    mode), when there is one; else the recipe trained now into `runs_folder(work)` (tiny in
+    quick mode)."""
     from vocolab.data.split import Split
     from vocolab.models.checkpoint import load_checkpoint
 
+    if use_shipped(info, retrain):
+        model, cfg, _ = shipped("voco")
+        return model, cfg, Split.load(cfg, "scenes", "heldout", progress=False)
     saved = cache_root() / "runs" / f"quickstart-{info.preset}-seed{info.seed}" / "checkpoints" / "voco"
     if saved.exists() and not info.quick:
         model, cfg, meta = load_checkpoint(saved)
@@ -131,5 +172,5 @@ def study(cfg: Config, limit: int | None = None, progress: bool = True) -> Study
 
 
 __all__ = ["TEMPORAL_K", "RunInfo", "Study", "clip_config", "data", "main_config", "run_distill_study", "run_mod_study",
-           "run_scaling", "run_sweep", "run_temporal_study", "runs_folder", "scaling_grid", "setup", "study", "study_config", "study_results",
-           "study_results", "study_steps", "train_recipe", "voco_model"]
+           "run_scaling", "run_sweep", "run_temporal_study", "runs_folder", "scaling_grid", "setup", "shipped", "study",
+           "study_config", "study_results", "study_steps", "train_recipe", "use_shipped", "voco_model"]

@@ -83,9 +83,11 @@ def save_checkpoint(model: VoCoVLM, cfg: Config, directory: str | os.PathLike,
     return directory
 
 
-def load_checkpoint(directory: str | os.PathLike,
-                    map_location: str | torch.device = "cpu") -> tuple[VoCoVLM, Config, dict]:
-    """`(model, cfg, meta)` from a directory written by `save_checkpoint`.
+def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    dtype: torch.dtype | None = None) -> tuple[VoCoVLM, Config, dict]:
+    """`(model, cfg, meta)` from a directory written by `save_checkpoint`, in the stored
+    dtype or in `dtype` (the weights are cast on loading; buffers the file does not hold,
+    such as rotary frequencies, are computed in `dtype`, never rounded through the stored one).
 
     Every failure (missing directory or file, unreadable JSON, corrupt weights,
     weights that do not fit the stored config) is a ValueError naming the problem.
@@ -113,7 +115,7 @@ def load_checkpoint(directory: str | os.PathLike,
         raise ValueError(f"load_checkpoint: {directory / WEIGHTS} is corrupt (sha256 differs from meta.json)")
 
     model = VoCoVLM(cfg, special, vocab_size)
-    dtype = getattr(torch, meta.get("dtype", "float32"), None)
+    dtype = dtype or getattr(torch, meta.get("dtype", "float32"), None)
     if isinstance(dtype, torch.dtype):
         model.to(dtype)
     try:

@@ -74,13 +74,34 @@ def base_model(cfg: Config, runs: Path, data, progress: bool = True):
         if meta.get("sweep_key") == meta_key:
             print(f"reusing the base (upper-bound) model in {folder}")
             return model.eval()
-    print("training the base model (clip -> pretrain -> upper)")
+    stages = ("clip", "pretrain", "upper")
+    source = finished_quickstart(cfg, data.tokenizer, stages)
+    if source is not None:  # the same three stages, already trained by `vocolab quickstart`
+        print(f"loading the base (upper-bound) model from the quickstart's run in {source}")
+    else:
+        print("training the base model (clip -> pretrain -> upper)")
     # stages finished by an interrupted earlier call are loaded, not trained again
-    trained = run_recipe(cfg, runs / "base", data=data, progress=progress, stages=("clip", "pretrain", "upper"),
-                         resume=True)
+    trained = run_recipe(cfg, source or runs / "base", data=data, progress=progress, stages=stages, resume=True)
     model = trained.upper.model.cpu().eval()
     save_checkpoint(model, cfg, folder, {"sweep_key": meta_key, "stage_seconds": trained.seconds})
     return model
+
+
+def finished_quickstart(cfg: Config, tokenizer, stages: tuple[str, ...]) -> Path | None:
+    """The quickstart's runs folder for this preset and seed when it holds every one of
+    `stages` finished with exactly this config (`training.recipe.stage_key`), else None: the
+    studies then start from the very models the quickstart reports on, without training them again."""
+    import json
+
+    from vocolab.data.storage import cache_root
+    from vocolab.training.recipe import stage_key
+
+    folder = cache_root() / "runs" / f"quickstart-{cfg.preset}-seed{cfg.seed}{'-quick' if quick_mode() else ''}"
+    for name in stages:
+        marker = folder / name / "finished.json"
+        if not marker.is_file() or json.loads(marker.read_text()).get("key") != stage_key(cfg, name, tokenizer):
+            return None
+    return folder
 
 
 @dataclass

@@ -34,6 +34,7 @@ from vocolab.evaluation.clips import clip_families
 from vocolab.reporting.mod import write_mod_outputs
 from vocolab.studies.cells import key_of, model_id, run_cells
 from vocolab.studies.common import QUICK, base_model, cell_steps, finish, runs_dir, study_config
+from vocolab.shipped import save_trained
 from vocolab.training.measure import StepStats, saved_activation_bytes
 
 VARIANTS = ("full", "learned", "random", "uniform")
@@ -133,6 +134,8 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
         stats = StepStats()
         model = fine_tune(module, data, cfg, runs / "mod", module.stage, steps, init=upper, progress=progress,
                           callbacks=[stats])
+        # kept for `vocolab ship` and the notebooks (the cell's results say how it scored)
+        save_trained(model, cfg, runs / "mod" / "models" / variant, {"stage": f"mod-{variant}", "steps": steps})
         cost = costs(model, variant)
         if hasattr(model, "reseed"):
             model.reseed()
