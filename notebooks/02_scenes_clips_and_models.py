@@ -317,8 +317,10 @@ assert unknown == 0
 # `VoCoVLM` is LLaVA-shaped: a mini **CLIP vision tower** turns the image into V patch
 # features, an **MLP projector** maps them to the LLM's width, and they replace the
 # `<image>` placeholders in the embedded sequence of a mini **LLaMA**. All three are built
-# from `transformers` configs with random weights: nothing is downloaded. Nothing in the
-# model is VoCo-specific: the compression lives entirely in the attention mask and the
+# from `transformers` configs with random weights: nothing is downloaded. Two small extras
+# sit beside them: a learned position per image patch (added by the projector,
+# `llm.image_positions`) and a learned embedding per VoCo slot (`voco_slots`,
+# `voco.distinct`). The compression itself lives entirely in the attention mask and the
 # per-sample layouts.
 
 # %%

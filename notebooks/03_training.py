@@ -261,7 +261,7 @@ if lo - hi > 1e-3:
 # ## 5. Table 1 in miniature
 #
 # `standard_runs` answers the same held-out questions four ways, by greedy decoding with
-# exact match (DESIGN.md 6):
+# exact match (docs/architecture.md, "Results files"):
 #
 # | run | model | mask | what it measures |
 # |---|---|---|---|
@@ -273,7 +273,7 @@ if lo - hi > 1e-3:
 # **Retention** = (VoCo − lower) / (upper − lower), computed from bounds measured in the
 # same run on the same questions: 100% means compression is free, 0% means the VoCo
 # tokens carry nothing the lower bound did not have. The paper reports 83.7% on average
-# for 576 → 1 tokens (REFERENCE.md, Table 1). The VoCo runs answer from a VoCo cache
+# for 576 → 1 tokens (the VoCo-LLaMA paper, Table 1). The VoCo runs answer from a VoCo cache
 # (notebook 04), which is exactly the masked forward, only cheaper.
 #
 # **In quick mode the models trained above answer no better than chance**: ten steps per stage

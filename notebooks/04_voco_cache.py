@@ -60,7 +60,7 @@ from vocolab.reporting import plot_cache_bytes, plot_images, plot_inference_cost
 #
 # **To train your own instead**, set `RETRAIN = True`: outside quick mode the VoCo model
 # `make quickstart` saved is used when there is one, else the recipe is trained here (about
-# ten minutes on a CPU; notebook 03 explains the stages); in quick mode 10 steps per stage, a
+# 20 minutes on a CPU; notebook 03 explains the stages); in quick mode 10 steps per stage, a
 # model whose answers are mostly wrong (the cache's *mechanics* are the same for any weights).
 
 # %%

@@ -192,7 +192,8 @@ assert worst < 1e-4
 # | `best-single-frame` | a *symbolic* answerer that sees the full state of its best frame | - |
 # | `blind` | majority answer per question template | 0 |
 #
-# Retention is measured against `video-upper` and `lower`, as for images (DESIGN.md 6).
+# Retention is measured against `video-upper` and `lower`, as for images
+# (docs/architecture.md, "Results files").
 #
 # Set `LOAD_COMMITTED = True` to read the nano study committed in `figures/temporal/`
 # (made by `make temporal`). Otherwise the study runs here: in quick mode (`VOCOLAB_QUICK=1`,

@@ -145,3 +145,18 @@ def test_a_checkpoint_of_another_vocabulary_is_refused(tmp_path):
     (out / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="another vocabulary"):
         load_checkpoint(out)
+
+
+def test_a_model_saved_for_another_key_is_not_loaded(tmp_path):
+    """A study reuses a saved model only when its meta holds the run's key; the meta is read
+    first, so weights that no longer fit today's config are never loaded."""
+    from vocolab.models.checkpoint import load_if_saved_for
+
+    vlm = VoCoVLM(tiny_cfg(), SPECIAL, VOCAB)
+    save_checkpoint(vlm, vlm.cfg, tmp_path / "m", {"model_key": "abc"})
+    assert load_if_saved_for(tmp_path / "m", model_key="other") is None
+    assert load_if_saved_for(tmp_path / "missing", model_key="abc") is None
+    model, cfg, meta = load_if_saved_for(tmp_path / "m", model_key="abc")
+    assert meta["model_key"] == "abc" and cfg == vlm.cfg
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"broken")  # a stale or damaged model
+    assert load_if_saved_for(tmp_path / "m", model_key="other") is None  # not even opened

@@ -185,8 +185,8 @@ def test_embed_places_projected_features_in_image_slots(positions):
         for b in (0, 2):
             img = layouts[b].frames[0].image
             torch.testing.assert_close(emb[b, img.start:img.stop], vlm.projector(feats[b]))
-        slots = ids == SPECIAL.image
-        torch.testing.assert_close(emb[~slots], tokens[~slots], atol=0, rtol=0)
+        text = (ids != SPECIAL.image) & (ids != SPECIAL.voco)  # VoCo tokens get their slot's embedding too
+        torch.testing.assert_close(emb[text], tokens[text], atol=0, rtol=0)
         # the same batch from precomputed features, packed tensors and per-sample lists
         for kwargs in ({"features": feats}, {"pixels": pix[[0, 2]]}, {"features": feats[[0, 2]]},
                        {"pixels": [pix[0], None, pix[2].numpy()]}, {"features": [feats[0], None, feats[2]]}):
@@ -265,16 +265,17 @@ def test_parameter_report_counts_components_once():
     vlm = tiny_vlm()
     vlm.vision.requires_grad_(False)
     r = vlm.parameter_report()
-    assert r["total"] == r["vision"] + r["projector"] + r["llm"]
-    assert r["projector"] == 32 * 32 + 32 + 32 * 32 + 32
+    assert r["total"] == r["vision"] + r["projector"] + r["llm"] + r["voco_slots"]
+    assert r["projector"] == 32 * 32 + 32 + 32 * 32 + 32 + V * 32  # two linears, a position per patch
+    assert r["voco_slots"] == V * 32
     assert r["llm"] == sum(p.numel() for p in vlm.llm.parameters())  # tied embedding counted once
     assert r["trainable"]["vision"] == 0
-    assert r["trainable"]["total"] == r["projector"] + r["llm"]
+    assert r["trainable"]["total"] == r["projector"] + r["llm"] + r["voco_slots"]
 
 
 def test_distinct_voco_slots_tell_the_k_tokens_apart_in_every_path():
-    """With `voco.distinct`, slot j of every frame gets embedding j: from the layouts in a
-    forward and from the running count in the cache's one-frame prefix, alike."""
+    """With `voco.distinct`, slot j of every frame gets embedding j, whether the layouts are
+    given (a forward) or not (the cache's prefix, a reference built from the ids alone)."""
     from tiny import images
 
     vlm = VoCoVLM(tiny_cfg(**{"voco.distinct": True}), SPECIAL, 40).eval()
@@ -283,9 +284,11 @@ def test_distinct_voco_slots_tell_the_k_tokens_apart_in_every_path():
     batch = pad_batch([ids], SPECIAL.pad)
     with torch.no_grad():
         by_layout = vlm.embed(batch, pixels=images(1, 0, frames=2), layouts=[layout])
-        plain = VoCoVLM(tiny_cfg(), SPECIAL, 40).eval()
+        without_layouts = vlm.embed(batch, pixels=images(1, 0, frames=2))
+        plain = VoCoVLM(tiny_cfg(**{"voco.distinct": False}), SPECIAL, 40).eval()
         plain.load_state_dict({k: v for k, v in vlm.state_dict().items() if k != "voco_slots"})
         base = plain.embed(batch, pixels=images(1, 0, frames=2), layouts=[layout])
+    torch.testing.assert_close(without_layouts, by_layout, atol=0, rtol=0)
     added = by_layout - base
     for frame in layout.frames:
         for j, position in enumerate(frame.voco.range()):
@@ -298,3 +301,19 @@ def test_distinct_voco_slots_tell_the_k_tokens_apart_in_every_path():
         running = vlm.embed(ids1, pixels=images(1, 0)) - plain.embed(ids1, pixels=images(1, 0))
     for j in range(3):
         torch.testing.assert_close(running[0, 1 + V + j], vlm.voco_slots[j])
+
+
+def test_tokens_placed_at_some_patches_get_those_patches_positions():
+    """PruMerge on the upper bound keeps K of the V patches: projected under `placed_at`,
+    each kept feature is what the full projection gives at its patch."""
+    vlm = tiny_vlm_with_positions(True)
+    feats = torch.randn(2, V, 32)
+    keep = torch.tensor([1, 5, 6])
+    with torch.no_grad():
+        full = vlm.projector(feats)
+        with vlm.projector.placed_at(keep):
+            part = vlm.projector(feats[:, keep])
+        with pytest.raises(ValueError, match="patch index"), vlm.projector.placed_at(keep):
+            vlm.projector(feats[:, :2])
+        assert vlm.projector.patch_index is None  # the block is left as it was entered
+    torch.testing.assert_close(part, full[:, keep])

@@ -85,7 +85,7 @@ def test_ctrl_c_says_interrupted_leaves_the_output_and_the_rerun_resumes(tmp_pat
 
 
 def test_a_cached_split_damaged_in_place_is_rebuilt(tmp_path):
-    cfg = DataConfig(train_scenes=12, heldout_scenes=6)
+    cfg = DataConfig(train_scenes=12, heldout_scenes=6, storage="arrays")  # pixels on disk to damage
     first = load_scenes(cfg, "train", root=tmp_path, progress=False)
     images = np.stack([np.asarray(x) for x in first["image"]])
     arrow = sorted((cache_dir(cfg, "scenes", "train", root=tmp_path) / "dataset").glob("*.arrow"))[0]

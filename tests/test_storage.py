@@ -12,6 +12,13 @@ from vocolab.data.scenes import NOISE, Scene, render_scene
 from vocolab.data.storage import cache_dir, cache_root, features, iter_rows, load_clips, load_scenes, numpy_view
 
 
+@pytest.fixture
+def nano(nano):
+    """The nano data with its training pixels stored as arrays and no extra training
+    questions: every split has the same schema and questions_per_scene questions."""
+    return replace(nano, storage="arrays", train_extra_families=())
+
+
 def _arrow_files(folder):
     return sorted((folder / "dataset").glob("*.arrow"))
 

@@ -1,6 +1,6 @@
 """The trained models the repository ships, so a notebook shows a trained model in seconds.
 
-Training the nano recipe takes about ten minutes on a laptop CPU; a student who opens
+Training the nano recipe takes about twenty minutes on a laptop CPU; a student who opens
 notebook 04 should not meet a model that answers "yes" to "what color is the diamond ?".
 So `trained/<preset>/<name>/` keeps the models of the final recipe, one
 `models.checkpoint` folder each, in float16 (half the bytes; `load_shipped` casts every

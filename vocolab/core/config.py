@@ -66,9 +66,9 @@ class DataConfig:
     # object of up to `train_jitter` cells when it is drawn (clip objects sit between cells)
     train_extra_families: tuple[str, ...] = ("row", "column")
     train_jitter: float = 0.0
-    # how a split's pixels are kept: "arrays" (stored in the cached dataset) or "render"
-    # (drawn again from each row's seed when read: the same pixels, a dataset of text only,
-    # for presets whose images would not fit on a disk)
+    # how the training split's pixels are kept: "arrays" (stored in the cached dataset) or
+    # "render" (drawn again from each row's seed when read: the same pixels, a training
+    # dataset of text only); the validation and held-out splits always keep theirs
     storage: str = "render"
     train_seed: int = 0
     heldout_seed: int = 10_007  # a different seed: held-out scenes never appear in training
@@ -263,7 +263,7 @@ def _small() -> Config:
 def _base() -> Config:
     return _gpu("base", image=336, patch=14, grid=8, frames=8, scenes=(50_000, 2000), clips=(20_000, 1000),
                 vision=(384, 8, 6, 6), llm=(768, 8, 12, 8192), init_std=0.036, lr=3e-4, steps=20_000,
-                storage="render")  # its pixels would take ~160 GB as arrays: drawn when read
+                storage="render")  # its training pixels would take ~160 GB as arrays: drawn when read
 
 
 PRESETS: dict[str, typing.Callable[[], Config]] = {"nano": _nano, "small": _small, "base": _base}

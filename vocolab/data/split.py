@@ -13,7 +13,7 @@ import torch
 
 from vocolab.core.config import Config
 from vocolab.data.rendered import RenderedImages
-from vocolab.data.storage import load_split, numpy_view
+from vocolab.data.storage import load_split, numpy_view, stores_pixels
 
 
 @dataclass
@@ -32,7 +32,7 @@ class Split:
     @classmethod
     def load(cls, cfg: Config, kind: str, split: str, n: int | None = None, progress: bool = True) -> "Split":
         ds = load_split(cfg.data, kind, split, n=n, progress=progress)
-        if cfg.data.storage == "render":
+        if not stores_pixels(cfg.data, split):
             images = RenderedImages(cfg.data, kind, split, len(ds))
         else:
             pixels = numpy_view(ds.select_columns(["frames" if kind == "clips" else "image"]))

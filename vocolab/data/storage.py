@@ -146,11 +146,19 @@ def iter_rows(cfg: DataConfig | Config, kind: str, split: str, n: int | None = N
         yield _ROW_FNS[kind](cfg, seed, i, questions, render, train=split == "train")
 
 
-def features(cfg: DataConfig, kind: str) -> datasets.Features:
+def stores_pixels(cfg: DataConfig, split: str) -> bool:
+    """Whether the cached split keeps its images. `storage = "render"` drops them from the
+    training split only: it is the large one and training reads it through `Split`
+    (`data.rendered` draws the pixels again); the small validation and held-out splits,
+    the ones people look at, keep theirs."""
+    return cfg.storage == "arrays" or split != "train"
+
+
+def features(cfg: DataConfig, kind: str, split: str = "train") -> datasets.Features:
     s = cfg.image_size
     pixels = ({"image": datasets.Array3D((s, s, 3), "uint8")} if kind == "scenes"
               else {"frames": datasets.Array4D((cfg.frames, s, s, 3), "uint8")})
-    if cfg.storage == "render":  # pixels are drawn when read (`data.rendered`): text and scenes only
+    if not stores_pixels(cfg, split):  # drawn when read (`data.rendered`): text and scenes only
         pixels = {}
     text = datasets.Sequence(datasets.Value("string"))
     return datasets.Features({**pixels, "caption": datasets.Value("string"), "question": text,
@@ -165,7 +173,7 @@ def cache_spec(cfg: DataConfig, kind: str, split: str, n: int | None = None) -> 
     """(key, the JSON-normalised fields it hashes)."""
     spec = {f: getattr(cfg, f) for f in _AFFECTS[kind]}
     for name, default in _OPTIONAL.get(kind, {}).items():  # named only when set: old caches stay valid
-        if getattr(cfg, name) != default:
+        if getattr(cfg, name) != default and (name != "storage" or split == "train"):
             spec[name] = getattr(cfg, name)
     spec["questions_per_scene"] = questions_per_item(cfg, split)  # a split's own count
     spec.update(kind=kind, split=split, seed=split_seed(cfg, split),
@@ -220,7 +228,7 @@ def _build(folder: Path, cfg: DataConfig, kind: str, split: str, n: int | None,
         ds = datasets.Dataset.from_generator(
             iter_rows, features=feats, cache_dir=str(tmp / "hf-cache"), fingerprint=folder.name,
             gen_kwargs=dict(cfg=cfg, kind=kind, split=split, n=n, progress=progress,
-                            render=cfg.storage == "arrays"))
+                            render=stores_pixels(cfg, split)))
         ds.save_to_disk(str(tmp / "dataset"))
         del ds
         shutil.rmtree(tmp / "hf-cache", ignore_errors=True)
@@ -244,7 +252,7 @@ def load_split(cfg: DataConfig | Config, kind: str, split: str, root: str | os.P
     cfg = _data_config(cfg)
     key, spec = cache_spec(cfg, kind, split, n)
     folder = cache_root(root) / "data" / f"{kind}-{split}-{key}"
-    feats = features(cfg, kind)
+    feats = features(cfg, kind, split)
     if folder.exists():
         ds = _try_load(folder, spec, feats)
         if ds is not None:

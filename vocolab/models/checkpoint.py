@@ -128,6 +128,20 @@ def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.devi
     return model, cfg, meta
 
 
+def load_if_saved_for(directory: str | os.PathLike, **expected) -> tuple[VoCoVLM, Config, dict] | None:
+    """`load_checkpoint(directory)` when its meta.json holds every `expected` field (a run's
+    key), else None. The meta is read before the weights, so a model saved for another
+    config (say, by a version with other defaults) is trained again, never loaded."""
+    path = Path(directory) / META
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if any(meta.get(name) != value for name, value in expected.items()):
+        return None
+    return load_checkpoint(directory)
+
+
 def _architecture(cfg: Config) -> tuple:
     """The config fields that decide parameter shapes (the backend does not)."""
     llm = {k: v for k, v in asdict(cfg.llm).items() if k != "attn_implementation"}
@@ -147,4 +161,4 @@ def _replaceable(directory: Path) -> bool:
     return directory.is_dir() and (not any(directory.iterdir()) or (directory / META).is_file())
 
 
-__all__ = ["CONFIG", "META", "WEIGHTS", "load_checkpoint", "save_checkpoint", "vocolab_version"]
+__all__ = ["CONFIG", "META", "WEIGHTS", "load_checkpoint", "load_if_saved_for", "save_checkpoint", "vocolab_version"]

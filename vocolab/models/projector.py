@@ -9,11 +9,14 @@ initialisation) to each image's V projected tokens. The LLM's rotary positions
 only rotate queries and keys, so whatever a text token gathers from the image
 (the values) says *what* is there, and *where* only as far as CLIP's own position
 embeddings survive in the patch features. The added embedding puts "where" into the
-values explicitly. (Measured at nano it did not lift the two-object `spatial`
-questions off chance, so it is off by default: `llm.image_positions`, RESULTS.md.)
+values explicitly: at nano it is what lifts the two-object `spatial` questions off
+chance (`llm.image_positions`, on by default; RESULTS.md). A method that keeps only
+some of the patches (PruMerge on the upper bound) says which through `placed_at`.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -32,10 +35,27 @@ class Projector(nn.Module):
         self.fc2 = nn.Linear(out_dim, out_dim)
         self.positions = nn.Parameter(torch.zeros(positions, out_dim)) if positions else None
 
+        self.patch_index = None  # set by `placed_at`
+
+    @contextmanager
+    def placed_at(self, index: torch.Tensor):
+        """Within the block, inputs `[..., K, in_dim]` are K of an image's patches, the ones
+        at `index` `[K]` (the same for every image), and get those patches' positions."""
+        self.patch_index = index
+        try:
+            yield self
+        finally:
+            self.patch_index = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.fc2(self.act(self.fc1(x)))
         if self.positions is None:
             return y
+        if self.patch_index is not None:
+            if self.patch_index.dim() != 1 or x.dim() < 2 or x.shape[-2] != len(self.patch_index):
+                raise ValueError(f"Projector: patch index {tuple(self.patch_index.shape)} does not match "
+                                 f"inputs {tuple(x.shape)}")
+            return y + self.positions[self.patch_index.to(self.positions.device)].to(y.dtype)
         if x.dim() < 2 or x.shape[-2] != self.positions.shape[0]:
             raise ValueError(f"Projector: expected [..., {self.positions.shape[0]}, {self.in_dim}] "
                              f"(one image's patches), got {tuple(x.shape)}")

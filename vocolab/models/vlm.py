@@ -39,6 +39,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, CLIPVisionModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -87,9 +88,12 @@ class VoCoVLM(nn.Module):
 
     def load_backbone(self, state: dict) -> None:
         """Load a model without a compressor (e.g. the upper bound) into this one: every
-        weight but the compressor's, which keeps its fresh initialisation."""
+        weight but the compressor's, which keeps its fresh initialisation. The source's
+        per-patch image positions are left out where this model has none: a compressor's K
+        tokens are not patches."""
         missing, unexpected = self.load_state_dict(state, strict=False)
-        wrong = [k for k in missing if not k.startswith("compressor.")] + list(unexpected)
+        wrong = [k for k in missing if not k.startswith("compressor.")]
+        wrong += [k for k in unexpected if not (k == "projector.positions" and self.projector.positions is None)]
         if wrong:
             raise ValueError(f"load_backbone: weights do not match this model: {wrong[:4]}")
 
@@ -153,7 +157,7 @@ class VoCoVLM(nn.Module):
         input_ids = input_ids.to(model_device(self))  # the one place token ids follow the model
         embeds = self.llm.get_input_embeddings()(input_ids)
         if self.voco_slots is not None:
-            embeds = embeds + self._slot_embeddings(input_ids, layouts)
+            embeds = embeds + self._slot_embeddings(input_ids)
         slots = input_ids == self.special.image
         need = [b for b, n in enumerate(counts) if n]
         source, what = (features, "features") if features is not None else (pixels, "pixels")
@@ -190,20 +194,15 @@ class VoCoVLM(nn.Module):
         projected = self.projector(stacked).reshape(-1, self.cfg.llm.hidden_size)  # [T, V or K, D] -> rows
         return embeds.masked_scatter(slots.unsqueeze(-1), projected.to(embeds.dtype))
 
-    def _slot_embeddings(self, input_ids: torch.Tensor, layouts) -> torch.Tensor:
-        """`[B, L, D]`: each VoCo token's slot embedding (its index within its frame's VoCo
-        span), zero elsewhere. From the layouts when given; else (one frame: the cache's
-        prefix) from the running count of VoCo tokens."""
+    def _slot_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """`[B, L, D]`: each VoCo token's slot embedding, zero elsewhere. A token's slot is
+        its index within its run of consecutive VoCo tokens: a frame's VoCo span is one such
+        run, so the ids alone give every frame the same slots, with or without layouts."""
         is_voco = input_ids == self.special.voco
-        if layouts is not None and len(layouts) == len(input_ids):
-            slot = torch.zeros(input_ids.shape, dtype=torch.long)
-            for b, layout in enumerate(layouts):
-                for frame in layout.frames:
-                    slot[b, frame.voco.start : frame.voco.stop] = torch.arange(frame.voco.length)
-            slot = slot.to(input_ids.device)
-        else:
-            slot = (is_voco.long().cumsum(dim=1) - 1).clamp(min=0)
-        slot = slot.clamp(max=self.voco_slots.shape[0] - 1)
+        index = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        starts = is_voco & ~F.pad(is_voco[:, :-1], (1, 0), value=False)
+        run_start = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
+        slot = ((index - run_start) * is_voco).clamp(max=self.voco_slots.shape[0] - 1)
         return self.voco_slots[slot] * is_voco[..., None].to(self.voco_slots.dtype)
 
     def _compress(self, feats: list[torch.Tensor], need: list[int], embeds: torch.Tensor, layouts) -> list:
@@ -271,9 +270,11 @@ class VoCoVLM(nn.Module):
         parts = {"vision": self.vision, "projector": self.projector, "llm": self.llm, "total": self}
         if self.compressor is not None:
             parts["compressor"] = self.compressor
-        report = {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
-        report["trainable"] = {name: sum(p.numel() for p in m.parameters() if p.requires_grad)
-                               for name, m in parts.items()}
+        params = {name: list(m.parameters()) for name, m in parts.items()}
+        if self.voco_slots is not None:  # a parameter of the VLM itself, beside its components
+            params["voco_slots"] = [self.voco_slots]
+        report = {name: sum(p.numel() for p in ps) for name, ps in params.items()}
+        report["trainable"] = {name: sum(p.numel() for p in ps if p.requires_grad) for name, ps in params.items()}
         return report
 
 

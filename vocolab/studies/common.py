@@ -10,6 +10,7 @@ base model); `study_config` builds and checks the config every job starts from, 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,16 +65,15 @@ def base_model(cfg: Config, runs: Path, data, progress: bool = True):
     """The upper-bound model every study starts from (clip -> pretrain -> upper), trained
     once per config and seed and kept as a checkpoint under `runs/upper-model`."""
     from vocolab.data.vocab import words
-    from vocolab.models.checkpoint import load_checkpoint, save_checkpoint
+    from vocolab.models.checkpoint import load_if_saved_for, save_checkpoint
     from vocolab.training.recipe import run_recipe
 
     folder = runs / "upper-model"
     meta_key = key_of({"cfg": cfg.to_dict(), "vocabulary": words(cfg.data)})
-    if (folder / "meta.json").exists():
-        model, _, meta = load_checkpoint(folder)
-        if meta.get("sweep_key") == meta_key:
-            print(f"reusing the base (upper-bound) model in {folder}")
-            return model.eval()
+    saved = load_if_saved_for(folder, sweep_key=meta_key)
+    if saved is not None:
+        print(f"reusing the base (upper-bound) model in {folder}")
+        return saved[0].eval()
     stages = ("clip", "pretrain", "upper")
     source = finished_quickstart(cfg, data.tokenizer, stages)
     if source is not None:  # the same three stages, already trained by `vocolab quickstart`
@@ -91,8 +91,6 @@ def finished_quickstart(cfg: Config, tokenizer, stages: tuple[str, ...]) -> Path
     """The quickstart's runs folder for this preset and seed when it holds every one of
     `stages` finished with exactly this config (`training.recipe.stage_key`), else None: the
     studies then start from the very models the quickstart reports on, without training them again."""
-    import json
-
     from vocolab.data.storage import cache_root
     from vocolab.training.recipe import stage_key
 

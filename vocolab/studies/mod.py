@@ -32,9 +32,9 @@ from lightning import seed_everything
 from vocolab.core.runtime import quick_mode
 from vocolab.evaluation.clips import clip_families
 from vocolab.reporting.mod import write_mod_outputs
+from vocolab.shipped import save_trained
 from vocolab.studies.cells import key_of, model_id, run_cells
 from vocolab.studies.common import QUICK, base_model, cell_steps, finish, runs_dir, study_config
-from vocolab.shipped import save_trained
 from vocolab.training.measure import StepStats, saved_activation_bytes
 
 VARIANTS = ("full", "learned", "random", "uniform")

@@ -186,7 +186,7 @@ class ScalingGrid:
     # -- one upper-bound model per size -----------------------------------------------------------
     def upper(self, size: LLMSize):
         """pretrain -> upper on the shared CLIP for this size; checkpointed under `runs/<size>`."""
-        from vocolab.models.checkpoint import load_checkpoint, save_checkpoint
+        from vocolab.models.checkpoint import load_if_saved_for, save_checkpoint
         from vocolab.training.recipe import vlm_stage
 
         if size.name in self.uppers:
@@ -194,12 +194,12 @@ class ScalingGrid:
         cfg = self.size_cfg(size)
         folder = self.runs / size.name / "upper-model"
         key = key_of({"cfg": cfg.to_dict(), "clip": self.clip_key})
-        if (folder / "meta.json").exists():
-            model, _, meta = load_checkpoint(folder)
-            if meta.get("scaling_key") == key:
-                print(f"reusing the {size.name} upper-bound model in {folder}")
-                self.uppers[size.name], self.stage_seconds[size.name] = model.eval(), meta.get("stage_seconds", {})
-                return self.uppers[size.name]
+        saved = load_if_saved_for(folder, scaling_key=key)
+        if saved is not None:
+            model, _, meta = saved
+            print(f"reusing the {size.name} upper-bound model in {folder}")
+            self.uppers[size.name], self.stage_seconds[size.name] = model.eval(), meta.get("stage_seconds", {})
+            return self.uppers[size.name]
         print(f"training the {size.name} upper-bound model (pretrain -> upper)")
         clip, out, t, seconds = self.clip(), self.runs / size.name, cfg.train, {}
         torch.manual_seed(cfg.seed)

@@ -52,7 +52,7 @@ def run_ship(preset: str = "nano", seed: int = 0, out: str | Path | None = None,
         model, cfg, meta = load_trained(folder)
         trained_by = json.loads(results_file.read_text())["provenance"] if results_file.is_file() else None
         target = shipped_folder(name, preset, root)
-        save_trained(model, cfg, target, {"stage": meta.get("stage", name), "trained_by": trained_by})
+        save_trained(model, cfg, target, {"stage": meta.get("stage", name), "trained_by": trained_by}, half=True)
         shipped, _, shipped_meta = load_trained(target)  # the check runs on the float16 weights
         check = check_accuracy(name, shipped, cfg, progress=progress)
         shipped_meta = json.loads((target / "meta.json").read_text())

@@ -21,6 +21,7 @@ cells (`*.failed.json`) and goes on past a cell that fails again.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +159,7 @@ class Sweep:
         from vocolab.zoo.costs import method_costs
 
         pixels, features, q_ids = self.study.probe(model)
-        tokens, extra = cell.k, 0
+        tokens, extra, placed = cell.k, 0, contextlib.nullcontext()
         if cell.method == "prumerge":
             from vocolab.inference.flops import measured_flops
             from vocolab.zoo.adaptive import prumerge_parts
@@ -167,8 +168,10 @@ class Sweep:
             extra = measured_flops(lambda: compressor(features, extras=extras))  # the vision side is shared
             features = compressor(features, extras=extras)[0][None]
             tokens = features.shape[1]
-        cost = method_costs(model, cell.method, features, q_ids, tokens=tokens, voco_tokens=voco_k,
-                            fastv_layer=FASTV_LAYER, needs_query=info.needs_query, extra_flops=extra)
+            placed = model.projector.placed_at(compressor.kept_patches(extras)[0])
+        with placed:
+            cost = method_costs(model, cell.method, features, q_ids, tokens=tokens, voco_tokens=voco_k,
+                                fastv_layer=FASTV_LAYER, needs_query=info.needs_query, extra_flops=extra)
         if cell.method == "fastv":  # the paper's estimate of the prefill share saved, for comparison
             from vocolab.zoo.fastv import fastv_paper_ratio
 

@@ -138,17 +138,16 @@ class TemporalStudy:
     def model(self, name: str, train: bool = True):
         """The trained model `name`: from memory, from its saved checkpoint, or trained now
         (`train=False`: None instead of training)."""
-        from vocolab.models.checkpoint import load_checkpoint, save_checkpoint
+        from vocolab.models.checkpoint import load_if_saved_for, save_checkpoint
 
         if name in self._models:
             return self._models[name]
         folder = self.runs / "temporal" / "models" / name
         key = self.model_key(name)
-        if (folder / "meta.json").exists():
-            model, _, meta = load_checkpoint(folder)
-            if meta.get("model_key") == key:
-                self._models[name] = model.eval()
-                return self._models[name]
+        saved = load_if_saved_for(folder, model_key=key)
+        if saved is not None:
+            self._models[name] = saved[0].eval()
+            return self._models[name]
         if not train:
             return None
         t0 = time.perf_counter()

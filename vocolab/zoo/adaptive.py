@@ -1,8 +1,9 @@
 """Evaluating a method that picks its own K per image (PruMerge) on the upper-bound model.
 
-Each image ends up with its own number of tokens, so questions are answered in
-groups of images that share a K: the layouts in one decoding batch must agree on
-how many image slots precede the question.
+Each image ends up with its own number (and choice) of kept patches, so its questions
+are answered together, apart from other images': the layouts in one decoding batch must
+agree on how many image slots precede the question, and the projector's per-patch
+positions (`llm.image_positions`) on which patches they are.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ def prumerge_parts(vlm, pixels) -> tuple[torch.nn.Module, torch.Tensor, dict]:
 
 
 @torch.no_grad()
-def prumerge_features(vlm, pixels) -> tuple[list[torch.Tensor], np.ndarray]:
-    """PruMerge's kept-and-merged patch features `[K_i, Dv]` of each image, and the K_i."""
+def prumerge_features(vlm, pixels) -> tuple[list[torch.Tensor], np.ndarray, list[torch.Tensor]]:
+    """PruMerge's kept-and-merged patch features `[K_i, Dv]` of each image, the K_i, and
+    the patches each image kept (`[K_i]`, where its tokens stand)."""
     compressor, features, extras = prumerge_parts(vlm, pixels)
     kept = compressor(features, extras=extras)
-    return kept, np.array([len(x) for x in kept])
+    return kept, np.array([len(x) for x in kept]), compressor.kept_patches(extras)
 
 
 @torch.no_grad()
@@ -49,18 +51,17 @@ def predict_adaptive(vlm, tokenizer, images: np.ndarray, qs, k: int, batch_image
     items = np.unique(qs.item)
     for start in tqdm(range(0, len(items), batch_images), desc="prumerge", disable=not progress, leave=False):
         chunk = items[start : start + batch_images]
-        kept, sizes = prumerge_features(vlm, images[chunk])
-        of_item = {int(item): i for i, item in enumerate(chunk)}
-        rows = np.nonzero(np.isin(qs.item, chunk))[0]
-        for size in np.unique(sizes):
-            group = [r for r in rows if sizes[of_item[int(qs.item[r])]] == size]
-            feats = torch.stack([kept[of_item[int(qs.item[r])]] for r in group])
+        kept, sizes, where = prumerge_features(vlm, images[chunk])
+        for i, item in enumerate(chunk):  # one image's questions at a time: its tokens stand at its own patches
+            group = np.nonzero(qs.item == item)[0]
+            feats = kept[i][None].expand(len(group), -1, -1)
             q_ids = [tokenizer(qs.questions[r], add_special_tokens=False)["input_ids"] for r in group]
-            out = greedy_generate(vlm, vlm.special, q_ids, features=feats, mode="causal",
-                                  max_new_tokens=max_new_tokens, image_tokens=int(size), voco_tokens=k)
+            with vlm.projector.placed_at(where[i]):
+                out = greedy_generate(vlm, vlm.special, q_ids, features=feats, mode="causal",
+                                      max_new_tokens=max_new_tokens, image_tokens=int(sizes[i]), voco_tokens=k)
             for r, tokens in zip(group, out):
                 preds[r] = tokenizer.decode(tokens, skip_special_tokens=True)
-                counts[r] = size
+                counts[r] = sizes[i]
     return preds, counts
 
 

@@ -1,0 +1,93 @@
+"""One recipe experiment, scored on the VALIDATION split (never the held-out one).
+
+How the nano recipe was chosen (RESULTS.md, "What the recipe learned"): train some stages
+of the recipe with config overrides, or only the upper stage from a saved pretrain stage,
+and write the validation accuracy per family (and the VoCo model's retention when the voco
+stage ran) with the stage seconds and provenance to `figures/recipe-experiments/<name>.json`.
+
+    python tools/recipe_experiment.py F2 --seed 0 --stages clip,pretrain,upper \\
+        --set llm.image_positions=true
+    python tools/recipe_experiment.py U2200 --pretrain RUNS/A/pretrain/checkpoints/last.ckpt \\
+        --set train.instruct_steps=2200
+
+Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`. Run one at a time: two training
+processes on two cores slow each other down and their stage seconds mean nothing.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "figures" / "recipe-experiments"
+
+
+def main(argv=None) -> int:
+    from vocolab.cli import _parse_overrides
+    from vocolab.core.config import Config, preset
+    from vocolab.data.module import VoCoDataModule
+    from vocolab.data.scenes import FAMILIES
+    from vocolab.data.storage import cache_root
+    from vocolab.evaluation.heldout import Questions, add_retention, bound_runs, model_run
+    from vocolab.reporting.provenance import provenance
+    from vocolab.training.recipe import run_recipe
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("name")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stages", default="clip,pretrain,upper,voco")
+    ap.add_argument("--pretrain", default=None, help="a pretrain stage's last.ckpt: train only the upper stage from it")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    overrides = _parse_overrides(args.set)
+    start = time.perf_counter()
+    runs = cache_root() / "runs" / "experiments" / args.name
+    if args.pretrain:
+        import torch
+        from lightning import seed_everything
+
+        from vocolab.training.modules import VLMModule
+        from vocolab.training.recipe import vlm_stage
+
+        state = torch.load(args.pretrain, map_location="cpu", weights_only=False)
+        cfg = Config.from_dict(state["hyper_parameters"]["cfg"]).override(**overrides, seed=args.seed)
+        data = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
+        data.setup()
+        pre = VLMModule(cfg, mask="causal", stage="pretrain", tokenizer=data.tokenizer)
+        pre.load_state_dict(state["state_dict"])
+        seed_everything(cfg.seed, verbose=False)
+        t = time.perf_counter()
+        upper = vlm_stage(cfg, data, runs, "upper", task="qa", mask="causal", steps=cfg.train.instruct_steps,
+                          init=pre, progress=False).model
+        seconds, voco = {"upper": round(time.perf_counter() - t, 1)}, None
+    else:
+        cfg = preset("nano", seed=args.seed).override(**overrides)
+        trained = run_recipe(cfg, runs, progress=False, stages=tuple(args.stages.split(",")))
+        data, seconds = trained.data, trained.seconds
+        upper = trained.upper.model if trained.upper else None
+        voco = trained.voco.model if trained.voco else None
+    val = data.split("val")
+    qs = Questions.of(val)
+    if voco is not None:
+        runs_ = bound_runs(upper.eval(), data.tokenizer, data.splits["train"], val, qs, FAMILIES, k_lower=cfg.voco.tokens,
+                           progress=False)
+        runs_.append(model_run(voco.eval(), data.tokenizer, val, qs, FAMILIES, name="voco", method="voco", mask="voco",
+                               k=cfg.voco.tokens, progress=False))
+        runs_ = add_retention(runs_)
+    else:
+        runs_ = [model_run(upper.eval(), data.tokenizer, val, qs, FAMILIES, name="upper", method="full", mask="causal",
+                           k=cfg.voco.tokens, progress=False)]
+    command = "python tools/recipe_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    body = {"name": args.name, "split": "val", "questions": len(qs), "overrides": overrides, "stage_seconds": seconds,
+            "runs": {r["name"]: {"accuracy": round(r["accuracy"], 4), "retention": r.get("retention"),
+                                 "per_family": {f: round(v, 3) for f, v in r["per_family"].items()}} for r in runs_},
+            "provenance": provenance(command, cfg.preset, cfg.seed, time.perf_counter() - start, OUT)}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{args.name}.json").write_text(json.dumps(body, indent=1) + "\n")
+    print(json.dumps(body["runs"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
