@@ -37,7 +37,8 @@
 # %%
 from vocolab import lab
 
-info = lab.setup()
+# minutes on this project's 2-core CPU; cpu estimated: the nano sweep ran 49 cells in 53 min, 17 of them here
+info = lab.setup(minutes={"quick": 0.5, "cpu": 20})
 
 # %%
 

@@ -47,3 +47,23 @@ def test_the_notebook_imports_a_handful_and_no_job_module(path):
     assert not [m for m in imports if m.startswith(("vocolab.studies", "vocolab.cli"))], imports
     assert len(imports) <= MAX_VOCOLAB_IMPORTS, imports
     assert "vocolab.lab" in code or "from vocolab import lab" in code
+
+
+@pytest.mark.parametrize("path", IPYNB, ids=lambda p: p.stem)
+def test_the_notebook_says_how_long_it_takes(path):
+    """Its first cell passes measured minutes for quick mode and for a CPU to `lab.setup`."""
+    call = re.search(r"lab\.setup\((.*?)\)\n", path.with_suffix(".py").read_text(), re.S)
+    assert call and "minutes=" in call.group(1) and '"quick"' in call.group(1) and '"cpu"' in call.group(1)
+
+
+def test_setup_says_how_long_in_this_mode(capsys, monkeypatch):
+    from vocolab import lab
+
+    monkeypatch.setenv("VOCOLAB_QUICK", "1")
+    lab.setup("nano", minutes={"quick": 0.4, "cpu": 18})
+    assert "takes under a minute in quick mode" in capsys.readouterr().out
+    monkeypatch.setenv("VOCOLAB_QUICK", "0")
+    lab.setup("nano", minutes={"quick": 0.4, "cpu": 18})
+    assert "takes about 18 min in real mode on a CPU (nano)" in capsys.readouterr().out
+    lab.setup("nano", minutes={"quick": 0.4})
+    assert "has not been measured yet" in capsys.readouterr().out

@@ -46,8 +46,12 @@ def setup(preset: str | None = None, seed: int = 0, *, minutes: dict | None = No
         mode = "quick" if info.quick else ("gpu" if info.device.type == "cuda" else "cpu")
         where = {"quick": "in quick mode", "cpu": f"in real mode on a CPU ({info.preset})",
                  "gpu": f"in real mode on a GPU ({info.preset})"}[mode]
-        if mode in minutes:
-            print(f"this notebook takes about {minutes[mode]} min {where}")
+        if mode not in minutes:
+            print(f"this notebook's time {where} has not been measured yet")
+        elif minutes[mode] < 1:
+            print(f"this notebook takes under a minute {where}")
+        else:
+            print(f"this notebook takes about {minutes[mode]:.0f} min {where}")
     return info
 
 

@@ -34,7 +34,6 @@ class Projector(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(out_dim, out_dim)
         self.positions = nn.Parameter(torch.zeros(positions, out_dim)) if positions else None
-
         self.patch_index = None  # set by `placed_at`
 
     @contextmanager
