@@ -26,7 +26,7 @@ from vocolab.core.runtime import RunInfo
 from vocolab.core.runtime import setup as _setup
 from vocolab.data.storage import cache_root
 from vocolab.studies import scaling as scaling_grid  # the grid's sizes, token counts and step budget
-from vocolab.studies.common import QUICK, Study, cell_steps
+from vocolab.studies.common import QUICK, Study, cell_steps, job_runs
 from vocolab.studies.common import study_config as _study_config
 from vocolab.studies.distill import run_distill_study
 from vocolab.studies.mod import QUICK_CLIPS, run_mod_study
@@ -137,7 +137,7 @@ def voco_model(info: RunInfo, work: str = "notebook04", retrain: bool = False):
     if use_shipped(info, retrain):
         model, cfg, _ = shipped("voco")
         return model, cfg, Split.load(cfg, "scenes", "heldout", progress=False)
-    saved = cache_root() / "runs" / f"quickstart-{info.preset}-seed{info.seed}" / "checkpoints" / "voco"
+    saved = job_runs("quickstart", info.preset, info.seed) / "checkpoints" / "voco"
     if saved.exists() and not info.quick:
         model, cfg, meta = load_checkpoint(saved)
         print(f"loaded {saved} (stage {meta.get('stage')}, trained {cfg.train.voco_steps} VoCo steps)")

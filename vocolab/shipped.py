@@ -20,7 +20,6 @@ first held-out items, which `tests/test_shipped.py` recomputes from a clean chec
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,17 +130,5 @@ def check_accuracy(name: str, model, cfg: Config, progress: bool = False) -> dic
             "mask": spec.mask, "k": k, "accuracy": run["accuracy"], "per_family": run["per_family"]}
 
 
-def shipped_summary(preset: str = "nano", root: str | Path | None = None) -> dict:
-    """name -> (what, bytes on disk, recorded check accuracy) of every shipped model."""
-    out = {}
-    for name, spec in MODELS.items():
-        folder = shipped_folder(name, preset, root)
-        if (folder / META).is_file():
-            meta = json.loads((folder / META).read_text())
-            out[name] = {"what": spec.what, "bytes": sum(f.stat().st_size for f in folder.iterdir()),
-                         "check_accuracy": meta["check"]["accuracy"]}
-    return out
-
-
 __all__ = ["CHECK_ITEMS", "MODELS", "SHIPPED_ROOT", "check_accuracy", "is_shipped", "load_shipped", "load_trained",
-           "save_trained", "shipped_folder", "shipped_summary"]
+           "save_trained", "shipped_folder"]

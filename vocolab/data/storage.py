@@ -173,7 +173,8 @@ def cache_spec(cfg: DataConfig, kind: str, split: str, n: int | None = None) -> 
     """(key, the JSON-normalised fields it hashes)."""
     spec = {f: getattr(cfg, f) for f in _AFFECTS[kind]}
     for name, default in _OPTIONAL.get(kind, {}).items():  # named only when set: old caches stay valid
-        if getattr(cfg, name) != default and (name != "storage" or split == "train"):
+        # storage changes a split only where its pixels are not stored (the training split)
+        if getattr(cfg, name) != default and (name != "storage" or not stores_pixels(cfg, split)):
             spec[name] = getattr(cfg, name)
     spec["questions_per_scene"] = questions_per_item(cfg, split)  # a split's own count
     spec.update(kind=kind, split=split, seed=split_seed(cfg, split),

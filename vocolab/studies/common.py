@@ -54,11 +54,17 @@ def cell_steps(steps: int | None) -> int:
     return steps if steps is not None else (QUICK_STEPS if quick_mode() else SWEEP_STEPS)
 
 
-def runs_dir(cfg: Config) -> Path:
-    """Where the shared base model and training logs of the studies live (cache, not figures)."""
+def job_runs(job: str, preset: str, seed: int) -> Path:
+    """`<cache>/runs/<job>-<preset>-seed<seed>` (with `-quick` in quick mode: a few-step
+    model must never pass for a real one): where a job keeps its logs and checkpoints."""
     from vocolab.data.storage import cache_root
 
-    return cache_root() / "runs" / f"sweep-{cfg.preset}-seed{cfg.seed}{'-quick' if quick_mode() else ''}"
+    return cache_root() / "runs" / f"{job}-{preset}-seed{seed}{'-quick' if quick_mode() else ''}"
+
+
+def runs_dir(cfg: Config) -> Path:
+    """Where the shared base model and training logs of the studies live (cache, not figures)."""
+    return job_runs("sweep", cfg.preset, cfg.seed)
 
 
 def base_model(cfg: Config, runs: Path, data, progress: bool = True):
@@ -91,10 +97,9 @@ def finished_quickstart(cfg: Config, tokenizer, stages: tuple[str, ...]) -> Path
     """The quickstart's runs folder for this preset and seed when it holds every one of
     `stages` finished with exactly this config (`training.recipe.stage_key`), else None: the
     studies then start from the very models the quickstart reports on, without training them again."""
-    from vocolab.data.storage import cache_root
     from vocolab.training.recipe import stage_key
 
-    folder = cache_root() / "runs" / f"quickstart-{cfg.preset}-seed{cfg.seed}{'-quick' if quick_mode() else ''}"
+    folder = job_runs("quickstart", cfg.preset, cfg.seed)
     for name in stages:
         marker = folder / name / "finished.json"
         if not marker.is_file() or json.loads(marker.read_text()).get("key") != stage_key(cfg, name, tokenizer):

@@ -23,7 +23,7 @@ from vocolab.core.runtime import quick_mode
 from vocolab.data.batching import make_batch
 from vocolab.data.storage import numpy_view
 from vocolab.evaluation.attention import mask_check
-from vocolab.studies.common import study_config
+from vocolab.studies.common import job_runs, study_config
 
 QUICK_SIZES = {"data.train_scenes": 200, "data.heldout_scenes": 100,
                "data.train_clips": 100, "data.heldout_clips": 50,
@@ -62,7 +62,7 @@ def run_quickstart(preset_name: str = "nano", seed: int = 0, out: str | Path = "
     cfg = job_config(preset_name, seed, overrides)  # bad input fails here, before the slow imports
     from vocolab.core.runtime import device
     from vocolab.data.scenes import FAMILIES
-    from vocolab.data.storage import cache_root, load_clips
+    from vocolab.data.storage import load_clips
     from vocolab.evaluation.heldout import standard_runs
     from vocolab.inference.table7 import inference_costs
     from vocolab.models.checkpoint import save_checkpoint
@@ -77,8 +77,7 @@ def run_quickstart(preset_name: str = "nano", seed: int = 0, out: str | Path = "
     from vocolab.reporting.training import plot_training_curves
     from vocolab.training.recipe import run_recipe
 
-    quick = "-quick" if quick_mode() else ""  # a few-step model must never pass for a real one
-    runs = Path(runs) if runs else cache_root() / "runs" / f"quickstart-{cfg.preset}-seed{seed}{quick}"
+    runs = Path(runs) if runs else job_runs("quickstart", cfg.preset, seed)
     k = cfg.voco.tokens
     print(f"vocolab quickstart | preset {cfg.preset} | seed {seed} | K={k} | "
           f"quick mode {'ON' if quick_mode() else 'off'} | device {device()}")

@@ -15,18 +15,14 @@ import json
 import time
 from pathlib import Path
 
-from vocolab.core.runtime import quick_mode
-from vocolab.data.storage import cache_root
+from vocolab.studies.common import job_runs
 
 FIGURES = Path(__file__).resolve().parents[2] / "figures"
 
 
 def sources(preset: str, seed: int) -> dict[str, tuple[Path, Path, str]]:
     """name -> (trained model folder, results file of the job that trained it, make target)."""
-    quick = "-quick" if quick_mode() else ""
-    runs = cache_root() / "runs"
-    quickstart = runs / f"quickstart-{preset}-seed{seed}{quick}" / "checkpoints"
-    studies = runs / f"sweep-{preset}-seed{seed}{quick}"
+    quickstart, studies = job_runs("quickstart", preset, seed) / "checkpoints", job_runs("sweep", preset, seed)
     return {"upper": (quickstart / "upper", FIGURES / "quickstart" / "results.json", "quickstart"),
             "voco": (quickstart / "voco", FIGURES / "quickstart" / "results.json", "quickstart"),
             "video": (studies / "temporal" / "models" / "temporal", FIGURES / "temporal" / "results.json", "temporal"),
@@ -36,13 +32,14 @@ def sources(preset: str, seed: int) -> dict[str, tuple[Path, Path, str]]:
 def run_ship(preset: str = "nano", seed: int = 0, out: str | Path | None = None, *, names=None,
              command: str = "vocolab ship", progress: bool = True) -> dict:
     """Write every shipped model (or `names`) to `out/<preset>/<name>/`; returns name -> check."""
+    from vocolab.models.checkpoint import META
     from vocolab.reporting.provenance import provenance
     from vocolab.shipped import MODELS, SHIPPED_ROOT, check_accuracy, load_trained, save_trained, shipped_folder
 
     start = time.perf_counter()
     names = tuple(names or MODELS)
     where = sources(preset, seed)
-    missing = [f"{n} ({where[n][0]}: run `make {where[n][2]}`)" for n in names if not (where[n][0] / "meta.json").is_file()]
+    missing = [f"{n} ({where[n][0]}: run `make {where[n][2]}`)" for n in names if not (where[n][0] / META).is_file()]
     if missing:
         raise ValueError("ship: these trained models are missing: " + "; ".join(missing))
     root = Path(out) if out else SHIPPED_ROOT
@@ -55,10 +52,9 @@ def run_ship(preset: str = "nano", seed: int = 0, out: str | Path | None = None,
         save_trained(model, cfg, target, {"stage": meta.get("stage", name), "trained_by": trained_by}, half=True)
         shipped, _, shipped_meta = load_trained(target)  # the check runs on the float16 weights
         check = check_accuracy(name, shipped, cfg, progress=progress)
-        shipped_meta = json.loads((target / "meta.json").read_text())
         shipped_meta["check"] = check
         shipped_meta["shipped_by"] = provenance(command, preset, seed, time.perf_counter() - start, root)
-        (target / "meta.json").write_text(json.dumps(shipped_meta, indent=2, sort_keys=True) + "\n")
+        (target / META).write_text(json.dumps(shipped_meta, indent=2, sort_keys=True) + "\n")
         size = sum(f.stat().st_size for f in target.iterdir())
         checks[name] = check
         print(f"{name:6s} -> {target} | {size / 1e6:.2f} MB | check: {check['accuracy']:.3f} on "

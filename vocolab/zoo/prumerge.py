@@ -72,7 +72,8 @@ class PruMerge(Compressor):
             raise ValueError(f"{name}: extras['keys'] must be [{n}, {self.patches}, Dv], got {tuple(keys.shape)}")
         attn, keys = attn.to(features.device), keys.to(features.device)
         return [merge_neighbours(features[i], attn[i].to(features.dtype), keys[i],
-                                 keep, self.neighbours) for i, keep in enumerate(self.kept_patches(extras))]
+                                 keep.to(features.device), self.neighbours)
+                for i, keep in enumerate(self.kept_patches(extras))]
 
     def kept_patches(self, extras) -> list[torch.Tensor]:
         """Each image's kept patch indices (ascending): output token j stands at patch j."""
