@@ -317,3 +317,25 @@ def test_tokens_placed_at_some_patches_get_those_patches_positions():
             vlm.projector(feats[:, :2])
         assert vlm.projector.patch_index is None  # the block is left as it was entered
     torch.testing.assert_close(part, full[:, keep])
+
+
+@pytest.mark.parametrize("method", ["uniform", "random"])
+def test_token_drops_keep_their_patches_positions(method):
+    """A token drop on the upper bound keeps K of the V patches unchanged: each kept token is
+    the upper bound's own projected token at that patch, per-patch position included."""
+    upper = tiny_vlm_with_positions(True)
+    drop = tiny_vlm(**{"llm.image_positions": True, "compress.method": method, "compress.tokens": 4})
+    drop.load_backbone(upper.state_dict())
+    assert drop.projector.positions is not None
+    ids = torch.tensor([[SPECIAL.bos] + [SPECIAL.image] * 4] * 2)
+    feats = torch.randn(2, 1, V, 32)
+    seeded = getattr(drop.compressor, "generator", None)  # random: draw the same patches twice
+    with torch.no_grad():
+        seeded is not None and seeded.manual_seed(drop.compressor.seed)
+        kept = drop.compressor.choose(feats[:, 0]).expand(2, -1)
+        seeded is not None and seeded.manual_seed(drop.compressor.seed)
+        got = drop.embed(ids, features=feats)[:, 1:]
+        full = upper.projector(feats[:, 0])
+    torch.testing.assert_close(got, torch.stack([full[i, kept[i]] for i in range(2)]))
+    with pytest.raises(ValueError, match="patch index"):
+        drop.projector(feats[:, 0, :4], torch.arange(3))

@@ -1,5 +1,5 @@
 """The training-only data knobs (`data.captions`, `data.train_extra_families`,
-`data.train_jitter`) change what the model is trained on and never the held-out split."""
+`data.train_jitter`, `data.train_min_objects`) change what the model is trained on and never the held-out split."""
 
 import numpy as np
 import pytest
@@ -63,6 +63,8 @@ def test_jitter_moves_the_drawing_not_the_scene():
 def test_the_knobs_are_checked_and_keyed():
     with pytest.raises(ValueError, match="data.train_jitter"):
         preset("nano", **{"data.train_jitter": 0.6})
+    with pytest.raises(ValueError, match="data.train_min_objects"):
+        preset("nano", **{"data.train_min_objects": 7})
     with pytest.raises(ValueError, match="data.captions"):
         preset("nano", **{"data.captions": "fine"})
     with pytest.raises(ValueError, match="data.train_extra_families"):
@@ -71,4 +73,16 @@ def test_the_knobs_are_checked_and_keyed():
         extra_questions(Scene(()), np.random.default_rng(0), ("where",))
     assert cache_spec(PLAIN, "scenes", "train")[0] != cache_spec(KNOBS, "scenes", "train")[0]
     # with every knob off, none is hashed: caches built before the knobs existed stay valid
-    assert not {"captions", "train_extra_families", "train_jitter"} & set(cache_spec(PLAIN, "scenes", "train")[1])
+    assert not {"captions", "train_extra_families", "train_jitter", "train_min_objects"} & set(
+        cache_spec(PLAIN, "scenes", "train")[1])
+
+
+def test_fewer_objects_in_training_scenes_only():
+    few = DataConfig(train_scenes=200, heldout_scenes=60, train_min_objects=1)
+    counts = {split: [len(Scene.from_json(r["objects"]).objects) for r in _rows(few, split)]
+              for split in ("train", "heldout")}
+    assert min(counts["train"]) == 1 and max(counts["train"]) <= few.max_objects
+    assert min(counts["heldout"]) == few.min_objects == 3
+    plain = DataConfig(train_scenes=200, heldout_scenes=60)
+    assert [r["question"] for r in _rows(plain, "heldout")] == [r["question"] for r in _rows(few, "heldout")]
+    assert cache_spec(few, "scenes", "train")[0] != cache_spec(plain, "scenes", "train")[0]

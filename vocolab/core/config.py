@@ -50,8 +50,7 @@ class DataConfig:
     heldout_scenes: int = 500
     train_clips: int = 2000
     heldout_clips: int = 300
-    # a validation split of its own (another seed): stopping rules and model selection read
-    # it, never the held-out split
+    # a validation split of its own (another seed) for stopping rules and model selection
     val_scenes: int = 300
     val_clips: int = 150
     questions_per_scene: int = 5
@@ -61,14 +60,14 @@ class DataConfig:
     # how captions name positions: "coarse" (a 3x3 grid of words) or "exact" (the lattice row
     # and column); captions are training text only, the held-out questions never change
     captions: str = "exact"
-    # training scenes only: extra question families asked on top of the others ("row",
-    # "column": where an object named by colour and shape is) and a random offset of every
-    # object of up to `train_jitter` cells when it is drawn (clip objects sit between cells)
+    # training scenes only: extra question families ("row", "column": where an object named by
+    # colour and shape is), a random offset of every object of up to `train_jitter` cells when
+    # drawn (clip objects sit between cells), and scenes with fewer objects than held-out ones
     train_extra_families: tuple[str, ...] = ("row", "column")
     train_jitter: float = 0.0
-    # how the training split's pixels are kept: "arrays" (stored in the cached dataset) or
-    # "render" (drawn again from each row's seed when read: the same pixels, a training
-    # dataset of text only); the validation and held-out splits always keep theirs
+    train_min_objects: int = 0  # > 0: training scenes hold train_min_objects..max_objects objects
+    # the training split's pixels: "arrays" (stored in the cached dataset) or "render" (drawn again
+    # from each row's seed when read: the same pixels); validation and held-out keep theirs
     storage: str = "render"
     train_seed: int = 0
     heldout_seed: int = 10_007  # a different seed: held-out scenes never appear in training
@@ -308,6 +307,8 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"data.captions: {d.captions!r} is not 'coarse' or 'exact'")
     if d.storage not in ("arrays", "render"):
         raise ValueError(f"data.storage: {d.storage!r} is not 'arrays' or 'render'")
+    if d.train_min_objects and not 1 <= d.train_min_objects <= d.max_objects:
+        raise ValueError(f"data.train_min_objects: {d.train_min_objects}; need 0 (off) or 1..max_objects")
     if not 0 <= d.train_jitter < 0.5:
         raise ValueError(f"data.train_jitter: {d.train_jitter} cells; need 0 <= jitter < 0.5 (objects stay in "
                          f"their cell)")

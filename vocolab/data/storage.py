@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -45,7 +46,8 @@ _AFFECTS = {
 
 
 # scene fields that change what is generated, hashed only when they differ from the default
-_OPTIONAL = {"scenes": {"captions": "coarse", "train_extra_families": (), "train_jitter": 0.0, "storage": "arrays"},
+_OPTIONAL = {"scenes": {"captions": "coarse", "train_extra_families": (), "train_jitter": 0.0, "storage": "arrays",
+                        "train_min_objects": 0},
              "clips": {"storage": "arrays"}}
 
 
@@ -106,9 +108,11 @@ def scene_row(cfg: DataConfig, seed: int, index: int, questions: int, render: bo
               train: bool = False) -> dict[str, Any]:
     """One scene with its caption and questions. A training scene may also get the extra
     training families and a jittered drawing (`data.train_*`); those draw from a stream of
-    their own, so the rest of the row is the same with or without them."""
+    their own, so the rest of the row is the same with or without them (a training scene
+    with another object count, `data.train_min_objects`, is another scene)."""
     rng = item_rng(seed, "scenes", index)
-    scene = sample_scene(rng, cfg)
+    fewer = train and cfg.train_min_objects
+    scene = sample_scene(rng, replace(cfg, min_objects=cfg.train_min_objects) if fewer else cfg)
     qas = scene_questions(scene, rng, questions, cfg)
     extra = np.random.default_rng([seed, KINDS["scenes"], index, 1])
     if train and cfg.train_extra_families:

@@ -11,7 +11,8 @@ only rotate queries and keys, so whatever a text token gathers from the image
 embeddings survive in the patch features. The added embedding puts "where" into the
 values explicitly: at nano it is what lifts the two-object `spatial` questions off
 chance (`llm.image_positions`, on by default; RESULTS.md). A method that keeps only
-some of the patches (PruMerge on the upper bound) says which through `placed_at`.
+some of the patches says which: the token drops pass each image's kept patches to
+`forward(x, index)`, PruMerge on the upper bound sets them with `placed_at`.
 """
 
 from __future__ import annotations
@@ -39,22 +40,26 @@ class Projector(nn.Module):
     @contextmanager
     def placed_at(self, index: torch.Tensor):
         """Within the block, inputs `[..., K, in_dim]` are K of an image's patches, the ones
-        at `index` `[K]` (the same for every image), and get those patches' positions."""
+        at `index` (`[K]`, the same for every image, or `[N, K]`), and get those patches' positions."""
         self.patch_index = index
         try:
             yield self
         finally:
             self.patch_index = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """`index`: which patches the inputs are (`[K]` or `[N, K]` for inputs `[N, K, in_dim]`);
+        default all V in order, or the ones set by `placed_at`."""
         y = self.fc2(self.act(self.fc1(x)))
         if self.positions is None:
             return y
-        if self.patch_index is not None:
-            if self.patch_index.dim() != 1 or x.dim() < 2 or x.shape[-2] != len(self.patch_index):
-                raise ValueError(f"Projector: patch index {tuple(self.patch_index.shape)} does not match "
+        index = self.patch_index if index is None else index
+        if index is not None:
+            if x.dim() < 2 or index.dim() not in (1, 2) or x.shape[-2] != index.shape[-1] or (
+                    index.dim() == 2 and tuple(x.shape[:-1]) != tuple(index.shape)):
+                raise ValueError(f"Projector: patch index {tuple(index.shape)} does not match "
                                  f"inputs {tuple(x.shape)}")
-            return y + self.positions[self.patch_index.to(self.positions.device)].to(y.dtype)
+            return y + self.positions[index.to(self.positions.device)].to(y.dtype)
         if x.dim() < 2 or x.shape[-2] != self.positions.shape[0]:
             raise ValueError(f"Projector: expected [..., {self.positions.shape[0]}, {self.in_dim}] "
                              f"(one image's patches), got {tuple(x.shape)}")

@@ -50,7 +50,7 @@ from vocolab.models.inputs import model_device, prepare
 from vocolab.models.llm import build_llm
 from vocolab.models.projector import Projector
 from vocolab.models.vision import patch_features, pixels_to_tensor, vision_config
-from vocolab.zoo.registry import build_compressor, check_compressor_config
+from vocolab.zoo.registry import build_compressor, check_compressor_config, method_info
 
 
 class VoCoVLM(nn.Module):
@@ -61,8 +61,10 @@ class VoCoVLM(nn.Module):
         check_backend(cfg.llm.attn_implementation)
         self.cfg, self.special, self.vocab_size = cfg, special, vocab_size
         self.vision = CLIPVisionModel(vision_config(cfg))
-        # a per-patch position embedding only where the LLM sees all V patches (no compressor)
-        positions = cfg.data.image_tokens if cfg.llm.image_positions and cfg.compress.method == "none" else 0
+        # a per-patch position embedding only where the LLM's image tokens are patches: all V
+        # (no compressor) or K kept unchanged (a token drop: each gets its patch's position)
+        sees_patches = cfg.compress.method == "none" or method_info(cfg.compress.method).keeps_patches
+        positions = cfg.data.image_tokens if cfg.llm.image_positions and sees_patches else 0
         self.projector = Projector(cfg.vision.hidden_size, cfg.llm.hidden_size, positions)
         self.llm = build_llm(cfg, vocab_size, special)
         # distinct VoCo slots: one learned embedding per slot position within a frame's VoCo span
@@ -89,8 +91,8 @@ class VoCoVLM(nn.Module):
     def load_backbone(self, state: dict) -> None:
         """Load a model without a compressor (e.g. the upper bound) into this one: every
         weight but the compressor's, which keeps its fresh initialisation. The source's
-        per-patch image positions are left out where this model has none: a compressor's K
-        tokens are not patches."""
+        per-patch image positions are left out where this model has none: the K tokens of a
+        compressor that is not a token drop are not patches."""
         missing, unexpected = self.load_state_dict(state, strict=False)
         wrong = [k for k in missing if not k.startswith("compressor.")]
         wrong += [k for k in unexpected if not (k == "projector.positions" and self.projector.positions is None)]
@@ -178,8 +180,9 @@ class VoCoVLM(nn.Module):
             feats = list(self.encode_images(torch.cat([f.to(embeds.device) for f in frames])).split(sizes))
         else:
             feats = frames
+        kept = None  # which patches a token drop kept: `[sum T, K]`
         if self.compressor is not None:
-            feats = self._compress(feats, need, embeds, layouts)
+            feats, kept = self._compress(feats, need, embeds, layouts)
         d_vision = self.cfg.vision.hidden_size
         for b, f in zip(need, feats):
             if f.shape[-1] != d_vision:
@@ -191,7 +194,7 @@ class VoCoVLM(nn.Module):
                     f"{f.shape[0]} frame(s) x {f.shape[1]} patches = {f.shape[0] * f.shape[1]}")
         proj_param = next(self.projector.parameters())
         stacked = torch.cat([f.to(device=proj_param.device, dtype=proj_param.dtype) for f in feats])
-        projected = self.projector(stacked).reshape(-1, self.cfg.llm.hidden_size)  # [T, V or K, D] -> rows
+        projected = self.projector(stacked, kept).reshape(-1, self.cfg.llm.hidden_size)  # [T, V or K, D] -> rows
         return embeds.masked_scatter(slots.unsqueeze(-1), projected.to(embeds.dtype))
 
     def _slot_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -205,11 +208,17 @@ class VoCoVLM(nn.Module):
         slot = ((index - run_start) * is_voco).clamp(max=self.voco_slots.shape[0] - 1)
         return self.voco_slots[slot] * is_voco[..., None].to(self.voco_slots.dtype)
 
-    def _compress(self, feats: list[torch.Tensor], need: list[int], embeds: torch.Tensor, layouts) -> list:
-        """Each sample's `[T, V, C]` features -> `[T, K, Dv]` through the compressor."""
+    def _compress(self, feats: list[torch.Tensor], need: list[int], embeds: torch.Tensor, layouts):
+        """Each sample's `[T, V, C]` features -> `[T, K, Dv]` through the compressor, and for a
+        token drop which patches it kept (`[sum T, K]`, else None)."""
         sizes = [f.shape[0] for f in feats]
         param = next(self.projector.parameters())
         flat = torch.cat([f.to(device=param.device, dtype=param.dtype) for f in feats])
+        if self.compressor.info.keeps_patches:
+            from vocolab.zoo.dropping import gather_patches
+
+            kept = self.compressor.choose(flat).to(flat.device).expand(flat.shape[0], -1)
+            return list(gather_patches(flat, kept).split(sizes)), kept
         query = None
         if self.compressor.info.needs_query:
             if layouts is None:
@@ -223,7 +232,7 @@ class VoCoVLM(nn.Module):
                                      f"compressor {self.compressor.info.name!r}")
                 rows.append(embeds[b, span.start : span.stop].mean(0).expand(sizes[len(rows)], -1))
             query = torch.cat(rows).to(param.dtype)
-        return list(self.compressor(flat, query=query).split(sizes))
+        return list(self.compressor(flat, query=query).split(sizes)), None
 
     # -- forward --------------------------------------------------------------------------
     def forward(

@@ -4,7 +4,8 @@
             every training-free method runs on and every trained method starts from)
     cells   (method, K) for K in {1, 2, 4, ..., V/2}:
             trained methods (voco, avgpool, qformer, perceiver, quecc) fine-tune the
-            upper-bound model with the same data, seed, steps and schedule;
+            upper-bound model with the same data, seed, steps and schedule (VoCo with
+            the recipe's `train.voco_objective`, as its voco stage);
             training-free ones (random, uniform, fastv, prumerge) are evaluated on it.
             K = V is the upper bound itself for every method.
 
@@ -107,20 +108,24 @@ class Sweep:
         return cfg.override(**{"compress.method": cell.method, "compress.tokens": cell.k, "voco.tokens": 0})
 
     def _train(self, cell: Cell, info):
-        from vocolab.training.modules import VLMModule
-        from vocolab.training.recipe import fine_tune
+        from vocolab.training.recipe import fine_tune, stage_module
 
         s, cfg = self.study, self._cell_cfg(cell)
         turns = cfg.train.turns and not info.needs_query
         if cfg.train.turns and not turns:  # same answers per step, one question per sequence
             cfg = cfg.override(**{"train.batch_size": cfg.train.batch_size * cfg.data.questions_per_scene})
         mask = "voco" if cell.method == "voco" else "causal"
+        # VoCo cells are the recipe's voco stage at K tokens: its objective (`train.voco_objective`)
+        # against the frozen upper bound; the zoo's compressors learn from the answers alone
+        teacher = s.upper if cell.method == "voco" else None
         seed_everything(s.cfg.seed, verbose=False)
-        module = VLMModule(cfg, mask=mask, stage=cell.name, steps=s.steps, tokenizer=s.data.tokenizer)
+        module = stage_module(cfg, cell.name, mask, s.steps, teacher, tokenizer=s.data.tokenizer)
         s.data.turns = turns
         model = fine_tune(module, s.data, cfg, s.runs / "cells", cell.name, s.steps, init=s.upper,
                           progress=s.progress)
         s.data.turns = s.cfg.train.turns
+        if teacher is not None:
+            s.upper.cpu()  # the teacher may have followed the student to an accelerator
         return model, mask, cfg.voco.tokens
 
     def _training_free(self, cell: Cell):

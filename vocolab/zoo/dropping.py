@@ -4,7 +4,9 @@ Why: these are the floors any selection method must clear. `uniform` keeps a spa
 even subset (the centre patch of each cell of the `pool_grid(K)` grid, the same cells
 `avgpool` averages), `random` keeps K random patches per image. Neither has parameters
 nor reads the image, so a method that *chooses* tokens (PruMerge, FastV) shows its worth
-only by beating them. Kept patches stay in their original (raster) order.
+only by beating them. Kept patches stay in their original (raster) order, and
+`choose` says which they are, so a model with per-patch image positions gives each kept
+patch its own position (without it the upper bound's drops lose "where" as well as "what").
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def gather_patches(features: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.take_along_dim(features, index.to(features.device)[..., None], dim=1)
 
 
-@register(MethodInfo("uniform", "pre", trainable=False,
+@register(MethodInfo("uniform", "pre", trainable=False, keeps_patches=True,
                      summary="keep the centre patch of each of K grid cells (spatially even)"))
 class UniformDrop(Compressor):
     def __init__(self, cfg, k: int):
@@ -31,12 +33,16 @@ class UniformDrop(Compressor):
         centres = [((r0 + r1) // 2) * side + (c0 + c1) // 2 for r0, r1, c0, c1 in grid_cells(self.patches, k)]
         self.register_buffer("index", torch.tensor(sorted(centres)), persistent=False)
 
-    def forward(self, features, query=None, extras=None):
+    def choose(self, features: torch.Tensor) -> torch.Tensor:
+        """`[K]`: the kept patches, the same for every image."""
         check_features(self.info.name, features, self.patches, self.dim)
-        return gather_patches(features, self.index)
+        return self.index
+
+    def forward(self, features, query=None, extras=None):
+        return gather_patches(features, self.choose(features))
 
 
-@register(MethodInfo("random", "pre", trainable=False,
+@register(MethodInfo("random", "pre", trainable=False, keeps_patches=True,
                      summary="keep K random patches per image (seeded, reproducible)"))
 class RandomDrop(Compressor):
     seed = 0
@@ -45,11 +51,14 @@ class RandomDrop(Compressor):
         super().__init__(cfg, k)
         self.generator = torch.Generator().manual_seed(self.seed)
 
-    def forward(self, features, query=None, extras=None):
+    def choose(self, features: torch.Tensor) -> torch.Tensor:
+        """`[N, K]`: each image's kept patches (each call draws anew from the seeded generator)."""
         check_features(self.info.name, features, self.patches, self.dim)
         scores = torch.rand(features.shape[0], self.patches, generator=self.generator)
-        index = scores.argsort(dim=1)[:, : self.k].sort(dim=1).values
-        return gather_patches(features, index)
+        return scores.argsort(dim=1)[:, : self.k].sort(dim=1).values
+
+    def forward(self, features, query=None, extras=None):
+        return gather_patches(features, self.choose(features))
 
 
 __all__ = ["RandomDrop", "UniformDrop", "gather_patches"]

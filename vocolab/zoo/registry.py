@@ -35,6 +35,9 @@ class MethodInfo:
     needs_query: bool = False  # reads the question: a compression cannot be shared between questions
     needs_attention: bool = False  # reads attention weights (vision CLS attention or LLM attention)
     adaptive: bool = False  # chooses K per image itself (reported as measured)
+    # its K tokens are K of the image's patches, unchanged (`choose` says which): they keep
+    # their patches' learned image positions (`models.projector`)
+    keeps_patches: bool = False
     summary: str = ""
 
     def __post_init__(self) -> None:

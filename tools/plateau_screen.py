@@ -1,0 +1,90 @@
+"""Screen a lever on the upper stage's plateau, on the VALIDATION split (never the held-out one).
+
+Why: at nano the upper bound's seeds differ mainly in *when* the question-answering loss
+leaves its plateau (seed 2 near step 400, seed 0 near 600, seed 1 near 1,400; RESULTS.md,
+"Why the seeds differ"). A lever that shortens the plateau shows in the first ~1,000 steps,
+so a screen trains the upper stage from a saved pretrain checkpoint (the same one for every
+lever), stops it after `--stop` steps (the schedule stays the full stage's), prints the
+training loss every 100 steps and scores the stage's saved checkpoints on the validation split:
+
+    python tools/plateau_screen.py S1_lr2 --seed 1 --pretrain RUNS/pretrain/checkpoints/last.ckpt \\
+        --stop 800 --set train.lr=0.002
+
+Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`; one at a time (two training processes
+on two cores slow each other down). The losses of levers that change the training scenes are
+not comparable with each other: compare the validation accuracies.
+"""
+
+import argparse
+import csv
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    from vocolab.data.storage import cache_root
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("name")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pretrain", required=True, help="a pretrain stage's last.ckpt")
+    ap.add_argument("--stop", type=int, default=800, help="stop the upper stage after this many steps")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    cmd = [sys.executable, str(ROOT / "tools" / "recipe_experiment.py"), args.name, "--seed", str(args.seed),
+           "--pretrain", args.pretrain] + (["--set", *args.set] if args.set else [])
+    folder = cache_root() / "runs" / "experiments" / args.name / "upper"
+    start = time.perf_counter()
+    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL) as run:
+        while run.poll() is None and _steps(folder) < args.stop:
+            time.sleep(5)
+        run.kill()
+    rows = _rows(folder)
+    curve = [(int(r["step"]) + 1, round(float(r["train/loss"]), 3)) for r in rows if (int(r["step"]) + 1) % 100 == 0]
+    print(f"{args.name}: {_steps(folder)} steps in {time.perf_counter() - start:.0f} s; training loss {curve}")
+    for ckpt in sorted((folder / "checkpoints").glob("step*.ckpt"), key=lambda p: int(p.stem[4:])):
+        print(f"{args.name} {ckpt.stem}: validation {validation(ckpt)}", flush=True)
+    return 0
+
+
+def _rows(folder: Path) -> list[dict]:
+    try:
+        with open(folder / "metrics.csv") as f:
+            return list(csv.DictReader(f))
+    except OSError:
+        return []
+
+
+def _steps(folder: Path) -> int:
+    rows = _rows(folder)
+    return int(rows[-1]["step"]) + 1 if rows else 0
+
+
+def validation(ckpt: Path) -> dict:
+    """Accuracy and per-family accuracy of an upper-stage checkpoint on the validation split."""
+    import torch
+
+    from vocolab.core.config import Config
+    from vocolab.data.module import VoCoDataModule
+    from vocolab.data.scenes import FAMILIES
+    from vocolab.evaluation.heldout import Questions, model_run
+    from vocolab.training.modules import VLMModule
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    cfg = Config.from_dict(state["hyper_parameters"]["cfg"])
+    data = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
+    data.setup()
+    module = VLMModule(cfg, mask="causal", stage="upper", tokenizer=data.tokenizer)
+    module.load_state_dict(state["state_dict"])
+    val = data.split("val")
+    run = model_run(module.model.eval(), data.tokenizer, val, Questions.of(val), FAMILIES, name="upper",
+                    method="full", mask="causal", k=1, progress=False)
+    return {"accuracy": round(run["accuracy"], 3)} | {f: round(v, 2) for f, v in run["per_family"].items()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
