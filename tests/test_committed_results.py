@@ -32,6 +32,7 @@ REPORTS = {
     "sweep": (sweep_markdown, (plot_retention_vs_tokens, plot_accuracy_vs_flops, plot_family_heatmap)),
     "distill": (distill_markdown, (plot_distill,)),
     "temporal": (temporal_markdown, (plot_accuracy_vs_frames, plot_temporal_families)),
+    "temporal-jitter": (temporal_markdown, (plot_accuracy_vs_frames, plot_temporal_families)),
     "mod": (mod_markdown, (plot_mod,)),
     "scaling": (scaling_markdown, (plot_error_vs_flops, plot_fit_residuals)),
 }
