@@ -46,8 +46,9 @@ def main(argv=None) -> int:
     rows = _rows(folder)
     curve = [(int(r["step"]) + 1, round(float(r["train/loss"]), 3)) for r in rows if (int(r["step"]) + 1) % 100 == 0]
     print(f"{args.name}: {_steps(folder)} steps in {time.perf_counter() - start:.0f} s; training loss {curve}")
-    for ckpt in sorted((folder / "checkpoints").glob("step*.ckpt"), key=lambda p: int(p.stem[4:])):
-        print(f"{args.name} {ckpt.stem}: validation {validation(ckpt)}", flush=True)
+    ckpts = sorted((folder / "checkpoints").glob("step*.ckpt"), key=lambda p: int(p.stem[4:]))
+    for ckpt, scores in validation(ckpts):
+        print(f"{args.name} {ckpt.stem}: validation {scores}", flush=True)
     return 0
 
 
@@ -64,26 +65,25 @@ def _steps(folder: Path) -> int:
     return int(rows[-1]["step"]) + 1 if rows else 0
 
 
-def validation(ckpt: Path) -> dict:
-    """Accuracy and per-family accuracy of an upper-stage checkpoint on the validation split."""
-    import torch
-
-    from vocolab.core.config import Config
+def validation(ckpts: list[Path]):
+    """(checkpoint, accuracy and per-family accuracy on the validation split) for each
+    upper-stage checkpoint; the split is read once, from the first checkpoint's config."""
     from vocolab.data.module import VoCoDataModule
     from vocolab.data.scenes import FAMILIES
     from vocolab.evaluation.heldout import Questions, model_run
-    from vocolab.training.modules import VLMModule
+    from vocolab.training.loading import load_model
 
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    cfg = Config.from_dict(state["hyper_parameters"]["cfg"])
-    data = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
-    data.setup()
-    module = VLMModule(cfg, mask="causal", stage="upper", tokenizer=data.tokenizer)
-    module.load_state_dict(state["state_dict"])
-    val = data.split("val")
-    run = model_run(module.model.eval(), data.tokenizer, val, Questions.of(val), FAMILIES, name="upper",
-                    method="full", mask="causal", k=1, progress=False)
-    return {"accuracy": round(run["accuracy"], 3)} | {f: round(v, 2) for f, v in run["per_family"].items()}
+    data = val = qs = None
+    for ckpt in ckpts:
+        model = load_model(str(ckpt))
+        if data is None:
+            data = VoCoDataModule(model.cfg, turns=model.cfg.train.turns, progress=False)
+            data.setup()
+            val = data.split("val")
+            qs = Questions.of(val)
+        run = model_run(model, data.tokenizer, val, qs, FAMILIES, name="upper", method="full", mask="causal", k=1,
+                        progress=False)
+        yield ckpt, {"accuracy": round(run["accuracy"], 3)} | {f: round(v, 2) for f, v in run["per_family"].items()}
 
 
 if __name__ == "__main__":

@@ -214,11 +214,9 @@ class VoCoVLM(nn.Module):
         sizes = [f.shape[0] for f in feats]
         param = next(self.projector.parameters())
         flat = torch.cat([f.to(device=param.device, dtype=param.dtype) for f in feats])
-        if self.compressor.info.keeps_patches:
-            from vocolab.zoo.dropping import gather_patches
-
-            kept = self.compressor.choose(flat).to(flat.device).expand(flat.shape[0], -1)
-            return list(gather_patches(flat, kept).split(sizes)), kept
+        if self.compressor.info.keeps_patches:  # a `zoo.dropping.PatchDrop`
+            kept_feats, kept = self.compressor.keep(flat)
+            return list(kept_feats.split(sizes)), kept
         query = None
         if self.compressor.info.needs_query:
             if layouts is None:

@@ -24,9 +24,25 @@ def gather_patches(features: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.take_along_dim(features, index.to(features.device)[..., None], dim=1)
 
 
+class PatchDrop(Compressor):
+    """A drop keeps K of the patches unchanged: `choose` says which, `keep` returns them with
+    their indices (the VLM gives each its patch's position), `forward` only the features."""
+
+    def choose(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def keep(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(`[N, K, C]` kept features, `[N, K]` their patch indices)."""
+        index = self.choose(features).to(features.device).expand(features.shape[0], -1)
+        return gather_patches(features, index), index
+
+    def forward(self, features, query=None, extras=None):
+        return self.keep(features)[0]
+
+
 @register(MethodInfo("uniform", "pre", trainable=False, keeps_patches=True,
                      summary="keep the centre patch of each of K grid cells (spatially even)"))
-class UniformDrop(Compressor):
+class UniformDrop(PatchDrop):
     def __init__(self, cfg, k: int):
         super().__init__(cfg, k)
         side = grid_side(self.patches)
@@ -38,13 +54,10 @@ class UniformDrop(Compressor):
         check_features(self.info.name, features, self.patches, self.dim)
         return self.index
 
-    def forward(self, features, query=None, extras=None):
-        return gather_patches(features, self.choose(features))
-
 
 @register(MethodInfo("random", "pre", trainable=False, keeps_patches=True,
                      summary="keep K random patches per image (seeded, reproducible)"))
-class RandomDrop(Compressor):
+class RandomDrop(PatchDrop):
     seed = 0
 
     def __init__(self, cfg, k: int):
@@ -57,8 +70,5 @@ class RandomDrop(Compressor):
         scores = torch.rand(features.shape[0], self.patches, generator=self.generator)
         return scores.argsort(dim=1)[:, : self.k].sort(dim=1).values
 
-    def forward(self, features, query=None, extras=None):
-        return gather_patches(features, self.choose(features))
 
-
-__all__ = ["RandomDrop", "UniformDrop", "gather_patches"]
+__all__ = ["PatchDrop", "RandomDrop", "UniformDrop", "gather_patches"]
