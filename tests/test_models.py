@@ -12,7 +12,7 @@ from transformers import CLIPVisionModel, LlamaForCausalLM
 
 from vocolab.core.layout import assemble, labels_from_layouts, pad_batch
 from vocolab.models.llm import llama_config
-from vocolab.models.projector import Projector
+from vocolab.models.projector import Projector, sincos_2d
 from vocolab.models.vision import build_clip, clip_config, patch_features, pixels_to_tensor, vision_config
 from vocolab.models.vlm import VoCoVLM
 
@@ -126,6 +126,23 @@ def test_projector_position_embedding_marks_where_each_patch_is():
     # with a zoo compressor the LLM sees K pooled tokens, not V patches: no per-patch embedding
     pooled = tiny_vlm(**{"llm.image_positions": True, "compress.method": "avgpool", "compress.tokens": 4})
     assert pooled.projector.positions is None
+
+
+def test_sincos_start_codes_rows_and_columns():
+    code = sincos_2d(4, 16, rms=0.08)
+    assert code.shape == (16, 16) and abs(code.pow(2).mean().sqrt().item() - 0.08) < 1e-6
+    rows, cols = code[:, :8].reshape(4, 4, 8), code[:, 8:].reshape(4, 4, 8)
+    torch.testing.assert_close(rows, rows[:, :1].expand(4, 4, 8))  # the row half is shared along a row
+    torch.testing.assert_close(cols, cols[:1].expand(4, 4, 8))  # the column half along a column
+    assert torch.cdist(code, code).add(torch.eye(16)).min() > 0.01  # every patch has its own code
+    with pytest.raises(ValueError, match="multiple of 4"):
+        sincos_2d(4, 18, rms=1.0)
+    # the VLM starts its per-patch embedding from the code when asked, from zeros otherwise
+    vlm = tiny_vlm(**{"llm.image_positions": True, "llm.image_positions_init": "sincos"})
+    torch.testing.assert_close(vlm.projector.positions.detach(), sincos_2d(4, 32, rms=vlm.cfg.llm.init_std))
+    assert tiny_vlm(**{"llm.image_positions": True}).projector.positions.abs().sum() == 0
+    with pytest.raises(ValueError, match="image_positions_init"):
+        tiny_cfg(**{"llm.image_positions_init": "random"})
 
 
 def test_llama_config_from_cfg():

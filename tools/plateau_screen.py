@@ -10,6 +10,9 @@ training loss every 100 steps and scores the stage's saved checkpoints on the va
     python tools/plateau_screen.py S1_lr2 --seed 1 --pretrain RUNS/pretrain/checkpoints/last.ckpt \\
         --stop 800 --set train.lr=0.002
 
+A lever that changes the caption pretraining too (the projector's start, say) leaves out
+`--pretrain`: the screen then trains the seed's clip and pretrain stages first (about 3 min at nano).
+
 Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`; one at a time (two training processes
 on two cores slow each other down). The losses of levers that change the training scenes are
 not comparable with each other: compare the validation accuracies.
@@ -31,17 +34,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("name")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pretrain", required=True, help="a pretrain stage's last.ckpt")
+    ap.add_argument("--pretrain", default=None, help="a pretrain stage's last.ckpt (default: train clip and pretrain)")
     ap.add_argument("--stop", type=int, default=800, help="stop the upper stage after this many steps")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
+    start_from = ["--pretrain", args.pretrain] if args.pretrain else ["--stages", "clip,pretrain,upper"]
     cmd = [sys.executable, str(ROOT / "tools" / "recipe_experiment.py"), args.name, "--seed", str(args.seed),
-           "--pretrain", args.pretrain] + (["--set", *args.set] if args.set else [])
+           *start_from] + (["--set", *args.set] if args.set else [])
     folder = cache_root() / "runs" / "experiments" / args.name / "upper"
     start = time.perf_counter()
     with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL) as run:
         while run.poll() is None and _steps(folder) < args.stop:
             time.sleep(5)
+        if run.poll() not in (None, 0):
+            raise SystemExit(f"{args.name}: the experiment failed (exit {run.returncode}); rerun "
+                             f"tools/recipe_experiment.py with the same arguments to see why")
         run.kill()
     rows = _rows(folder)
     curve = [(int(r["step"]) + 1, round(float(r["train/loss"]), 3)) for r in rows if (int(r["step"]) + 1) % 100 == 0]

@@ -112,12 +112,13 @@ class LLMConfig:
     # rather than Llama's 0.02: at width 128 the larger init shortened the plateau
     # before the model starts reading the image (nano held-out 0.34 -> 0.44, same steps)
     init_std: float = 0.08
-    # a learned embedding per patch position added to the projected image tokens (see
-    # `models.projector`): rotary positions reach queries and keys, never the values.
-    # On since the learning issue: with 40k scenes, exact captions and row/column questions,
-    # nano's upper bound reached 0.872 on the validation split with it (spatial 0.50) against
-    # 0.699 without (spatial 0.33), same steps and seed (RESULTS.md, "What the recipe learned")
+    # a learned embedding per patch position added to the projected image tokens
+    # (`models.projector`): rotary positions reach queries and keys, never the values. Nano
+    # validation 0.699 -> 0.872, spatial 0.33 -> 0.50 (RESULTS.md, "What the recipe learned")
     image_positions: bool = True
+    # its start: "zeros", or "sincos": the 2-D sine-cosine code of the patch's row and column
+    # (RMS init_std), so that "where" is in the values from the first step
+    image_positions_init: str = "zeros"
     attn_implementation: str = "sdpa"
 
 
@@ -291,8 +292,7 @@ def validate(cfg: Config) -> None:
     """Cross-field checks; each failure is a ValueError naming the field."""
     d, v, llm = cfg.data, cfg.vision, cfg.llm
     if d.image_size % d.patch_size:
-        raise ValueError(
-            f"data.image_size: {d.image_size} is not divisible by data.patch_size={d.patch_size}")
+        raise ValueError(f"data.image_size: {d.image_size} is not divisible by data.patch_size={d.patch_size}")
     if d.grid < 2 or d.image_size // d.grid < 8:
         raise ValueError(f"data.grid: {d.grid} cells per side leave under 8 px per cell at image_size {d.image_size}")
     if not 1 <= d.min_objects <= d.max_objects:
@@ -310,12 +310,12 @@ def validate(cfg: Config) -> None:
     if d.train_min_objects and not 1 <= d.train_min_objects <= d.max_objects:
         raise ValueError(f"data.train_min_objects: {d.train_min_objects}; need 0 (off) or 1..max_objects")
     if not 0 <= d.train_jitter < 0.5:
-        raise ValueError(f"data.train_jitter: {d.train_jitter} cells; need 0 <= jitter < 0.5 (objects stay in "
-                         f"their cell)")
+        raise ValueError(f"data.train_jitter: {d.train_jitter} cells; need 0 <= jitter < 0.5 (objects stay in cell)")
+    if llm.image_positions_init not in ("zeros", "sincos"):
+        raise ValueError(f"llm.image_positions_init: {llm.image_positions_init!r} is not 'zeros' or 'sincos'")
     if cfg.voco.tokens < 0 or cfg.voco.tokens > d.image_tokens:
-        raise ValueError(
-            f"voco.tokens: {cfg.voco.tokens} VoCo tokens for {d.image_tokens} image tokens; "
-            f"need 0 <= tokens <= image tokens")
+        raise ValueError(f"voco.tokens: {cfg.voco.tokens} VoCo tokens for {d.image_tokens} image tokens; "
+                         f"need 0 <= tokens <= image tokens")
     if cfg.voco.mask not in MASK_MODES:
         raise ValueError(f"voco.mask: {cfg.voco.mask!r} is not one of {MASK_MODES}")
     if cfg.compress.method != "none" and not 1 <= cfg.compress.tokens <= d.image_tokens:

@@ -28,13 +28,17 @@ class Projector(nn.Module):
     > 0 the input is `[..., positions, in_dim]` and a learned per-position embedding
     is added to the output."""
 
-    def __init__(self, in_dim: int, out_dim: int, positions: int = 0):
+    def __init__(self, in_dim: int, out_dim: int, positions: int = 0, start: torch.Tensor | None = None):
         super().__init__()
         self.in_dim, self.out_dim = in_dim, out_dim
         self.fc1 = nn.Linear(in_dim, out_dim)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(out_dim, out_dim)
-        self.positions = nn.Parameter(torch.zeros(positions, out_dim)) if positions else None
+        if start is not None and tuple(start.shape) != (positions, out_dim):
+            raise ValueError(f"Projector: start positions {tuple(start.shape)}, expected ({positions}, {out_dim})")
+        self.positions = None
+        if positions:
+            self.positions = nn.Parameter(torch.zeros(positions, out_dim) if start is None else start.clone().float())
         self.patch_index = None  # set by `placed_at`
 
     @contextmanager
@@ -66,4 +70,20 @@ class Projector(nn.Module):
         return y + self.positions.to(y.dtype)
 
 
-__all__ = ["Projector"]
+def sincos_2d(side: int, dim: int, rms: float) -> torch.Tensor:
+    """`[side * side, dim]`: for each patch (row-major) the sines and cosines of its row (first
+    half of `dim`) and its column (second half) at dim / 4 frequencies, scaled to root mean
+    square `rms`. Patches in one row share half their code, as do patches in one column, so the
+    LLM can read a row or a column off the values without first learning where each patch is."""
+    if dim % 4:
+        raise ValueError(f"sincos_2d: dim {dim} is not a multiple of 4")
+    freqs = 1.0 / 10_000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    angles = torch.arange(side, dtype=torch.float64)[:, None] * freqs[None]  # [side, dim/4]
+    axis = torch.cat([angles.sin(), angles.cos()], dim=-1)  # [side, dim/2]
+    rows = axis[:, None, :].expand(side, side, dim // 2)
+    cols = axis[None, :, :].expand(side, side, dim // 2)
+    code = torch.cat([rows, cols], dim=-1).reshape(side * side, dim)
+    return (code * rms / code.pow(2).mean().sqrt()).float()
+
+
+__all__ = ["Projector", "sincos_2d"]
