@@ -45,8 +45,9 @@
 # %%
 from vocolab import lab
 
-# minutes on this project's 2-core CPU; cpu: the scaling study, 47 min measured
-info = lab.setup(minutes={"quick": 0.4, "cpu": 47})
+# minutes on this project's 2-core CPU; cpu: the scaling study, 98 min measured (about 13 of them
+# beside other processes)
+info = lab.setup(minutes={"quick": 0.4, "cpu": 98})
 
 # %%
 import warnings

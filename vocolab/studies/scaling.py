@@ -32,12 +32,12 @@ Step budget (nano, 2-core CPU, fp32, batch 32). An instruct step costs ~0.2 s at
 128 / 4 layers (N = 0.86M; the nano quickstart: pretrain 0.19, upper 0.23, voco 0.21 s
 per step); model it as t(N) ~ 0.03 s + 0.18 s * N / 0.86M. With the sizes below
 (N = 0.11M, 0.37M, 0.86M, 1.93M, a 17x span) one step of every size costs
-0.055 + 0.107 + 0.21 + 0.43 ~ 0.80 s. Each size trains pretrain 400 + upper 1100 (the
-preset's) + 4 VoCo x 200 + 4 QueCC x 200 (`SCALING_STEPS`) = 3100 steps:
-3100 x 0.80 ~ 2500 s. Add the CLIP stage (~15 s), 36 evaluations on the 2500 held-out
-questions (~2-25 s each, ~250 s), cost measurements (~40 s) and trainer set-up
-(~2 s x 41 fits): about 2900 s, 48 minutes, inside the 90-minute target with ~1.9x
-headroom. `steps` (cell steps) and `--set train.pretrain_steps=... train.instruct_steps=...`
+0.055 + 0.107 + 0.21 + 0.43 ~ 0.80 s. Each size trains pretrain 400 + upper 2200 (the
+preset's) + 4 VoCo x 200 + 4 QueCC x 200 (`SCALING_STEPS`) = 4200 steps: 4200 x 0.80 ~
+3400 s, and the VoCo cells' distillation adds the frozen teacher's forward. Measured on the
+final recipe (RESULTS.md): 98 min in all, about 13 of them beside other processes, so
+roughly 85-88 min on an idle machine, inside the 90-minute target with little headroom.
+`steps` (cell steps) and `--set train.pretrain_steps=... train.instruct_steps=...`
 move the budget linearly; `limit` caps the evaluation. Every cell records its own
 `wall_s` and every size its stage seconds, so the real cost is in the results file.
 
