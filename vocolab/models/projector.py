@@ -4,8 +4,10 @@ Two linear layers with a GELU between them map each CLIP patch feature (width Dv
 into the LLM's embedding space (width D). It is the only new module between the
 two pretrained towers, and the one the `pretrain` stage aligns first.
 
-With `positions = V` it also adds a learned embedding per patch position (zero at
-initialisation) to each image's V projected tokens. The LLM's rotary positions
+With `positions = V` it also adds a learned embedding per patch position to each image's V
+projected tokens, starting at zero or at `start` (`sincos_2d`: a code the LLM can read a row or
+a column off from the first step, which took nano's slowest seed off its plateau ~700 steps
+sooner; `llm.image_positions_init`). The LLM's rotary positions
 only rotate queries and keys, so whatever a text token gathers from the image
 (the values) says *what* is there, and *where* only as far as CLIP's own position
 embeddings survive in the patch features. The added embedding puts "where" into the
