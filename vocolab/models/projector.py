@@ -22,6 +22,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+from einops import repeat
 from torch import nn
 
 
@@ -82,9 +83,9 @@ def sincos_2d(side: int, dim: int, rms: float) -> torch.Tensor:
     freqs = 1.0 / 10_000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
     angles = torch.arange(side, dtype=torch.float64)[:, None] * freqs[None]  # [side, dim/4]
     axis = torch.cat([angles.sin(), angles.cos()], dim=-1)  # [side, dim/2]
-    rows = axis[:, None, :].expand(side, side, dim // 2)
-    cols = axis[None, :, :].expand(side, side, dim // 2)
-    code = torch.cat([rows, cols], dim=-1).reshape(side * side, dim)
+    rows = repeat(axis, "r d -> (r c) d", c=side)
+    cols = repeat(axis, "c d -> (r c) d", r=side)
+    code = torch.cat([rows, cols], dim=-1)
     return (code * rms / code.pow(2).mean().sqrt()).float()
 
 
