@@ -9,6 +9,12 @@ stage ran) with the stage seconds and provenance to `figures/recipe-experiments/
         --set llm.image_positions=true
     python tools/recipe_experiment.py U2200 --pretrain RUNS/A/pretrain/checkpoints/last.ckpt \\
         --set train.instruct_steps=2200
+    python tools/recipe_experiment.py V2100 --upper RUNS/A/upper/checkpoints/last.ckpt \\
+        --set train.voco_steps=2100
+
+`--upper` trains only the voco stage from a saved upper bound (its teacher too) and also
+scores the stage's quarter checkpoints, so one long run shows how VoCo's accuracy grows
+with steps (the schedule is the whole stage's: a quarter checkpoint is not a shorter stage).
 
 Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`. Run one at a time: two training
 processes on two cores slow each other down and their stage seconds mean nothing.
@@ -38,12 +44,37 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stages", default="clip,pretrain,upper,voco")
     ap.add_argument("--pretrain", default=None, help="a pretrain stage's last.ckpt: train only the upper stage from it")
+    ap.add_argument("--upper", default=None, help="an upper stage's last.ckpt: train only the voco stage from it")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
     overrides = _parse_overrides(args.set)
     start = time.perf_counter()
     runs = cache_root() / "runs" / "experiments" / args.name
-    if args.pretrain:
+    curve = {}
+    if args.upper:
+        from vocolab.training.loading import load_model
+        from vocolab.training.recipe import stage_module, vlm_stage
+
+        upper = load_model(args.upper)
+        cfg = upper.cfg.override(**overrides, seed=args.seed)
+        data = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
+        data.setup()
+        from lightning import seed_everything
+
+        seed_everything(cfg.seed, verbose=False)
+        teacher = stage_module(cfg, "upper", "causal", 1, tokenizer=data.tokenizer)
+        teacher.model.load_state_dict(upper.state_dict())
+        t = time.perf_counter()
+        voco = vlm_stage(cfg, data, runs, "voco", task="qa", mask="voco", steps=cfg.train.voco_steps, init=teacher,
+                         progress=False, teacher=teacher).model
+        seconds = {"voco": round(time.perf_counter() - t, 1)}
+        val, k = data.split("val"), cfg.voco.tokens
+        for ckpt in sorted((runs / "voco" / "checkpoints").glob("step*.ckpt"), key=lambda p: int(p.stem[4:])):
+            run = model_run(load_model(str(ckpt)), data.tokenizer, val, Questions.of(val), FAMILIES, name="voco",
+                            method="voco", mask="voco", k=k, progress=False)
+            curve[ckpt.stem] = round(run["accuracy"], 4)
+            print(f"{args.name} {ckpt.stem}: validation {curve[ckpt.stem]}", flush=True)
+    elif args.pretrain:
         import torch
         from lightning import seed_everything
 
@@ -80,6 +111,7 @@ def main(argv=None) -> int:
                            k=cfg.voco.tokens, progress=False)]
     command = "python tools/recipe_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
     body = {"name": args.name, "split": "val", "questions": len(qs), "overrides": overrides, "stage_seconds": seconds,
+            **({"voco_checkpoints": curve} if curve else {}),
             "runs": {r["name"]: {"accuracy": round(r["accuracy"], 4), "retention": r.get("retention"),
                                  "per_family": {f: round(v, 3) for f, v in r["per_family"].items()}} for r in runs_},
             "provenance": provenance(command, cfg.preset, cfg.seed, time.perf_counter() - start, OUT)}
