@@ -50,30 +50,25 @@ def main(argv=None) -> int:
     overrides = _parse_overrides(args.set)
     start = time.perf_counter()
     runs = cache_root() / "runs" / "experiments" / args.name
-    curve = {}
     if args.upper:
-        from vocolab.training.loading import load_model
-        from vocolab.training.recipe import stage_module, vlm_stage
-
-        upper = load_model(args.upper)
-        cfg = upper.cfg.override(**overrides, seed=args.seed)
-        data = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
-        data.setup()
         from lightning import seed_everything
 
+        from vocolab.training.loading import load_model
+        from vocolab.training.modules import VLMModule
+        from vocolab.training.recipe import vlm_stage
+
+        saved = load_model(args.upper)
+        cfg = saved.cfg.override(**overrides, seed=args.seed)
+        data = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
+        data.setup()
         seed_everything(cfg.seed, verbose=False)
-        teacher = stage_module(cfg, "upper", "causal", 1, tokenizer=data.tokenizer)
-        teacher.model.load_state_dict(upper.state_dict())
+        teacher = VLMModule(cfg, mask="causal", stage="upper", tokenizer=data.tokenizer)  # vlm_stage's init and teacher
+        teacher.model.load_state_dict(saved.state_dict())
+        upper = teacher.model
         t = time.perf_counter()
         voco = vlm_stage(cfg, data, runs, "voco", task="qa", mask="voco", steps=cfg.train.voco_steps, init=teacher,
                          progress=False, teacher=teacher).model
         seconds = {"voco": round(time.perf_counter() - t, 1)}
-        val, k = data.split("val"), cfg.voco.tokens
-        for ckpt in sorted((runs / "voco" / "checkpoints").glob("step*.ckpt"), key=lambda p: int(p.stem[4:])):
-            run = model_run(load_model(str(ckpt)), data.tokenizer, val, Questions.of(val), FAMILIES, name="voco",
-                            method="voco", mask="voco", k=k, progress=False)
-            curve[ckpt.stem] = round(run["accuracy"], 4)
-            print(f"{args.name} {ckpt.stem}: validation {curve[ckpt.stem]}", flush=True)
     elif args.pretrain:
         import torch
         from lightning import seed_everything
@@ -100,6 +95,13 @@ def main(argv=None) -> int:
         voco = trained.voco.model if trained.voco else None
     val = data.split("val")
     qs = Questions.of(val)
+    curve = {}
+    if args.upper:  # how the voco stage's accuracy grew: its quarter checkpoints
+        for ckpt in sorted((runs / "voco" / "checkpoints").glob("step*.ckpt"), key=lambda p: int(p.stem[4:])):
+            run = model_run(load_model(str(ckpt)), data.tokenizer, val, qs, FAMILIES, name="voco", method="voco",
+                            mask="voco", k=cfg.voco.tokens, progress=False)
+            curve[ckpt.stem] = round(run["accuracy"], 4)
+            print(f"{args.name} {ckpt.stem}: validation {curve[ckpt.stem]}", flush=True)
     if voco is not None:
         runs_ = bound_runs(upper.eval(), data.tokenizer, data.splits["train"], val, qs, FAMILIES, k_lower=cfg.voco.tokens,
                            progress=False)
