@@ -12,7 +12,7 @@ from transformers import CLIPVisionModel, LlamaForCausalLM
 
 from vocolab.core.layout import assemble, labels_from_layouts, pad_batch
 from vocolab.models.llm import llama_config
-from vocolab.models.projector import Projector, fourier_2d, sincos_2d
+from vocolab.models.projector import Projector, sincos_2d
 from vocolab.models.vision import build_clip, clip_config, patch_features, pixels_to_tensor, vision_config
 from vocolab.models.vlm import VoCoVLM
 
@@ -143,23 +143,6 @@ def test_sincos_start_codes_rows_and_columns():
     assert tiny_vlm(**{"llm.image_positions": True}).projector.positions.abs().sum() == 0
     with pytest.raises(ValueError, match="image_positions_init"):
         tiny_cfg(**{"llm.image_positions_init": "random"})
-
-
-def test_fourier_start_varies_everywhere():
-    """Every dimension of the Fourier code says where a patch is (mean zero over the patches),
-    where most of the sine-cosine code's low frequencies sit near a constant."""
-    code, old = fourier_2d(8, 32, rms=0.08), sincos_2d(8, 32, rms=0.08)
-    assert code.shape == (64, 32) and abs(code.pow(2).mean().sqrt().item() - 0.08) < 1e-6
-    torch.testing.assert_close(code.mean(0), torch.zeros(32), atol=1e-6, rtol=0)
-    assert (old - old.mean(0)).pow(2).mean().sqrt() < 0.05  # the sine-cosine code: mostly constant
-    rows, cols = code[:, :16].reshape(8, 8, 16), code[:, 16:].reshape(8, 8, 16)
-    torch.testing.assert_close(rows, rows[:, :1].expand(8, 8, 16))
-    torch.testing.assert_close(cols, cols[:1].expand(8, 8, 16))
-    assert torch.cdist(code, code).add(torch.eye(64)).min() > 3 * torch.cdist(old, old).add(torch.eye(64)).min()
-    with pytest.raises(ValueError, match="multiple of 4"):
-        fourier_2d(8, 30, rms=1.0)
-    vlm = tiny_vlm(**{"llm.image_positions": True, "llm.image_positions_init": "fourier"})
-    torch.testing.assert_close(vlm.projector.positions.detach(), fourier_2d(4, 32, rms=vlm.cfg.llm.init_std))
 
 
 def test_llama_config_from_cfg():

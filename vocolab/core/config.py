@@ -116,8 +116,8 @@ class LLMConfig:
     # (`models.projector`): rotary positions reach queries and keys, never the values. Nano
     # validation 0.699 -> 0.872, spatial 0.33 -> 0.50 (RESULTS.md, "What the recipe learned")
     image_positions: bool = True
-    # its start: "zeros"; "sincos": a 2-D sine-cosine code of the patch's row and column (RMS init_std),
-    # "where" in the values from step 0; "fourier": the same at 1..side/2 cycles, all of it varying
+    # its start: "zeros", or "sincos": the 2-D sine-cosine code of the patch's row and column
+    # (RMS init_std), so that "where" is in the values from the first step
     image_positions_init: str = "zeros"
     attn_implementation: str = "sdpa"
 
@@ -311,8 +311,8 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"data.train_min_objects: {d.train_min_objects}; need 0 (off) or 1..max_objects")
     if not 0 <= d.train_jitter < 0.5:
         raise ValueError(f"data.train_jitter: {d.train_jitter} cells; need 0 <= jitter < 0.5 (objects stay in cell)")
-    if llm.image_positions_init not in ("zeros", "sincos", "fourier"):
-        raise ValueError(f"llm.image_positions_init: {llm.image_positions_init!r} is not zeros/sincos/fourier")
+    if llm.image_positions_init not in ("zeros", "sincos"):
+        raise ValueError(f"llm.image_positions_init: {llm.image_positions_init!r} is not 'zeros' or 'sincos'")
     if cfg.voco.tokens < 0 or cfg.voco.tokens > d.image_tokens:
         raise ValueError(f"voco.tokens: {cfg.voco.tokens} VoCo tokens for {d.image_tokens} image tokens; "
                          f"need 0 <= tokens <= image tokens")

@@ -89,21 +89,4 @@ def sincos_2d(side: int, dim: int, rms: float) -> torch.Tensor:
     return (code * rms / code.pow(2).mean().sqrt()).float()
 
 
-def fourier_2d(side: int, dim: int, rms: float) -> torch.Tensor:
-    """`[side * side, dim]`: like `sincos_2d` (row in the first half of `dim`, column in the
-    second), but at 1..side/2 whole cycles over the image, each pair of dimensions with its own
-    phase. Why: at `sincos_2d`'s frequencies (1 down to 1e-4 radians a patch) most dimensions barely
-    change over 8 patches (a cosine near 1), so only 0.03 of its RMS 0.08 says where a patch is;
-    here every dimension does (its mean over the patches is zero), at the same RMS."""
-    if dim % 4 or side < 2:
-        raise ValueError(f"fourier_2d: dim {dim} must be a multiple of 4 and side {side} >= 2")
-    pairs = torch.arange(dim // 4, dtype=torch.float64)
-    cycles = 1 + pairs % (side // 2)  # 1..side/2 cycles over the image, repeated
-    phase = pairs * 2 * torch.pi / ((1 + 5**0.5) / 2)  # golden-angle phases: repeats differ
-    angles = 2 * torch.pi * torch.arange(side, dtype=torch.float64)[:, None] * cycles[None] / side + phase
-    axis = torch.cat([angles.sin(), angles.cos()], dim=-1)  # [side, dim/2]
-    code = torch.cat([repeat(axis, "r d -> (r c) d", c=side), repeat(axis, "c d -> (r c) d", r=side)], dim=-1)
-    return (code * rms / code.pow(2).mean().sqrt()).float()
-
-
-__all__ = ["Projector", "fourier_2d", "sincos_2d"]
+__all__ = ["Projector", "sincos_2d"]

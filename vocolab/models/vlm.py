@@ -48,7 +48,7 @@ from vocolab.core.config import Config, check_backend
 from vocolab.core.layout import Layout, SpecialIds
 from vocolab.models.inputs import model_device, prepare
 from vocolab.models.llm import build_llm
-from vocolab.models.projector import Projector, fourier_2d, sincos_2d
+from vocolab.models.projector import Projector, sincos_2d
 from vocolab.models.vision import patch_features, pixels_to_tensor, vision_config
 from vocolab.zoo.registry import build_compressor, check_compressor_config, method_info
 
@@ -65,8 +65,9 @@ class VoCoVLM(nn.Module):
         # (no compressor) or K kept unchanged (a token drop: each gets its patch's position)
         sees_patches = cfg.compress.method == "none" or method_info(cfg.compress.method).keeps_patches
         positions = cfg.data.image_tokens if cfg.llm.image_positions and sees_patches else 0
-        code = {"sincos": sincos_2d, "fourier": fourier_2d}.get(cfg.llm.image_positions_init)
-        start = code(cfg.data.patches_per_side, cfg.llm.hidden_size, cfg.llm.init_std) if positions and code else None
+        start = None
+        if positions and cfg.llm.image_positions_init == "sincos":
+            start = sincos_2d(cfg.data.patches_per_side, cfg.llm.hidden_size, cfg.llm.init_std)
         self.projector = Projector(cfg.vision.hidden_size, cfg.llm.hidden_size, positions, start)
         self.llm = build_llm(cfg, vocab_size, special)
         # distinct VoCo slots: one learned embedding per slot position within a frame's VoCo span
