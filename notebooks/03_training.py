@@ -338,7 +338,7 @@ else:
 #    `cfg.override(**{"train.voco_objective": "implicit"})`, and with `"logits+attention"`.
 #    Which closes more of the gap for the same wall time (the teacher's forward is not free)?
 # 3. **Change the steps.** Outside quick mode, halve and double `train.voco_steps`
-#    (`cfg.override(**{"train.voco_steps": 400})`). Where does the `voco` loss curve flatten,
+#    (`cfg.override(**{"train.voco_steps": 1000})`). Where does the `voco` loss curve flatten,
 #    and does the held-out retention follow the loss?
 # 4. **Start the VoCo model from `pretrain` instead of the upper bound.** The recipe's last
 #    stage is one call; change its `init=` and train it into another folder:

@@ -161,11 +161,11 @@ class TrainConfig:
     clip_batch_size: int = 64
     pretrain_steps: int = 400
     instruct_steps: int = 2200  # nano binds colour and shape to objects after ~1000-1400 steps
-    voco_steps: int = 700
+    # 2100: at nano, VoCo at K=1 was under-trained at 700 (validation 0.58 -> 0.74 at 2100)
+    voco_steps: int = 2100
     # the voco stage's objective (`training.distill`): "attention" adds the MSE between the
-    # student's and the frozen upper bound's hidden states at the text positions. At nano,
-    # from one upper-bound model (held-out 0.803), VoCo at K=1 reaches 0.588 with it in 700
-    # steps against 0.515 without it in 800 (same wall time; 0.570 in 1600 steps); RESULTS.md
+    # student's and the frozen upper bound's hidden states at the text positions; it and the
+    # plain loss ("implicit") each won at some seeds at 2100 steps (RESULTS.md)
     voco_objective: str = "attention"
     train_vision: bool = False  # CLIP frozen (features cached) after the clip stage
     turns: bool = True  # all questions of an image in one training sequence
