@@ -40,6 +40,22 @@ def test_grad_clip_reaches_the_trainer(tmp_path):
     assert clipped.gradient_clip_val == 0.5 and plain.gradient_clip_val is None
 
 
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="a CPU-only promise")
+def test_a_cpu_run_is_reproducible(tmp_path):
+    """On the CPU the trainer turns on PyTorch's deterministic kernels (without them two nano
+    runs of one seed part within 20 steps), so the same seed trains the same weights."""
+    torch.use_deterministic_algorithms(False)
+    make_trainer(preset("nano", **TINY), tmp_path, "run", 1, progress=False)
+    assert torch.are_deterministic_algorithms_enabled()
+    from lightning import seed_everything
+
+    weights = []
+    for name in ("a", "b"):
+        seed_everything(0, verbose=False)
+        weights.append(_fit(tmp_path / name, 6))
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_resume_from_mid_epoch_checkpoint_matches_uninterrupted_run(cache):
     straight = _fit(cache / "a", 9)
     ckpt = cache / "a" / "run" / "checkpoints" / "step4.ckpt"  # saved during the run, mid first epoch

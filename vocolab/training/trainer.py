@@ -1,7 +1,7 @@
 """Build the Lightning `Trainer` every stage uses, and run one stage.
 
-One place decides accelerator, precision, logging and checkpointing, so the
-stages, the CLI and the notebooks train identically.
+One place decides accelerator, precision, determinism, logging and checkpointing, so
+the stages, the CLI and the notebooks train identically.
 """
 
 from __future__ import annotations
@@ -24,6 +24,16 @@ def precision(cfg: Config) -> str:
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
     return "32-true"
+
+
+def deterministic() -> bool | None:
+    """True when training runs on the CPU. There, two runs of one seed otherwise part within 20
+    steps (with 2 threads some backward kernel accumulates in parallel: weights 2e-7 apart after
+    80 nano pretrain steps, eager or SDPA attention alike), and on the nano recipe's plateaus such
+    a difference decides whether colour binds (RESULTS.md); the deterministic kernels cost no
+    measurable time there. GPUs (and MPS) are left as they are: cuBLAS would need its workspace
+    set before CUDA starts, and bf16 kernels are not bitwise reproducible anyway."""
+    return None if torch.cuda.is_available() or torch.backends.mps.is_available() else True
 
 
 def loggers(out: Path, name: str) -> list:
@@ -63,7 +73,7 @@ def make_trainer(cfg: Config, out: str | Path, name: str, steps: int, val_every:
         logger=loggers(out, name), callbacks=callbacks, enable_checkpointing=checkpoint,
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=min(10, max(1, steps // 10)),
-        gradient_clip_val=cfg.train.grad_clip or None,
+        gradient_clip_val=cfg.train.grad_clip or None, deterministic=kwargs.pop("deterministic", deterministic()),
         val_check_interval=val_every if val_every else None,
         check_val_every_n_epoch=None if val_every else 1, limit_val_batches=kwargs.pop("limit_val_batches", 1.0),
         **kwargs,
