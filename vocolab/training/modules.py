@@ -52,8 +52,8 @@ class _Optimised(L.LightningModule):
         groups = [{"params": [p for n, p in named if not n.endswith("projector.positions")]},
                   {"params": where, "lr": self.lr * self.cfg.train.positions_lr_scale}]
         fused = bool(named) and named[0][1].is_cuda  # one kernel for every parameter on a GPU
-        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr, weight_decay=self.cfg.train.weight_decay,
-                                betas=(0.9, 0.98), fused=fused or None)
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr,
+                                weight_decay=self.cfg.train.weight_decay, betas=(0.9, 0.98), fused=fused or None)
         trainer = self._trainer  # the schedule follows the trainer's max_steps when it sets one
         steps = trainer.max_steps if trainer is not None and trainer.max_steps > 0 else self.steps
         warmup = max(1, round(steps * self.cfg.train.warmup_frac))
