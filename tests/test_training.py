@@ -164,3 +164,23 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert max(lrs) == pytest.approx(peak) and lrs.index(max(lrs)) == 3
     assert lrs[-1] == pytest.approx(LR_FLOOR * peak)
     assert all(a >= b for a, b in zip(lrs[3:], lrs[4:]))  # monotone decay after the warm-up
+
+
+def test_the_patch_positions_can_learn_faster_on_the_same_schedule():
+    """`train.positions_lr_scale` gives the per-patch image positions their own group at a
+    multiple of the lr; the schedule scales both groups alike."""
+    cfg = preset("nano", **TINY, **{"train.positions_lr_scale": 10.0})
+    module = VLMModule(cfg, steps=20)
+    optim = module.configure_optimizers()
+    opt, sched = optim["optimizer"], optim["lr_scheduler"]["scheduler"]
+    rest, where = opt.param_groups
+    assert where["params"] == [module.model.projector.positions]
+    assert not any(p is module.model.projector.positions for p in rest["params"])
+    for _ in range(7):
+        assert where["lr"] == pytest.approx(10 * rest["lr"])
+        opt.step()
+        sched.step()
+    assert len(VLMModule(preset("nano", **TINY, **{"llm.image_positions": False}), steps=20)
+               .configure_optimizers()["optimizer"].param_groups) == 1
+    with pytest.raises(ValueError, match="positions_lr_scale"):
+        preset("nano", **{"train.positions_lr_scale": 0.0})

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from vocolab.core.config import DataConfig, preset
-from vocolab.data.scenes import Scene, extra_questions, render_scene
+from vocolab.data.scenes import Scene, extra_questions, render_scene, spatial_relation
 from vocolab.data.storage import cache_spec, iter_rows
 from vocolab.data.vocab import check_data_config, words
 
@@ -37,6 +37,23 @@ def test_training_scenes_get_position_questions_on_top_of_the_same_ones():
             (obj,) = [o for o in scene.objects if (o.color, o.shape) == (color, shape)]
             index = obj.row if family == "row" else obj.col
             assert answer == ("one", "two", "three", "four")[int(index)]
+
+
+def test_an_extra_spatial_question_is_a_new_true_relation():
+    cfg = DataConfig(train_scenes=40, heldout_scenes=20, train_extra_families=("row", "column", "spatial"))
+    asked = 0
+    for plain, knobs in zip(_rows(PLAIN, "train"), _rows(cfg, "train")):
+        n = len(plain["question"])
+        extra = [(q, a) for q, a, f in zip(knobs["question"][n:], knobs["answer"][n:], knobs["family"][n:])
+                 if f == "spatial"]
+        assert len(extra) <= 1 and not {q for q, _ in extra} & set(plain["question"])
+        scene = Scene.from_json(knobs["objects"])
+        for question, answer in extra:
+            a, b = (tuple(p.split(" ?")[0].split()[-2:]) for p in question.split(" relative to "))
+            (oa,), (ob,) = ([o for o in scene.objects if (o.color, o.shape) == key] for key in (a, b))
+            assert answer == spatial_relation(oa, ob)
+            asked += 1
+    assert asked >= 5
 
 
 def test_exact_captions_name_the_lattice_row_and_column():

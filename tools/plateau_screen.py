@@ -72,9 +72,10 @@ def _steps(folder: Path) -> int:
     return int(rows[-1]["step"]) + 1 if rows else 0
 
 
-def validation(ckpts: list[Path]):
+def validation(ckpts: list[Path], mask: str = "causal"):
     """(checkpoint, accuracy and per-family accuracy on the validation split) for each
-    upper-stage checkpoint; the split is read once, from the first checkpoint's config."""
+    checkpoint of an upper stage (`mask` causal) or a voco stage (`mask` voco, K from each
+    checkpoint's config); the split is read once, from the first checkpoint's config."""
     from vocolab.data.module import VoCoDataModule
     from vocolab.data.scenes import FAMILIES
     from vocolab.evaluation.heldout import Questions, model_run
@@ -88,8 +89,9 @@ def validation(ckpts: list[Path]):
             data.setup()
             val = data.split("val")
             qs = Questions.of(val)
-        run = model_run(model, data.tokenizer, val, qs, FAMILIES, name="upper", method="full", mask="causal", k=1,
-                        progress=False)
+        method = "full" if mask == "causal" else "voco"
+        run = model_run(model, data.tokenizer, val, qs, FAMILIES, name=mask, method=method, mask=mask,
+                        k=model.cfg.voco.tokens, progress=False)
         yield ckpt, {"accuracy": round(run["accuracy"], 3)} | {f: round(v, 2) for f, v in run["per_family"].items()}
 
 

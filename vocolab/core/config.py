@@ -149,10 +149,10 @@ class TrainConfig:
     recorded with each checkpoint and results file."""
 
     batch_size: int = 32
-    # 1e-3 with the global gradient norm clipped at 1: at nano, 2e-3 unclipped kept the
-    # upper bound on a plateau where colour and shape were never bound to objects
-    # (held-out 0.446); with them and 1100 instruct steps (was 800) it binds both (RESULTS.md)
+    # 1e-3 with the global gradient norm clipped at 1: at nano, 2e-3 unclipped kept the upper
+    # bound on a plateau where colour and shape were never bound (held-out 0.446; RESULTS.md)
     lr: float = 1e-3
+    positions_lr_scale: float = 1.0  # the per-patch image positions' lr: this times `lr`
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
     warmup_frac: float = 0.03
@@ -328,8 +328,8 @@ def validate(cfg: Config) -> None:
     if llm.heads % llm.kv_heads:
         raise ValueError(f"llm.kv_heads: heads {llm.heads} is not a multiple of kv_heads {llm.kv_heads}")
     t = cfg.train
-    if t.batch_size < 1 or t.clip_batch_size < 1 or t.lr <= 0:
-        raise ValueError("train.batch_size/train.lr: batch sizes >= 1 and lr > 0 are required")
+    if t.batch_size < 1 or t.clip_batch_size < 1 or t.lr <= 0 or t.positions_lr_scale <= 0:
+        raise ValueError("train.batch_size/lr/positions_lr_scale: batch sizes >= 1, lr and its scale > 0 are required")
     for name in ("steps", "clip_steps", "pretrain_steps", "instruct_steps", "voco_steps"):
         if getattr(t, name) < 0:
             raise ValueError(f"train.{name}: must be >= 0, got {getattr(t, name)}")

@@ -23,6 +23,7 @@ from vocolab.data.vocab import (
     HORIZONTAL_WORDS,
     PALETTE,
     SIZE_SCALE,
+    TRAINING_FAMILIES,
     VERTICAL_WORDS,
     check_data_config,
     number_word,
@@ -319,15 +320,21 @@ def _position_q(scene, rng, axis: str) -> QA | None:
 
 _FAMILY_FNS: dict[str, Callable] = {"color": _color_q, "shape": _shape_q, "count": _count_q,
                                     "exist": _exist_q, "spatial": _spatial_q}
-TRAINING_FAMILIES = ("row", "column")  # asked about training scenes only (`data.train_extra_families`)
 
 
-def extra_questions(scene: Scene, rng: np.random.Generator, families: tuple[str, ...]) -> list[QA]:
-    """One question per family of `families` (`TRAINING_FAMILIES`) about `scene`, where it can ask one."""
+def extra_questions(scene: Scene, rng: np.random.Generator, families: tuple[str, ...],
+                    asked: tuple[QA, ...] = ()) -> list[QA]:
+    """One question per family of `families` (`TRAINING_FAMILIES`) about `scene`, where it can
+    ask one that is not among `asked` (the scene's other questions)."""
     bad = [f for f in families if f not in TRAINING_FAMILIES]
     if bad:
         raise ValueError(f"extra_questions: unknown families {bad}; choose from {TRAINING_FAMILIES}")
-    return [qa for f in families if (qa := _position_q(scene, rng, f)) is not None]
+    seen = {qa.question for qa in asked}
+
+    def one(family: str) -> QA | None:
+        return _spatial_q(scene, rng, None, seen) if family == "spatial" else _position_q(scene, rng, family)
+
+    return [qa for f in families if (qa := one(f)) is not None]
 
 
 def round_robin(ask: Callable[[str, set[str]], "QA | None"], families: tuple[str, ...],

@@ -116,7 +116,7 @@ def scene_row(cfg: DataConfig, seed: int, index: int, questions: int, render: bo
     qas = scene_questions(scene, rng, questions, cfg)
     extra = np.random.default_rng([seed, KINDS["scenes"], index, 1])
     if train and cfg.train_extra_families:
-        qas = qas + extra_questions(scene, extra, cfg.train_extra_families)
+        qas = qas + extra_questions(scene, extra, cfg.train_extra_families, tuple(qas))
     row = {"caption": caption(scene, exact=cfg.captions == "exact"), **_qa_columns(qas), "objects": scene.to_json()}
     if render:
         offsets = jitter(scene, extra, cfg.train_jitter) if train and cfg.train_jitter else None

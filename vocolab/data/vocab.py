@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from vocolab.core.config import DataConfig
 
+# question families asked about training scenes only (`data.train_extra_families`): where an
+# object is ("row", "column"), and "spatial" once more than the scene's round robin asks it
+TRAINING_FAMILIES = ("row", "column", "spatial")
 NUMBER_WORDS = (
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
     "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
@@ -73,9 +76,9 @@ def check_data_config(cfg: DataConfig) -> None:
             raise ValueError(f"data.{name}: {unknown} not supported; choose from {list(known)}")
         if len(set(values)) != len(values):
             raise ValueError(f"data.{name}: duplicate entries in {list(values)}")
-    unknown = [f for f in cfg.train_extra_families if f not in ("row", "column")]
+    unknown = [f for f in cfg.train_extra_families if f not in TRAINING_FAMILIES]
     if unknown:
-        raise ValueError(f"data.train_extra_families: {unknown} not supported; choose from ['row', 'column']")
+        raise ValueError(f"data.train_extra_families: {unknown} not supported; choose from {list(TRAINING_FAMILIES)}")
     if max(cfg.max_objects, cfg.frames, cfg.grid) >= len(NUMBER_WORDS):
         raise ValueError(f"data.max_objects/frames: answers above {len(NUMBER_WORDS) - 1} have no number word")
 

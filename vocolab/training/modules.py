@@ -47,10 +47,13 @@ class _Optimised(L.LightningModule):
     steps: int
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        fused = bool(params) and params[0].is_cuda  # one kernel for every parameter on a GPU
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.cfg.train.weight_decay,
-                                betas=(0.9, 0.98), fused=fused or None)
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        where = [p for n, p in named if n.endswith("projector.positions")]  # `train.positions_lr_scale`
+        groups = [{"params": [p for n, p in named if not n.endswith("projector.positions")]},
+                  {"params": where, "lr": self.lr * self.cfg.train.positions_lr_scale}]
+        fused = bool(named) and named[0][1].is_cuda  # one kernel for every parameter on a GPU
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr,
+                                weight_decay=self.cfg.train.weight_decay, betas=(0.9, 0.98), fused=fused or None)
         trainer = self._trainer  # the schedule follows the trainer's max_steps when it sets one
         steps = trainer.max_steps if trainer is not None and trainer.max_steps > 0 else self.steps
         warmup = max(1, round(steps * self.cfg.train.warmup_frac))
