@@ -2,7 +2,7 @@
 
 Training the nano recipe takes about twenty minutes on a laptop CPU; a student who opens
 notebook 04 should not meet a model that answers "yes" to "what color is the diamond ?".
-So `trained/<preset>/<name>/` keeps the models of the final recipe, one
+So `trained/<preset>/<name>/` keeps trained models of the recipe (meta.json says which run), one
 `models.checkpoint` folder each, in float16 (half the bytes; `load_shipped` casts every
 weight back to float32, so a CPU computes as it did in training):
 
