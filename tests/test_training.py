@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning import seed_everything
 
 from vocolab import cli
 from vocolab.core.config import preset
@@ -47,8 +48,6 @@ def test_a_cpu_run_is_reproducible(tmp_path):
     torch.use_deterministic_algorithms(False)
     make_trainer(preset("nano", **TINY), tmp_path, "run", 1, progress=False)
     assert torch.are_deterministic_algorithms_enabled()
-    from lightning import seed_everything
-
     weights = []
     for name in ("a", "b"):
         seed_everything(0, verbose=False)

@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     rows = _rows(folder)
     curve = [(int(r["step"]) + 1, round(float(r["train/loss"]), 3)) for r in rows if (int(r["step"]) + 1) % 100 == 0]
     print(f"{args.name}: {_steps(folder)} steps in {time.perf_counter() - start:.0f} s; training loss {curve}")
-    ckpts = sorted((folder / "checkpoints").glob("step*.ckpt"), key=lambda p: int(p.stem[4:]))
+    ckpts = sorted((folder / "checkpoints").glob("step*.ckpt"), key=step_order)
     for ckpt, scores in validation(ckpts):
         print(f"{args.name} {ckpt.stem}: validation {scores}", flush=True)
     return 0
@@ -70,6 +70,12 @@ def _rows(folder: Path) -> list[dict]:
 def _steps(folder: Path) -> int:
     rows = _rows(folder)
     return int(rows[-1]["step"]) + 1 if rows else 0
+
+
+def step_order(path: Path) -> tuple[int, str]:
+    """Sort key of a stage's checkpoints: `step<N>.ckpt` by N, anything else (`last.ckpt`) after."""
+    stem = path.stem
+    return (int(stem[4:]), stem) if stem.startswith("step") and stem[4:].isdigit() else (1 << 62, stem)
 
 
 def validation(ckpts: list[Path], mask: str = "causal"):

@@ -16,12 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plateau_screen import validation  # noqa: E402
-
-
-def _order(path: Path) -> tuple[int, str]:
-    stem = path.stem
-    return (int(stem[4:]), stem) if stem.startswith("step") and stem[4:].isdigit() else (1 << 62, stem)
+from plateau_screen import step_order, validation  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -33,7 +28,7 @@ def main(argv=None) -> int:
     missing = [str(c) for c in args.checkpoints if not c.is_file()]
     if missing:
         raise SystemExit(f"score_checkpoints: no such checkpoint: {', '.join(missing)}")
-    for ckpt, scores in validation(sorted(args.checkpoints, key=_order), mask=args.mask):
+    for ckpt, scores in validation(sorted(args.checkpoints, key=step_order), mask=args.mask):
         print(f"{ckpt}: validation {scores}", flush=True)
     return 0
 

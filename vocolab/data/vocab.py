@@ -14,6 +14,7 @@ from vocolab.core.config import DataConfig
 # question families asked about training scenes only (`data.train_extra_families`): where an
 # object is ("row", "column"), and "spatial" once more than the scene's round robin asks it
 TRAINING_FAMILIES = ("row", "column", "spatial")
+
 NUMBER_WORDS = (
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
     "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",

@@ -47,11 +47,12 @@ class _Optimised(L.LightningModule):
     steps: int
 
     def configure_optimizers(self):
-        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-        where = [p for n, p in named if n.endswith("projector.positions")]  # `train.positions_lr_scale`
-        groups = [{"params": [p for n, p in named if not n.endswith("projector.positions")]},
-                  {"params": where, "lr": self.lr * self.cfg.train.positions_lr_scale}]
-        fused = bool(named) and named[0][1].is_cuda  # one kernel for every parameter on a GPU
+        rest, where = [], []  # the per-patch image positions learn at `train.positions_lr_scale` x lr
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                (where if name.endswith("projector.positions") else rest).append(param)
+        groups = [{"params": rest}, {"params": where, "lr": self.lr * self.cfg.train.positions_lr_scale}]
+        fused = any(p.is_cuda for p in rest + where)  # one kernel for every parameter on a GPU
         opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr,
                                 weight_decay=self.cfg.train.weight_decay, betas=(0.9, 0.98), fused=fused or None)
         trainer = self._trainer  # the schedule follows the trainer's max_steps when it sets one
