@@ -100,6 +100,18 @@ def test_fit_command_chains_the_yaml_stages(cache, monkeypatch):
         load_model(str(cache / "runs/nano/clip/checkpoints/last.ckpt"))
 
 
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="a CPU-only promise")
+def test_the_fit_command_trains_with_the_deterministic_kernels_too(cache, monkeypatch):
+    monkeypatch.chdir(cache)
+    torch.use_deterministic_algorithms(False)
+    config = Path(__file__).resolve().parents[1] / "configs" / "nano" / "clip.yaml"
+    assert cli.main(["fit", "--config", str(config), "--trainer.max_steps", "1", "--data.train_n", "16",
+                     "--data.heldout_n", "4", "--data.batch_size", "8", "--data.progress", "false",
+                     "--trainer.enable_progress_bar", "false", "--model.init_args.overrides",
+                     '{"data.image_size": 32}', "--data.overrides", '{"data.image_size": 32}']) == 0
+    assert torch.are_deterministic_algorithms_enabled()
+
+
 def test_fit_command_rejects_bad_input(cache, capsys):
     configs = Path(__file__).resolve().parents[1] / "configs" / "nano"
     bad = shutil.copy(configs / "voco.yaml", cache / "bad.yaml")

@@ -21,14 +21,16 @@ def run_fit(config: str, extra: list[str]) -> None:
     from lightning.pytorch.cli import LightningCLI
 
     from vocolab.data.module import VoCoDataModule
+    from vocolab.training.trainer import deterministic
 
     path = Path(config)
     if not path.is_file():
         raise FileNotFoundError(f"config file {config} not found")
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     # the data module's sampler splits global batches over processes itself (`--trainer.devices N`)
+    # and on the CPU the deterministic kernels, as every stage of `make_trainer` (a seed reproduces)
     defaults = {"precision": "bf16-mixed" if bf16 else "32-true", "log_every_n_steps": 10,
-                "use_distributed_sampler": False}
+                "use_distributed_sampler": False, "deterministic": deterministic()}
     report = io.StringIO()
     try:  # parse and build everything first, so bad input fails before any training
         # LightningCLI reads our arguments from `args`: hide the outer command line from it
