@@ -137,10 +137,11 @@ def test_sincos_start_codes_rows_and_columns():
     assert torch.cdist(code, code).add(torch.eye(16)).min() > 0.01  # every patch has its own code
     with pytest.raises(ValueError, match="multiple of 4"):
         sincos_2d(4, 18, rms=1.0)
-    # the VLM starts its per-patch embedding from the code when asked, from zeros otherwise
-    vlm = tiny_vlm(**{"llm.image_positions": True, "llm.image_positions_init": "sincos"})
+    # the VLM starts its per-patch embedding from the code (the default), from zeros when asked
+    vlm = tiny_vlm(**{"llm.image_positions": True})
     torch.testing.assert_close(vlm.projector.positions.detach(), sincos_2d(4, 32, rms=vlm.cfg.llm.init_std))
-    assert tiny_vlm(**{"llm.image_positions": True}).projector.positions.abs().sum() == 0
+    zeros = tiny_vlm(**{"llm.image_positions": True, "llm.image_positions_init": "zeros"})
+    assert zeros.projector.positions.abs().sum() == 0
     with pytest.raises(ValueError, match="image_positions_init"):
         tiny_cfg(**{"llm.image_positions_init": "random"})
 

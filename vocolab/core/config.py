@@ -61,9 +61,9 @@ class DataConfig:
     # and column); captions are training text only, the held-out questions never change
     captions: str = "exact"
     # training scenes only: extra question families ("row", "column": where an object named by
-    # colour and shape is), a random offset of every object of up to `train_jitter` cells when
-    # drawn (clip objects sit between cells), and scenes with fewer objects than held-out ones
-    train_extra_families: tuple[str, ...] = ("row", "column")
+    # colour and shape is; "spatial": one more relation), a random offset of every object of up to
+    # `train_jitter` cells when drawn (clip objects sit between cells), and fewer-object scenes
+    train_extra_families: tuple[str, ...] = ("row", "column", "spatial")
     train_jitter: float = 0.0
     train_min_objects: int = 0  # > 0: training scenes hold train_min_objects..max_objects objects
     # the training split's pixels: "arrays" (stored in the cached dataset) or "render" (drawn again
@@ -118,7 +118,7 @@ class LLMConfig:
     image_positions: bool = True
     # its start: "zeros", or "sincos": the 2-D sine-cosine code of the patch's row and column
     # (RMS init_std), so that "where" is in the values from the first step
-    image_positions_init: str = "zeros"
+    image_positions_init: str = "sincos"
     attn_implementation: str = "sdpa"
 
 
