@@ -116,8 +116,8 @@ class LLMConfig:
     # (`models.projector`): rotary positions reach queries and keys, never the values. Nano
     # validation 0.699 -> 0.872, spatial 0.33 -> 0.50 (RESULTS.md, "What the recipe learned")
     image_positions: bool = True
-    # its start: "zeros", or "sincos": the 2-D sine-cosine code of the patch's row and column
-    # (RMS init_std), so that "where" is in the values from the first step
+    # its start: "sincos", the 2-D sine-cosine code of the patch's row and column (RMS init_std), so
+    # "where" is in the values from the first step (nano held-out 0.925 / 0.976 at seeds 0 / 1), or "zeros"
     image_positions_init: str = "sincos"
     attn_implementation: str = "sdpa"
 
