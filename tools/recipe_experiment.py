@@ -12,6 +12,10 @@ stage ran) with the stage seconds and provenance to `figures/recipe-experiments/
     python tools/recipe_experiment.py V2100 --upper RUNS/A/upper/checkpoints/last.ckpt \\
         --set train.voco_steps=2100
 
+`--clip-frames` also asks the trained upper bound (and, with `--pretrain`, the model it
+started from) the scene families on the validation clips' middle frames, whose objects sit
+between lattice cells: whether the scene model's perception carries over to clips.
+
 `--upper` trains only the voco stage from a saved upper bound (its teacher too) and also
 scores the stage's quarter checkpoints, so one long run shows how VoCo's accuracy grows
 with steps (the schedule is the whole stage's: a quarter checkpoint is not a shorter stage).
@@ -45,6 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("--stages", default="clip,pretrain,upper,voco")
     ap.add_argument("--pretrain", default=None, help="a pretrain stage's last.ckpt: train only the upper stage from it")
     ap.add_argument("--upper", default=None, help="an upper stage's last.ckpt: train only the voco stage from it")
+    ap.add_argument("--clip-frames", action="store_true", help="also score on validation clips' middle frames")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
     overrides = _parse_overrides(args.set)
@@ -82,6 +87,12 @@ def main(argv=None) -> int:
         data.setup()
         pre = VLMModule(cfg, mask="causal", stage="pretrain", tokenizer=data.tokenizer)
         pre.load_state_dict(state["state_dict"])
+        init = {"scenes": model_run(pre.model.eval(), data.tokenizer, data.split("val"), Questions.of(data.split("val")),
+                                    FAMILIES, name="init", method="full", mask="causal", k=cfg.voco.tokens,
+                                    progress=False)} if args.clip_frames else None
+        if init:
+            init["clip_frames"] = clip_frames(pre.model, cfg, data.tokenizer)
+            pre.model.train()
         seed_everything(cfg.seed, verbose=False)
         t = time.perf_counter()
         upper = vlm_stage(cfg, data, runs, "upper", task="qa", mask="causal", steps=cfg.train.instruct_steps,
@@ -114,6 +125,9 @@ def main(argv=None) -> int:
     command = "python tools/recipe_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
     body = {"name": args.name, "split": "val", "questions": len(qs), "overrides": overrides, "stage_seconds": seconds,
             **({"voco_checkpoints": curve} if curve else {}),
+            **({"clip_frames": clip_frames(upper, cfg, data.tokenizer)} if args.clip_frames else {}),
+            **({"init": {"scenes": _brief(init["scenes"]), "clip_frames": init["clip_frames"]}}
+               if args.clip_frames and args.pretrain else {}),
             "runs": {r["name"]: {"accuracy": round(r["accuracy"], 4), "retention": r.get("retention"),
                                  "per_family": {f: round(v, 3) for f, v in r["per_family"].items()}} for r in runs_},
             "provenance": provenance(command, cfg.preset, cfg.seed, time.perf_counter() - start, OUT)}
@@ -121,6 +135,26 @@ def main(argv=None) -> int:
     (OUT / f"{args.name}.json").write_text(json.dumps(body, indent=1) + "\n")
     print(json.dumps(body["runs"], indent=1))
     return 0
+
+
+def _brief(run: dict) -> dict:
+    return {"accuracy": round(run["accuracy"], 4), "per_family": {f: round(v, 3) for f, v in run["per_family"].items()}}
+
+
+def clip_frames(model, cfg, tokenizer) -> dict:
+    """The scene families asked about the validation clips' middle frames (`frame_questions`)."""
+    from vocolab.data.module import VoCoDataModule
+    from vocolab.data.scenes import FAMILIES
+    from vocolab.evaluation.clips import frame_questions
+    from vocolab.evaluation.heldout import predict, score
+
+    middle = cfg.data.frames // 2
+    clips = VoCoDataModule(cfg, kind="clips", progress=False, tokenizer=tokenizer).split("val")
+    qs = frame_questions(cfg, "val", None, middle, cfg.seed)
+    got = score(predict(model.eval(), tokenizer, clips.images[:, middle], qs, "causal", cfg.voco.tokens,
+                        progress=False), qs, FAMILIES)
+    print(f"clip frames (validation): {got['accuracy']:.3f}", flush=True)
+    return _brief(got) | {"questions": len(qs)}
 
 
 if __name__ == "__main__":

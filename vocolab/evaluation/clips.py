@@ -105,6 +105,22 @@ def clip_run(model, tokenizer, clips: np.ndarray, qs, families, *, name: str, me
     return run
 
 
+def frame_questions(cfg, split: str, n: int | None, frame: int, seed: int):
+    """Scene-family questions (`vocolab.data.scenes.FAMILIES`) about frame `frame` of each
+    clip of a split, built from that frame's symbolic state (`Clip.frame_scene`): what a
+    scene model is asked to see on clip frames, whose objects sit between lattice cells."""
+    from vocolab.data.clips import Clip
+    from vocolab.data.scenes import scene_questions
+    from vocolab.data.storage import iter_rows
+    from vocolab.evaluation.heldout import Questions
+
+    rng, per = np.random.default_rng(seed), cfg.data.questions_per_scene
+    asked = [(i, qa) for i, row in enumerate(iter_rows(cfg.data, "clips", split, n, render=False))
+             for qa in scene_questions(Clip.from_json(row["objects"]).frame_scene(frame), rng, per, cfg.data)]
+    return Questions(np.array([i for i, _ in asked]), [qa.question for _, qa in asked],
+                     [qa.answer for _, qa in asked], [qa.family for _, qa in asked])
+
+
 def clip_families(split) -> list[str]:
     from vocolab.data.clips import TEMPORAL_FAMILIES
 
@@ -112,4 +128,4 @@ def clip_families(split) -> list[str]:
     return list(dict.fromkeys([f for f in TEMPORAL_FAMILIES if f in found] + found))
 
 
-__all__ = ["clip_families", "clip_run", "predict_frames"]
+__all__ = ["clip_families", "clip_run", "frame_questions", "predict_frames"]

@@ -261,16 +261,10 @@ class TemporalStudy:
                 for row in iter_rows(self.cfg.data, "clips", split, self.sizes[split], render=False)]
 
     def frame_questions(self):
-        """Scene-family questions (`vocolab.data.scenes.FAMILIES`) about each held-out clip's
-        middle frame, built from that frame's symbolic state (`Clip.frame_scene`)."""
-        from vocolab.data.scenes import scene_questions
-        from vocolab.evaluation.heldout import Questions
+        """Scene-family questions about each held-out clip's middle frame (`evaluation.clips.frame_questions`)."""
+        from vocolab.evaluation.clips import frame_questions
 
-        rng, n = np.random.default_rng(self.cfg.seed), self.cfg.data.questions_per_scene
-        asked = [(i, qa) for i, (clip, _) in enumerate(self.symbolic_clips("heldout"))
-                 for qa in scene_questions(clip.frame_scene(self.middle), rng, n, self.cfg.data)]
-        return Questions(np.array([i for i, _ in asked]), [qa.question for _, qa in asked],
-                         [qa.answer for _, qa in asked], [qa.family for _, qa in asked])
+        return frame_questions(self.cfg, "heldout", self.sizes["heldout"], self.middle, self.cfg.seed)
 
     def frame_perception(self) -> dict:
         """The shared scene model, asked the scene families on held-out scenes and on the
