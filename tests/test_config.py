@@ -37,6 +37,8 @@ def test_json_round_trip(name, tmp_path):
         ({"voco.mask": "sideways"}, "voco.mask"),
         ({"llm.attn_implementation": "flash_attention_2"}, "llm.attn_implementation"),
         ({"llm.heads": 3}, "llm.hidden_size"),
+        ({"train.instruct_retry_below": 1.5}, "train.instruct_retry_below"),  # an accuracy
+        ({"train.instruct_retry": -0.5}, "train.instruct_retry"),
     ],
 )
 def test_bad_overrides_name_the_field(overrides, field):

@@ -84,6 +84,28 @@ def test_recipe_distils_the_voco_stage_from_the_upper_bound(cache):
         run_recipe(cfg, cache / "runs3", data=data, progress=False, stages=("voco",))
 
 
+def test_a_slow_upper_stage_gets_a_second_cycle_judged_on_validation(cache):
+    """Under `train.instruct_retry_below` on the validation split the upper stage goes on from
+    where it ended (`upper-retry`); a run that passes the check trains exactly as without it."""
+    from vocolab.training.recipe import run_recipe
+
+    cfg = preset("nano", **TINY, **{"train.instruct_steps": 4, "data.val_scenes": 8})
+    data = VoCoDataModule(cfg, train_n=48, heldout_n=8, turns=True, progress=False)
+    slow = run_recipe(cfg, cache / "slow", data=data, progress=False, stages=("upper",))
+    assert slow.upper.stage == "upper-retry" and set(slow.validation) == {"upper", "upper-retry"}
+    assert slow.validation["upper"] < cfg.train.instruct_retry_below and "upper-retry" in slow.seconds
+    assert (cache / "slow" / "upper-retry" / "finished.json").is_file()
+    passed = run_recipe(cfg.override(**{"train.instruct_retry_below": 0.0}), cache / "pass", data=data,
+                        progress=False, stages=("upper",))
+    assert passed.upper.stage == "upper" and passed.validation == {"upper": slow.validation["upper"]}
+    off = run_recipe(cfg.override(**{"train.instruct_retry": 0.0}), cache / "off", data=data, progress=False,
+                     stages=("upper",))
+    assert off.validation == {} and "upper-retry" not in off.seconds
+    for name, value in off.upper.model.state_dict().items():
+        assert torch.equal(value, passed.upper.model.state_dict()[name]), name
+    assert any(not torch.equal(v, slow.upper.model.state_dict()[n]) for n, v in off.upper.model.state_dict().items())
+
+
 def test_fit_command_chains_the_yaml_stages(cache, monkeypatch):
     monkeypatch.chdir(cache)
     configs = Path(__file__).resolve().parents[1] / "configs" / "nano"

@@ -87,9 +87,10 @@ def main(argv=None) -> int:
         data.setup()
         pre = VLMModule(cfg, mask="causal", stage="pretrain", tokenizer=data.tokenizer)
         pre.load_state_dict(state["state_dict"])
-        init = {"scenes": model_run(pre.model.eval(), data.tokenizer, data.split("val"), Questions.of(data.split("val")),
-                                    FAMILIES, name="init", method="full", mask="causal", k=cfg.voco.tokens,
-                                    progress=False)} if args.clip_frames else None
+        val = data.split("val")
+        init = {"scenes": model_run(pre.model.eval(), data.tokenizer, val, Questions.of(val), FAMILIES, name="init",
+                                    method="full", mask="causal", k=cfg.voco.tokens, progress=False)
+                } if args.clip_frames else None
         if init:
             init["clip_frames"] = clip_frames(pre.model, cfg, data.tokenizer)
             pre.model.train()

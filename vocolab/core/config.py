@@ -160,12 +160,15 @@ class TrainConfig:
     clip_steps: int = 150
     clip_batch_size: int = 64
     pretrain_steps: int = 400
-    instruct_steps: int = 2200  # nano binds colour and shape to objects after ~1000-1400 steps
+    instruct_steps: int = 2200  # nano binds colour and shape to objects after ~600-2,000 steps
+    # a slow seed ends the upper stage on its plateau: below this validation accuracy a second
+    # cosine cycle of `instruct_retry` x its steps goes on from there (`upper-retry`; 0: never)
+    instruct_retry_below: float = 0.85
+    instruct_retry: float = 0.75
     # 2100: at nano, VoCo at K=1 was under-trained at 700 (validation 0.58 -> 0.74 at 2100)
     voco_steps: int = 2100
-    # the voco stage's objective (`training.distill`): "attention" adds the MSE between the
-    # student's and the frozen upper bound's hidden states at the text positions; it and the
-    # plain loss ("implicit") each won at some seeds at 2100 steps (RESULTS.md)
+    # the voco stage's objective (`training.distill`): "attention" adds the MSE to the frozen upper
+    # bound's hidden states at the text positions; it and "implicit" each won at some seeds (RESULTS.md)
     voco_objective: str = "attention"
     train_vision: bool = False  # CLIP frozen (features cached) after the clip stage
     turns: bool = True  # all questions of an image in one training sequence
@@ -336,6 +339,8 @@ def validate(cfg: Config) -> None:
     if t.devices < 1 or t.batch_size % t.devices or t.clip_batch_size % t.devices:
         raise ValueError(f"train.devices: {t.devices} devices must be >= 1 and divide the global batches "
                          f"(train.batch_size {t.batch_size}, train.clip_batch_size {t.clip_batch_size})")
+    if not 0 <= t.instruct_retry_below <= 1 or t.instruct_retry < 0:
+        raise ValueError("train.instruct_retry_below/instruct_retry: need an accuracy in 0..1 and a fraction >= 0")
     if t.voco_objective not in VOCO_OBJECTIVES:
         raise ValueError(f"train.voco_objective: {t.voco_objective!r} is not one of {VOCO_OBJECTIVES}")
 
@@ -360,10 +365,7 @@ def _build(cls: type, tree: Any, prefix: str) -> Any:
     if unknown:
         raise ValueError(f"{prefix}{unknown[0]}: unknown config field")
     hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in tree.items():
-        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
-    return cls(**kwargs)
+    return cls(**{name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in tree.items()})
 
 
 def _coerce(hint: Any, value: Any, name: str) -> Any:
@@ -383,8 +385,6 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
     return value
 
 
-# Backends that honour a custom mask (through `masks.for_backend`); flash-attention
-# and friends would ignore it and silently train an unmasked model.
 def check_backend(name: str, who: str | None = None) -> str:
     """Return `name` if the attention backend honours custom masks (`ATTN_BACKENDS`), else
     raise ValueError prefixed `who: `: flash-attention and friends would silently train an

@@ -25,7 +25,7 @@ from vocolab.studies.cells import key_of, log_invocation, model_id
 SWEEP_STEPS = 400  # fine-tuning steps of every trained cell (nano)
 QUICK_STEPS = 5  # the same in quick mode
 # quick mode (VOCOLAB_QUICK=1): how every study shrinks the preset
-QUICK = {"data.train_scenes": 200, "data.heldout_scenes": 40, "train.clip_steps": 5,
+QUICK = {"data.train_scenes": 200, "data.heldout_scenes": 40, "data.val_scenes": 40, "train.clip_steps": 5,
          "train.pretrain_steps": 5, "train.instruct_steps": 5}
 
 

@@ -25,7 +25,7 @@ from vocolab.data.storage import numpy_view
 from vocolab.evaluation.attention import mask_check
 from vocolab.studies.common import job_runs, study_config
 
-QUICK_SIZES = {"data.train_scenes": 200, "data.heldout_scenes": 100,
+QUICK_SIZES = {"data.train_scenes": 200, "data.heldout_scenes": 100, "data.val_scenes": 50,
                "data.train_clips": 100, "data.heldout_clips": 50,
                "train.clip_steps": 10, "train.pretrain_steps": 10, "train.instruct_steps": 10,
                "train.voco_steps": 10}
@@ -128,6 +128,7 @@ def run_quickstart(preset_name: str = "nano", seed: int = 0, out: str | Path = "
             {"split": "heldout", "examples": len(qs), "families": list(FAMILIES)}, table, cost,
             config=cfg.to_dict(), stage_seconds=trained.seconds | {"eval": round(eval_s, 1)},
             parameters=voco.parameter_report(), mask_check=checks,
+            **({"upper_validation": trained.validation} if trained.validation else {}),
             **({"resumed_stages": trained.resumed} if trained.resumed else {}))
         write_json(stage / "results.json", body)
         (stage / "table1.md").write_text(table1_markdown(table, FAMILIES) + "\n")

@@ -44,7 +44,6 @@ import time
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 from lightning import seed_everything
 
