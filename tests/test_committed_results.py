@@ -65,3 +65,14 @@ def test_a_committed_quickstart_renders_table_1(folder):
     rendered = table1_markdown(body["runs"], body["eval"]["families"])
     assert {r["name"] for r in body["runs"]} >= {"upper", "lower", "blind"}
     assert all(f"| {r['name']} |" in rendered for r in body["runs"])
+
+
+@pytest.mark.parametrize("folder", ["quickstart", "quickstart-seeds/seed1", "quickstart-seeds/seed2"])
+def test_a_committed_quickstart_ran_the_second_upper_cycle_only_when_validation_asked(folder):
+    body = _body(folder)
+    seen, train = body.get("upper_validation"), body["config"]["train"]
+    if seen is None:  # made before the rule (f6ab35b): no check, no second cycle
+        assert "upper-retry" not in body["stage_seconds"]
+        return
+    retried = seen["upper"] < train["instruct_retry_below"]
+    assert retried == ("upper-retry" in body["stage_seconds"]) == ("upper-retry" in seen)
