@@ -183,7 +183,7 @@ def retry_upper(cfg: Config, data: VoCoDataModule, out: Path, upper: VLMModule, 
     0.848, `spatial` 0.49 (RESULTS.md). Seeds that bound pass the check and are left as they were."""
     t = cfg.train
     steps = round(t.instruct_retry * t.instruct_steps)
-    if not steps or not t.instruct_steps:
+    if not steps:  # no retry configured, or no upper stage to continue
         return upper
     result.validation["upper"] = validation_accuracy(upper, data)
     if result.validation["upper"] >= t.instruct_retry_below:
