@@ -74,8 +74,8 @@ def test_recipe_distils_the_voco_stage_from_the_upper_bound(cache):
     cfg = preset("nano", **TINY, **{"train.instruct_steps": 1, "train.voco_steps": 2})
     data = VoCoDataModule(cfg, train_n=48, heldout_n=8, turns=True, progress=False)
     trained = run_recipe(cfg, cache / "runs", data=data, progress=False, stages=("upper", "voco"))
-    assert cfg.train.voco_objective == "attention"
-    assert isinstance(trained.voco, DistillModule) and trained.voco.objective == "attention"
+    assert cfg.train.voco_objective == "logits+attention"
+    assert isinstance(trained.voco, DistillModule) and trained.voco.objective == "logits+attention"
     assert trained.voco.teacher is trained.upper.model and trained.voco.model is not trained.upper.model
     implicit = cfg.override(**{"train.voco_objective": "implicit"})
     plain = run_recipe(implicit, cache / "runs2", data=data, progress=False, stages=("upper", "voco"))
