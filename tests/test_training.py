@@ -84,6 +84,27 @@ def test_recipe_distils_the_voco_stage_from_the_upper_bound(cache):
         run_recipe(cfg, cache / "runs3", data=data, progress=False, stages=("voco",))
 
 
+def test_a_voco_stage_can_draw_its_k_per_batch(cache):
+    from vocolab.training.recipe import stage_key, vlm_stage
+
+    cfg = preset("nano", **TINY)
+    data = VoCoDataModule(cfg, train_n=48, heldout_n=8, turns=True, progress=False)
+    data.set_task("qa", voco_tokens=(1, 2, 4))
+
+    def drawn():
+        return [{layout.voco_tokens for layout in batch.layouts} for batch in data.train_dataloader()]
+
+    ks = drawn()
+    assert all(len(k) == 1 for k in ks) and set.union(*ks) == {1, 2, 4}  # one K per batch, every K drawn
+    assert drawn() == ks  # the draw depends on the batch, not on how often it was asked
+    tok = data.tokenizer
+    assert stage_key(cfg, "voco", tok, cfg.voco.tokens) == stage_key(cfg, "voco", tok)  # keys of finished runs hold
+    assert stage_key(cfg, "voco", tok, (1, 2, 4)) != stage_key(cfg, "voco", tok)
+    voco = vlm_stage(cfg, data, cache / "runs", "voco", task="qa", mask="voco", steps=2, init=None, k=(1, 2, 4),
+                     progress=False)
+    assert voco.trainer.global_step == 2
+
+
 def test_a_slow_upper_stage_gets_a_second_cycle_judged_on_validation(cache):
     """Under `train.instruct_retry_below` on the validation split the upper stage goes on from
     where it ended (`upper-retry`); a run that passes the check trains exactly as without it."""

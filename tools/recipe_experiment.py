@@ -19,6 +19,8 @@ between lattice cells: whether the scene model's perception carries over to clip
 `--upper` trains only the voco stage from a saved upper bound (its teacher too) and also
 scores the stage's quarter checkpoints, so one long run shows how VoCo's accuracy grows
 with steps (the schedule is the whole stage's: a quarter checkpoint is not a shorter stage).
+With `--train-ks 1,2,4,...` each of its batches draws K from those, and the one model is
+scored at every one of them: a curriculum over K instead of one model per K.
 
 Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`. Run one at a time: two training
 processes on two cores slow each other down and their stage seconds mean nothing.
@@ -50,8 +52,13 @@ def main(argv=None) -> int:
     ap.add_argument("--pretrain", default=None, help="a pretrain stage's last.ckpt: train only the upper stage from it")
     ap.add_argument("--upper", default=None, help="an upper stage's last.ckpt: train only the voco stage from it")
     ap.add_argument("--clip-frames", action="store_true", help="also score on validation clips' middle frames")
+    ap.add_argument("--train-ks", default=None, metavar="K,K,...",
+                    help="with --upper: each voco batch draws its K from these; the model is scored at each")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
+    train_ks = tuple(int(k) for k in args.train_ks.split(",")) if args.train_ks else None
+    if train_ks and not args.upper:
+        ap.error("--train-ks needs --upper (it trains only the voco stage)")
     overrides = _parse_overrides(args.set)
     start = time.perf_counter()
     runs = cache_root() / "runs" / "experiments" / args.name
@@ -72,7 +79,7 @@ def main(argv=None) -> int:
         upper = teacher.model
         t = time.perf_counter()
         voco = vlm_stage(cfg, data, runs, "voco", task="qa", mask="voco", steps=cfg.train.voco_steps, init=teacher,
-                         progress=False, teacher=teacher).model
+                         k=train_ks, progress=False, teacher=teacher).model
         seconds = {"voco": round(time.perf_counter() - t, 1)}
     elif args.pretrain:
         import torch
@@ -117,8 +124,9 @@ def main(argv=None) -> int:
     if voco is not None:
         runs_ = bound_runs(upper.eval(), data.tokenizer, data.splits["train"], val, qs, FAMILIES, k_lower=cfg.voco.tokens,
                            progress=False)
-        runs_.append(model_run(voco.eval(), data.tokenizer, val, qs, FAMILIES, name="voco", method="voco", mask="voco",
-                               k=cfg.voco.tokens, progress=False))
+        for k in train_ks or (cfg.voco.tokens,):  # one VoCo model trained at many K answers at each
+            runs_.append(model_run(voco.eval(), data.tokenizer, val, qs, FAMILIES, method="voco", mask="voco", k=k,
+                                   name=f"voco-k{k}" if train_ks else "voco", progress=False))
         runs_ = add_retention(runs_)
     else:
         runs_ = [model_run(upper.eval(), data.tokenizer, val, qs, FAMILIES, name="upper", method="full", mask="causal",

@@ -20,6 +20,7 @@ from __future__ import annotations
 from functools import partial
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -60,7 +61,7 @@ class VoCoDataModule(L.LightningDataModule):
         self.cfg, self.task, self.kind = cfg, task, kind
         self.batch_size = batch_size or cfg.train.batch_size
         self.sizes = {"train": train_n, "heldout": heldout_n, "val": val_n}
-        self.voco_tokens = cfg.voco.tokens if voco_tokens is None else voco_tokens
+        self.voco_tokens = cfg.voco.tokens if voco_tokens is None else voco_tokens  # an int, or Ks to draw from
         self.image_slots = cfg.image_slots  # V, or K for a model with a zoo compressor
         self.seed = cfg.seed if seed is None else seed
         self.turns = turns  # training batches hold all questions of an image per sequence
@@ -106,10 +107,13 @@ class VoCoDataModule(L.LightningDataModule):
                     chunks.append(features.to(torch.bfloat16) if features.is_cuda else features.float().cpu())
             split.features, split.features_of = torch.cat(chunks), key
 
-    def set_task(self, task: str, voco_tokens: int | None = None,
+    def set_task(self, task: str, voco_tokens: int | tuple[int, ...] | None = None,
                  image_slots: int | None = None) -> "VoCoDataModule":
         """Reuse loaded data (and cached features) for another stage; `image_slots` is the
-        number of sequence slots per image (K for a model with a zoo compressor)."""
+        number of sequence slots per image (K for a model with a zoo compressor).
+
+        `voco_tokens` as a tuple of Ks: each batch draws its K from them (`batch_voco_tokens`),
+        so one VoCo model learns every K, a curriculum over K instead of one model per K."""
         if task not in TASKS:
             raise ValueError(f"task {task!r} is not one of {TASKS}")
         self.task = task
@@ -126,6 +130,14 @@ class VoCoDataModule(L.LightningDataModule):
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     # -- batching -------------------------------------------------------------------
+    def batch_voco_tokens(self, items: list[int]) -> int:
+        """The K of the batch of images `items`: `voco_tokens`, or with a tuple of Ks one of
+        them drawn from the seed and the batch's items, so a resumed run draws the same."""
+        if isinstance(self.voco_tokens, int):
+            return self.voco_tokens
+        rng = np.random.default_rng([self.seed, len(items), *items[:4]])
+        return int(self.voco_tokens[rng.integers(len(self.voco_tokens))])
+
     def collate(self, split: Split, pairs: list[tuple[int, int]]):
         items = [i for i, _ in pairs]
         if self.task == "clip":
@@ -145,7 +157,7 @@ class VoCoDataModule(L.LightningDataModule):
         else:
             questions, answers = [""] * len(pairs), [split.captions[i] for i in items]
         batch = make_batch(self.tokenizer, self.ids, questions, answers, split.images[items],
-                           image_tokens=self.image_slots, voco_tokens=self.voco_tokens)
+                           image_tokens=self.image_slots, voco_tokens=self.batch_voco_tokens(items))
         if split.features is not None:
             batch.features, batch.pixels = split.features[items], None
         return batch

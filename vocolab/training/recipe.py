@@ -82,10 +82,13 @@ def fine_tune(module, data, cfg: Config, out: Path, name: str, steps: int, *, in
     return module.model.cpu().eval()
 
 
-def stage_key(cfg: Config, name: str, tokenizer) -> str:
-    """What a stage's weights depend on: the config, the vocabulary and the stage."""
-    text = json.dumps({"cfg": cfg.to_dict(), "stage": name, "vocabulary": sorted(tokenizer.get_vocab().items())},
-                      sort_keys=True)
+def stage_key(cfg: Config, name: str, tokenizer, voco_tokens: int | tuple[int, ...] | None = None) -> str:
+    """What a stage's weights depend on: the config, the vocabulary, the stage and, when it
+    trains at other VoCo token counts than `voco.tokens` (`vlm_stage`'s `k`), those."""
+    body = {"cfg": cfg.to_dict(), "stage": name, "vocabulary": sorted(tokenizer.get_vocab().items())}
+    if voco_tokens not in (None, cfg.voco.tokens):
+        body["voco_tokens"] = voco_tokens
+    text = json.dumps(body, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -96,7 +99,7 @@ def train_stage(module, data, cfg: Config, out: Path, name: str, steps: int, *, 
     With `resume`, a stage that finished with the same config is not trained again (its
     final weights are loaded) and one that was interrupted goes on from its last checkpoint.
     Returns True when the stage was (re)loaded rather than trained from the start."""
-    folder, key = out / name, stage_key(cfg, name, data.tokenizer)
+    folder, key = out / name, stage_key(cfg, name, data.tokenizer, data.voco_tokens)
     last = folder / "checkpoints" / "last.ckpt"
     marks = {mark: folder / f"{mark}.json" for mark in ("started", "finished")}
     read = lambda mark: json.loads(marks[mark].read_text()).get("key") if marks[mark].exists() else None  # noqa: E731
@@ -142,10 +145,11 @@ def stage_module(cfg: Config, name: str, mask: str, steps: int, teacher: VLMModu
 
 
 def vlm_stage(cfg: Config, data: VoCoDataModule, out: Path, name: str, *, task: str, mask: str, steps: int,
-              init: VLMModule | ClipModule | None, k: int | None = None, progress: bool = True,
+              init: VLMModule | ClipModule | None, k: int | tuple[int, ...] | None = None, progress: bool = True,
               teacher: VLMModule | None = None, resume: bool = False) -> VLMModule:
     """One `VLMModule` stage initialised from the previous stage's weights; with a
-    `teacher`, a `DistillModule` trained with `train.voco_objective` against it."""
+    `teacher`, a `DistillModule` trained with `train.voco_objective` against it. `k`: the
+    VoCo tokens per image (default `voco.tokens`), or a tuple of Ks each batch draws from."""
     k = cfg.voco.tokens if k is None else k
     module = stage_module(cfg, name, mask, steps, teacher, tokenizer=data.tokenizer)
     if isinstance(init, ClipModule):
