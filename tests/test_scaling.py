@@ -45,7 +45,8 @@ def test_every_cell_runs_with_params_flops_and_files(finished):
         assert r["flops_per_question"] == pytest.approx(2 * r["llm_params"] * (q + r["tokens"]))
         assert r["flops_per_question_cached"] == pytest.approx(2 * r["llm_params"] * r["tokens"])
         assert r["measured_flops"] > 0 and r["question_flops"] > 0
-        assert r["train_steps"] == (0 if r["method"] == "full" else 2)
+        # QueCC: one 2-step model per K; VoCo: one model per size drawing every K, 2 steps per K
+        assert r["train_steps"] == {"full": 0, "quecc": 2, "voco": 2 * len(KS)}[r["method"]]
         params.setdefault(r["size"], set()).add(r["llm_params"])
     # one N per size (compressors are not LLM parameters), and the larger size is larger
     assert all(len(p) == 1 for p in params.values())

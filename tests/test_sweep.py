@@ -76,6 +76,28 @@ def test_a_rerun_skips_finished_cells(finished, monkeypatch):
     assert [r["accuracy"] for r in again["runs"]] == [r["accuracy"] for r in body["runs"]]
 
 
+def test_the_voco_cells_score_one_model_trained_once_drawing_every_k(finished, monkeypatch):
+    import vocolab.training.recipe as recipe
+
+    out, body = finished
+    by = {r["name"]: r for r in body["runs"]}
+    shared = body["sweep"]["voco_model"]
+    assert shared["steps"] == 2 * 2 and shared["voco_ks"] == [1, 2] and shared["train_s"] > 0  # steps x Ks
+    for k in (1, 2):
+        assert by[f"voco-k{k}"]["train_steps"] == 4
+        assert by[f"voco-k{k}"]["shared_model"] == {"trained_ks": [1, 2], "train_s": shared["train_s"]}
+    assert by["avgpool-k1"]["train_steps"] == 2 and "shared_model" not in by["avgpool-k1"]
+
+    def never(*args, **kwargs):
+        raise AssertionError("the shared VoCo model should be loaded, not trained again")
+
+    (out / "cells" / "voco-k2.json").unlink()  # a lost cell is scored again on the saved model
+    monkeypatch.setattr(recipe, "fine_tune", never)
+    again = {r["name"]: r for r in sweep(out)["runs"]}
+    assert again["voco-k2"]["accuracy"] == by["voco-k2"]["accuracy"]
+    assert again["voco-k2"]["shared_model"] == by["voco-k2"]["shared_model"]
+
+
 def test_a_failing_cell_is_reported_and_the_rest_go_on(tmp_path, monkeypatch):
     real = sweep_mod.Sweep.run_cell
 

@@ -12,10 +12,11 @@ The grid (same data, seed, schedule and learning rate for every cell):
                 the LLM, so every size sees the same frozen features
     per size    pretrain -> upper (causal) on top of that CLIP: the size's upper-bound
                 model, evaluated as is for the K = V point (all V patch tokens)
-    cells       (size, method, K) for K in `ks` (< V): VoCo (K VoCo tokens, voco mask)
-                and QueCC (the zoo's query-conditioned compressor, for comparison),
-                fine-tuned `steps` steps from the size's upper-bound model by the
-                sweep's own cell code (`studies.sweep.Sweep.run_cell`)
+    cells       (size, method, K) for K in `ks` (< V): VoCo (K VoCo tokens, voco mask;
+                one model per size drawing K per batch, `steps` x (number of Ks) steps)
+                and QueCC (the zoo's query-conditioned compressor, for comparison, one
+                `steps`-step model per K), fine-tuned from the size's upper-bound model
+                by the sweep's own cell code (`studies.sweep.Sweep`)
 
 N is the LLM's parameter count, `VoCoVLM.parameter_report()["llm"]`: every LLM weight,
 the (tied) token embedding included (the paper's model sizes include embeddings too;
@@ -33,7 +34,7 @@ Step budget (nano, 2-core CPU, fp32, batch 32). An instruct step costs ~0.2 s at
 per step); model it as t(N) ~ 0.03 s + 0.18 s * N / 0.86M. With the sizes below
 (N = 0.11M, 0.37M, 0.86M, 1.93M, a 17x span) one step of every size costs
 0.055 + 0.107 + 0.21 + 0.43 ~ 0.80 s. Each size trains pretrain 400 + upper 2200 (the
-preset's) + 4 VoCo x 200 + 4 QueCC x 200 (`SCALING_STEPS`) = 4200 steps: 4200 x 0.80 ~
+preset's) + one VoCo model of 4 x 200 + 4 QueCC x 200 (`SCALING_STEPS`) = 4200 steps: 4200 x 0.80 ~
 3400 s, and the VoCo cells' distillation adds the frozen teacher's forward. Measured on the
 final recipe (RESULTS.md): 98 min in all, about 13 of them beside other processes, so
 roughly 85-88 min on an idle machine, inside the 90-minute target with little headroom.
@@ -136,12 +137,13 @@ class ScalingGrid:
     """State shared by the cells: config, data, questions, the shared CLIP, one upper-bound
     model per LLM size."""
 
-    def __init__(self, cfg: Config, runs: Path, steps: int, limit: int | None, progress: bool):
+    def __init__(self, cfg: Config, runs: Path, steps: int, limit: int | None, progress: bool,
+                 ks: tuple[int, ...] = KS):
         from vocolab.data.module import VoCoDataModule
         from vocolab.data.scenes import FAMILIES
         from vocolab.evaluation.heldout import Questions
 
-        self.cfg, self.runs, self.steps, self.progress = cfg, runs, steps, progress
+        self.cfg, self.runs, self.steps, self.progress, self.ks = cfg, runs, steps, progress, tuple(ks)
         self.families = FAMILIES
         self.data = VoCoDataModule(cfg, turns=cfg.train.turns, progress=progress)
         self.data.setup()
@@ -151,6 +153,7 @@ class ScalingGrid:
         self.clip_key = key_of({"clip": cfg.to_dict(), "vocabulary": words(cfg.data)})
         self._clip = None
         self.uppers: dict[str, torch.nn.Module] = {}
+        self.sweeps: dict[str, Sweep] = {}
         self.stage_seconds: dict[str, dict] = {}
 
     def size_cfg(self, size: LLMSize) -> Config:
@@ -227,9 +230,9 @@ class ScalingGrid:
 
     def cell_key(self, size: LLMSize, cell: Cell | None) -> str:
         upper = self.upper(size)
-        return key_of({"cell": self.cell_name(size, cell), "cfg": self.size_cfg(size).to_dict(),
-                       "steps": 0 if cell is None else self.steps, "base": model_id(upper),
-                       "questions": len(self.qs)})
+        training = {"steps": 0} if cell is None else self.sweep(size).training(cell)
+        return key_of({"cell": self.cell_name(size, cell), "cfg": self.size_cfg(size).to_dict(), **training,
+                       "base": model_id(upper), "questions": len(self.qs)})
 
     def run_cell(self, size: LLMSize, cell: Cell | None) -> dict:
         start = time.perf_counter()
@@ -238,10 +241,16 @@ class ScalingGrid:
             run = self._upper_run(cfg, upper) | {"train_steps": 0,
                                                  "stage_seconds": self.stage_seconds.get(size.name, {})}
         else:
-            run = Sweep(self.size_study(size)).run_cell(cell)
+            run = self.sweep(size).run_cell(cell)
         run |= {"name": self.cell_name(size, cell), "size": size.name, "llm": asdict(size), **self.llm_params(size),
                 "wall_s": round(time.perf_counter() - start, 1)}
         return run
+
+    def sweep(self, size: LLMSize) -> Sweep:
+        """The sweep's cell code for one size, kept: its VoCo cells share one model."""
+        if size.name not in self.sweeps:
+            self.sweeps[size.name] = Sweep(self.size_study(size), voco_ks=self.ks)
+        return self.sweeps[size.name]
 
     def size_study(self, size: LLMSize) -> Study:
         """The sweep's view of one LLM size: its config, runs folder and upper-bound model on
@@ -291,7 +300,7 @@ def run_scaling(preset_name: str = "nano", out: str | Path = "figures/scaling", 
     v = cfg.data.image_tokens
     cells = plan(sizes, methods, ks, v)
     out = Path(out)
-    grid = ScalingGrid(cfg, runs_dir(cfg) / "scaling", steps, limit, progress)
+    grid = ScalingGrid(cfg, runs_dir(cfg) / "scaling", steps, limit, progress, ks)
     ran: list[str] = []
     done, failed = run_cells(((grid.cell_name(s, c), grid.cell_key(s, c), lambda s=s, c=c: grid.run_cell(s, c))
                               for s, c in cells), out / "cells", desc="scaling", progress=progress, ran=ran)

@@ -3,9 +3,12 @@
     base    clip -> pretrain -> upper (trained once; the upper bound, and the model
             every training-free method runs on and every trained method starts from)
     cells   (method, K) for K in {1, 2, 4, ..., V/2}:
-            trained methods (voco, avgpool, qformer, perceiver, quecc) fine-tune the
-            upper-bound model with the same data, seed, steps and schedule (VoCo with
-            the recipe's `train.voco_objective`, as its voco stage);
+            trained methods (avgpool, qformer, perceiver, quecc) fine-tune the
+            upper-bound model with the same data, seed, steps and schedule, one model
+            per K; VoCo trains ONE model whose batches each draw K from the grid's Ks
+            (`Sweep.voco_model`: the recipe's voco stage, `train.voco_objective`), for
+            `steps` x (number of Ks) steps, the compute of one model per K, and every
+            voco cell scores it at its K;
             training-free ones (random, uniform, fastv, prumerge) are evaluated on it.
             K = V is the upper bound itself for every method.
 
@@ -17,7 +20,8 @@ reports the measured mean.
 
 Resumable: each finished cell is a JSON file under `out/cells/`, keyed by the
 settings and the base model it was made with; a rerun skips those, retries failed
-cells (`*.failed.json`) and goes on past a cell that fails again.
+cells (`*.failed.json`) and goes on past a cell that fails again. The shared VoCo
+model is checkpointed under the runs folder (`voco-model`), keyed the same way.
 """
 
 from __future__ import annotations
@@ -74,12 +78,20 @@ class Sweep:
     """The cell code of the sweep (configure, train or wrap, evaluate, cost) over a `Study`;
     the scaling grid runs it once per LLM size."""
 
-    def __init__(self, study: Study):
-        self.study = study
+    def __init__(self, study: Study, voco_ks: tuple[int, ...] = KS):
+        self.study, self.voco_ks = study, tuple(voco_ks)
+        self._voco, self.voco_seconds = None, None
+
+    def training(self, cell: Cell) -> dict:
+        """What a cell's training is beyond config and base model: its steps and, for VoCo, the
+        Ks its one shared model draws from."""
+        if cell.method == "voco":
+            return {"steps": self.study.steps * len(self.voco_ks), "voco_ks": list(self.voco_ks)}
+        return {"steps": self.study.steps}
 
     def cell_key(self, cell: Cell) -> str:
         s = self.study
-        return key_of({"cell": cell.name, "cfg": s.cfg.to_dict(), "steps": s.steps, "base": s.base_id,
+        return key_of({"cell": cell.name, "cfg": s.cfg.to_dict(), **self.training(cell), "base": s.base_id,
                        "questions": len(s.qs)})
 
     def run_cell(self, cell: Cell) -> dict:
@@ -93,7 +105,9 @@ class Sweep:
             model, mask, voco_k = self._training_free(cell)
         run = self._evaluate(cell, model, mask, voco_k)
         run["cost"] = self._costs(cell, info, model, voco_k)
-        run["train_steps"] = self.study.steps if info.trainable else 0
+        run["train_steps"] = self.training(cell)["steps"] if info.trainable else 0
+        if cell.method == "voco":  # one model for every K: its training is on every voco cell's record
+            run["shared_model"] = {"trained_ks": list(self.voco_ks), "train_s": self.voco_seconds}
         run["trainable"], run["needs_query"], run["needs_attention"] = (
             info.trainable, info.needs_query, info.needs_attention)
         run["wall_s"] = round(time.perf_counter() - start, 1)
@@ -101,8 +115,6 @@ class Sweep:
 
     def _cell_cfg(self, cell: Cell) -> Config:
         cfg = self.study.cfg
-        if cell.method == "voco":
-            return cfg.override(**{"voco.tokens": cell.k})
         if cell.method in ("fastv", "prumerge"):
             return cfg
         return cfg.override(**{"compress.method": cell.method, "compress.tokens": cell.k, "voco.tokens": 0})
@@ -110,23 +122,50 @@ class Sweep:
     def _train(self, cell: Cell, info):
         from vocolab.training.recipe import fine_tune, stage_module
 
+        if cell.method == "voco":
+            return self.voco_model(), "voco", cell.k
         s, cfg = self.study, self._cell_cfg(cell)
         turns = cfg.train.turns and not info.needs_query
         if cfg.train.turns and not turns:  # same answers per step, one question per sequence
             cfg = cfg.override(**{"train.batch_size": cfg.train.batch_size * cfg.data.questions_per_scene})
-        mask = "voco" if cell.method == "voco" else "causal"
-        # VoCo cells are the recipe's voco stage at K tokens: its objective (`train.voco_objective`)
-        # against the frozen upper bound; the zoo's compressors learn from the answers alone
-        teacher = s.upper if cell.method == "voco" else None
-        seed_everything(s.cfg.seed, verbose=False)
-        module = stage_module(cfg, cell.name, mask, s.steps, teacher, tokenizer=s.data.tokenizer)
+        seed_everything(s.cfg.seed, verbose=False)  # the zoo's compressors learn from the answers alone
+        module = stage_module(cfg, cell.name, "causal", s.steps, tokenizer=s.data.tokenizer)
         s.data.turns = turns
         model = fine_tune(module, s.data, cfg, s.runs / "cells", cell.name, s.steps, init=s.upper,
                           progress=s.progress)
         s.data.turns = s.cfg.train.turns
-        if teacher is not None:
-            s.upper.cpu()  # the teacher may have followed the student to an accelerator
-        return model, mask, cfg.voco.tokens
+        return model, "causal", cfg.voco.tokens
+
+    def voco_model(self):
+        """The one VoCo model every voco cell is scored on: the recipe's voco stage (its
+        `train.voco_objective` against the frozen upper bound) with each batch at a K drawn
+        from `voco_ks`, trained once and kept under `runs/voco-model`.
+
+        Why one model: trained one K at a time (400 steps each), retention was flat in K (0.48
+        at K = 1 to 0.61 at K = 32, nano seed 0); one stage drawing K per batch kept 0.75 at
+        K = 1 rising to 0.99 at K = 16 on validation (RESULTS.md), as the paper's does."""
+        from vocolab.models.checkpoint import load_if_saved_for, save_checkpoint
+        from vocolab.training.recipe import fine_tune, stage_module
+
+        if self._voco is not None:
+            return self._voco
+        s, training = self.study, self.training(Cell("voco", self.voco_ks[0]))
+        folder = s.runs / "voco-model"
+        key = key_of({"cfg": s.cfg.to_dict(), **training, "base": s.base_id})
+        saved = load_if_saved_for(folder, sweep_key=key)
+        if saved is not None:
+            self._voco, self.voco_seconds = saved[0].eval(), saved[2].get("train_s")
+            return self._voco
+        start = time.perf_counter()
+        seed_everything(s.cfg.seed, verbose=False)
+        module = stage_module(s.cfg, "voco", "voco", training["steps"], s.upper, tokenizer=s.data.tokenizer)
+        model = fine_tune(module, s.data, s.cfg, s.runs / "cells", "voco", training["steps"], init=s.upper,
+                          k=self.voco_ks, progress=s.progress)
+        s.upper.cpu()  # the teacher may have followed the student to an accelerator
+        self.voco_seconds = round(time.perf_counter() - start, 1)
+        save_checkpoint(model, s.cfg, folder, {"sweep_key": key, "train_s": self.voco_seconds})
+        self._voco = model
+        return model
 
     def _training_free(self, cell: Cell):
         from vocolab.models.vlm import VoCoVLM
@@ -208,7 +247,7 @@ def run_sweep(preset_name: str = "nano", out: str | Path = "figures/sweep", *, s
     steps = cell_steps(steps)
     cells = plan(methods, ks, cfg.data.image_tokens)
     out = Path(out)
-    sweep = Sweep(Study.on_scenes(cfg, steps, limit, progress))
+    sweep = Sweep(Study.on_scenes(cfg, steps, limit, progress), voco_ks=ks)
     bounds = sweep.bounds()
     ran: list[str] = []
     done, failed = run_cells(((cell.name, sweep.cell_key(cell), lambda cell=cell: sweep.run_cell(cell))
@@ -217,6 +256,8 @@ def run_sweep(preset_name: str = "nano", out: str | Path = "figures/sweep", *, s
                "failed": failed, "cells_wall_s": round(sum(r.get("wall_s", 0) for r in done), 1),
                "note": "provenance.wall_s is this invocation's; `invocations` lists every invocation that "
                        "made this folder's cells; cells_wall_s sums every cell's own time"}
+    if "voco" in methods:  # one model scored at every K (`Sweep.voco_model`)
+        details["voco_model"] = sweep.training(Cell("voco", ks[0])) | {"train_s": sweep.voco_seconds}
     eval_info = {"split": "heldout", "examples": len(sweep.study.qs), "families": list(sweep.study.families)}
     return finish("sweep", out, command, start, cfg, eval_info, add_retention(bounds + done), details,
                   write_sweep_outputs, ran=ran, failed=failed)

@@ -71,12 +71,13 @@ def fit(module, data, cfg: Config, out: Path, name: str, steps: int, *, progress
 
 
 def fine_tune(module, data, cfg: Config, out: Path, name: str, steps: int, *, init, task: str = "qa",
-              progress: bool = True, callbacks=()):
+              k: int | tuple[int, ...] | None = None, progress: bool = True, callbacks=()):
     """A study's cell: `module` (already built, after seeding) starts from `init`'s weights
-    (a trained `VoCoVLM`) and trains `steps` steps on `data` without checkpoints. Returns
-    the trained model on the CPU in eval mode."""
+    (a trained `VoCoVLM`) and trains `steps` steps on `data` without checkpoints, at `k`
+    VoCo tokens (default `voco.tokens`; a tuple: each batch draws one). Returns the trained
+    model on the CPU in eval mode."""
     module.model.load_backbone(init.state_dict())
-    data.set_task(task, voco_tokens=cfg.voco.tokens, image_slots=cfg.image_slots)
+    data.set_task(task, voco_tokens=cfg.voco.tokens if k is None else k, image_slots=cfg.image_slots)
     data.batch_size = cfg.train.batch_size
     fit(module, data, cfg, out, name, steps, progress=progress, checkpoint=False, callbacks=callbacks)
     return module.model.cpu().eval()
