@@ -16,6 +16,11 @@ stage ran) with the stage seconds and provenance to `figures/recipe-experiments/
 started from) the scene families on the validation clips' middle frames, whose objects sit
 between lattice cells: whether the scene model's perception carries over to clips.
 
+`--clip-set KEY=VALUE ...` trains the clip stage on data with those overrides and the
+LLM stages (pretrain, upper) on the data without them, in the recipe's order and seeding
+(without overrides it reproduces the recipe's upper bound): for instance a CLIP tower
+that sees off-lattice (jittered) scenes under an LLM that learns on lattice scenes.
+
 `--upper` trains only the voco stage from a saved upper bound (its teacher too) and also
 scores the stage's quarter checkpoints, so one long run shows how VoCo's accuracy grows
 with steps (the schedule is the whole stage's: a quarter checkpoint is not a shorter stage).
@@ -55,6 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train-ks", default=None, metavar="K,K,...",
                     help="with --upper: each voco batch draws its K from these; the model is scored at each")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--clip-set", nargs="*", default=None, metavar="KEY=VALUE",
+                    help="overrides for the clip stage's data only (trains clip, pretrain, upper)")
     args = ap.parse_args(argv)
     train_ks = tuple(int(k) for k in args.train_ks.split(",")) if args.train_ks else None
     if train_ks and not args.upper:
@@ -106,6 +113,10 @@ def main(argv=None) -> int:
         upper = vlm_stage(cfg, data, runs, "upper", task="qa", mask="causal", steps=cfg.train.instruct_steps,
                           init=pre, progress=False).model
         seconds, voco = {"upper": round(time.perf_counter() - t, 1)}, None
+    elif args.clip_set is not None:
+        cfg = preset("nano", seed=args.seed).override(**overrides)
+        data, upper, seconds = clip_apart(cfg, cfg.override(**_parse_overrides(args.clip_set)), runs)
+        voco = None
     else:
         cfg = preset("nano", seed=args.seed).override(**overrides)
         trained = run_recipe(cfg, runs, progress=False, stages=tuple(args.stages.split(",")))
@@ -133,6 +144,7 @@ def main(argv=None) -> int:
                            k=cfg.voco.tokens, progress=False)]
     command = "python tools/recipe_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
     body = {"name": args.name, "split": "val", "questions": len(qs), "overrides": overrides, "stage_seconds": seconds,
+            **({"clip_overrides": _parse_overrides(args.clip_set)} if args.clip_set is not None else {}),
             **({"voco_checkpoints": curve} if curve else {}),
             **({"clip_frames": clip_frames(upper, cfg, data.tokenizer)} if args.clip_frames else {}),
             **({"init": {"scenes": _brief(init["scenes"]), "clip_frames": init["clip_frames"]}}
@@ -148,6 +160,31 @@ def main(argv=None) -> int:
 
 def _brief(run: dict) -> dict:
     return {"accuracy": round(run["accuracy"], 4), "per_family": {f: round(v, 3) for f, v in run["per_family"].items()}}
+
+
+def clip_apart(cfg, clip_cfg, runs: Path):
+    """clip (on `clip_cfg`'s data) -> pretrain -> upper (on `cfg`'s), seeded and ordered as
+    `run_recipe` does; returns the LLM stages' data module, the upper bound and the stage seconds."""
+    from lightning import seed_everything
+
+    from vocolab.data.module import VoCoDataModule
+    from vocolab.training.recipe import clip_stage, vlm_stage
+
+    seed_everything(cfg.seed, verbose=False)
+    data = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
+    data.setup()
+    clip_data = VoCoDataModule(clip_cfg, turns=cfg.train.turns, progress=False, tokenizer=data.tokenizer)
+    clip_data.setup()
+    seconds, t = {}, time.perf_counter()
+    clip = clip_stage(cfg, clip_data, runs, progress=False)
+    seconds["clip"], t = round(time.perf_counter() - t, 1), time.perf_counter()
+    pre = vlm_stage(cfg, data, runs, "pretrain", task="caption", mask="causal", steps=cfg.train.pretrain_steps,
+                    init=clip, progress=False)
+    seconds["pretrain"], t = round(time.perf_counter() - t, 1), time.perf_counter()
+    upper = vlm_stage(cfg, data, runs, "upper", task="qa", mask="causal", steps=cfg.train.instruct_steps,
+                      init=pre, progress=False).model
+    seconds["upper"] = round(time.perf_counter() - t, 1)
+    return data, upper, seconds
 
 
 def clip_frames(model, cfg, tokenizer) -> dict:
