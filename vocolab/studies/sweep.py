@@ -82,12 +82,14 @@ class Sweep:
         self.study, self.voco_ks = study, tuple(voco_ks)
         self._voco, self.voco_seconds = None, None
 
+    @property
+    def voco_training(self) -> dict:
+        """The shared VoCo model's training: `steps` per K, each batch at a K drawn from these."""
+        return {"steps": self.study.steps * len(self.voco_ks), "voco_ks": list(self.voco_ks)}
+
     def training(self, cell: Cell) -> dict:
-        """What a cell's training is beyond config and base model: its steps and, for VoCo, the
-        Ks its one shared model draws from."""
-        if cell.method == "voco":
-            return {"steps": self.study.steps * len(self.voco_ks), "voco_ks": list(self.voco_ks)}
-        return {"steps": self.study.steps}
+        """What a cell's training is beyond config and base model (its cell key)."""
+        return self.voco_training if cell.method == "voco" else {"steps": self.study.steps}
 
     def cell_key(self, cell: Cell) -> str:
         s = self.study
@@ -149,7 +151,7 @@ class Sweep:
 
         if self._voco is not None:
             return self._voco
-        s, training = self.study, self.training(Cell("voco", self.voco_ks[0]))
+        s, training = self.study, self.voco_training
         folder = s.runs / "voco-model"
         key = key_of({"cfg": s.cfg.to_dict(), **training, "base": s.base_id})
         saved = load_if_saved_for(folder, sweep_key=key)
@@ -257,7 +259,7 @@ def run_sweep(preset_name: str = "nano", out: str | Path = "figures/sweep", *, s
                "note": "provenance.wall_s is this invocation's; `invocations` lists every invocation that "
                        "made this folder's cells; cells_wall_s sums every cell's own time"}
     if "voco" in methods:  # one model scored at every K (`Sweep.voco_model`)
-        details["voco_model"] = sweep.training(Cell("voco", ks[0])) | {"train_s": sweep.voco_seconds}
+        details["voco_model"] = sweep.voco_training | {"train_s": sweep.voco_seconds}
     eval_info = {"split": "heldout", "examples": len(sweep.study.qs), "families": list(sweep.study.families)}
     return finish("sweep", out, command, start, cfg, eval_info, add_retention(bounds + done), details,
                   write_sweep_outputs, ran=ran, failed=failed)
