@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     if train_ks and not args.upper:
         ap.error("--train-ks needs --upper (it trains only the voco stage)")
     overrides = _parse_overrides(args.set)
+    clip_overrides = None if args.clip_set is None else _parse_overrides(args.clip_set)
     start = time.perf_counter()
     runs = cache_root() / "runs" / "experiments" / args.name
     if args.upper:
@@ -113,9 +114,9 @@ def main(argv=None) -> int:
         upper = vlm_stage(cfg, data, runs, "upper", task="qa", mask="causal", steps=cfg.train.instruct_steps,
                           init=pre, progress=False).model
         seconds, voco = {"upper": round(time.perf_counter() - t, 1)}, None
-    elif args.clip_set is not None:
+    elif clip_overrides is not None:
         cfg = preset("nano", seed=args.seed).override(**overrides)
-        data, upper, seconds = clip_apart(cfg, cfg.override(**_parse_overrides(args.clip_set)), runs)
+        data, upper, seconds = clip_apart(cfg, cfg.override(**clip_overrides), runs)
         voco = None
     else:
         cfg = preset("nano", seed=args.seed).override(**overrides)
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
                            k=cfg.voco.tokens, progress=False)]
     command = "python tools/recipe_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
     body = {"name": args.name, "split": "val", "questions": len(qs), "overrides": overrides, "stage_seconds": seconds,
-            **({"clip_overrides": _parse_overrides(args.clip_set)} if args.clip_set is not None else {}),
+            **({"clip_overrides": clip_overrides} if clip_overrides is not None else {}),
             **({"voco_checkpoints": curve} if curve else {}),
             **({"clip_frames": clip_frames(upper, cfg, data.tokenizer)} if args.clip_frames else {}),
             **({"init": {"scenes": _brief(init["scenes"]), "clip_frames": init["clip_frames"]}}
