@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pytest
 
+from vocolab.evaluation.metrics import retention
 from vocolab.reporting import (
     distill_markdown,
     mod_markdown,
@@ -68,11 +69,15 @@ def test_a_committed_quickstart_renders_table_1(folder):
 
 
 @pytest.mark.parametrize("folder", ["quickstart", "quickstart-seeds/seed1", "quickstart-seeds/seed2"])
-def test_a_committed_quickstart_ran_the_second_upper_cycle_only_when_validation_asked(folder):
+def test_a_committed_quickstart_ran_second_cycles_only_when_validation_asked(folder):
     body = _body(folder)
-    seen, train = body.get("upper_validation"), body["config"]["train"]
+    seen, train = body.get("validation", body.get("upper_validation")), body["config"]["train"]
     if seen is None:  # made before the rule (f6ab35b): no check, no second cycle
         assert "upper-retry" not in body["stage_seconds"]
         return
     retried = seen["upper"] < train["instruct_retry_below"]
     assert retried == ("upper-retry" in body["stage_seconds"]) == ("upper-retry" in seen)
+    if "voco" in seen:  # made with the voco stage's check: retention on validation
+        kept = retention(seen["voco"], seen["lower"], seen.get("upper-retry", seen["upper"]))
+        retried = kept is not None and kept < train["voco_retry_below"]
+        assert retried == ("voco-retry" in body["stage_seconds"]) == ("voco-retry" in seen)

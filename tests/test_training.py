@@ -127,6 +127,42 @@ def test_a_slow_upper_stage_gets_a_second_cycle_judged_on_validation(cache):
     assert any(not torch.equal(v, slow.upper.model.state_dict()[n]) for n, v in off.upper.model.state_dict().items())
 
 
+def test_a_slow_voco_stage_gets_a_second_cycle_judged_by_validation_retention(cache, monkeypatch):
+    """Under `train.voco_retry_below` retention on the validation split (lower -> upper bound),
+    the voco stage goes on from where it ended (`voco-retry`), against the same teacher; one
+    that passes, or whose bounds do not separate, is kept."""
+    from vocolab.training import recipe
+    from vocolab.training.distill import DistillModule
+
+    cfg = preset("nano", **TINY, **{"train.instruct_steps": 2, "train.voco_steps": 3, "train.instruct_retry": 0.0,
+                                    "data.val_scenes": 8})
+    data = VoCoDataModule(cfg, train_n=48, heldout_n=8, turns=True, progress=False)
+    passed = recipe.run_recipe(cfg.override(**{"train.voco_retry_below": 0.0}), cache / "pass", data=data,
+                               progress=False, stages=("upper", "voco"))
+    assert passed.voco.stage == "voco" and "voco-retry" not in passed.seconds
+    assert set(passed.validation) == {"upper", "lower", "voco"}
+    assert all(0 <= a <= 1 for a in passed.validation.values())
+
+    def judged(module, data, mask="causal"):  # upper 0.9, lower 0.1, VoCo 0.7: retention 0.75 < 0.80
+        return 0.9 if mask == "causal" else 0.7 if module.stage.startswith("voco") else 0.1
+
+    monkeypatch.setattr(recipe, "validation_accuracy", judged)
+    slow = recipe.run_recipe(cfg, cache / "slow", data=data, progress=False, stages=("upper", "voco"))
+    assert slow.voco.stage == "voco-retry" and isinstance(slow.voco, DistillModule)
+    assert slow.voco.trainer.global_step == round(cfg.train.voco_retry * cfg.train.voco_steps)
+    assert slow.validation == {"upper": 0.9, "lower": 0.1, "voco": 0.7, "voco-retry": 0.7}
+    assert "voco-retry" in slow.seconds
+    assert (cache / "slow" / "voco-retry" / "finished.json").is_file()
+    kept = passed.voco.model.state_dict()  # the same first voco stage: the retry went on from it
+    assert any(not torch.equal(v, kept[n]) for n, v in slow.voco.model.state_dict().items())
+    off = recipe.run_recipe(cfg.override(**{"train.voco_retry": 0.0}), cache / "off", data=data, progress=False,
+                            stages=("upper", "voco"))
+    assert off.voco.stage == "voco" and off.validation == {}
+    monkeypatch.setattr(recipe, "validation_accuracy", lambda module, data, mask="causal": 0.5)  # no gap
+    level = recipe.run_recipe(cfg, cache / "level", data=data, progress=False, stages=("upper", "voco"))
+    assert level.voco.stage == "voco" and "voco-retry" not in level.seconds
+
+
 def test_fit_command_chains_the_yaml_stages(cache, monkeypatch):
     monkeypatch.chdir(cache)
     configs = Path(__file__).resolve().parents[1] / "configs" / "nano"

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 MASK_MODES = ("causal", "voco", "video")
-
 ATTN_BACKENDS = ("sdpa", "eager", "flex_attention")
 
 # how the VoCo model learns from the upper bound (`vocolab.training.distill`)
@@ -167,6 +166,9 @@ class TrainConfig:
     instruct_retry: float = 0.75
     # 2100: at nano, VoCo at K=1 was under-trained at 700 (validation 0.58 -> 0.74 at 2100)
     voco_steps: int = 2100
+    # validation retention (lower -> upper bound) under which voco goes on for `voco_retry` x its steps (0: never)
+    voco_retry_below: float = 0.80
+    voco_retry: float = 1.0
     # the voco stage's objective (`training.distill`): KL to the frozen upper bound's answer logits plus
     # MSE to its text hidden states; at seed 0, validation 0.779 against 0.727 for "attention" (RESULTS.md)
     voco_objective: str = "logits+attention"
@@ -234,10 +236,6 @@ class Config:
         return cls.from_dict(tree)
 
 
-def _nano() -> Config:
-    return Config(preset="nano")
-
-
 def _gpu(name: str, *, image: int, patch: int, grid: int, frames: int, scenes: tuple[int, int],
          clips: tuple[int, int], vision: tuple[int, int, int, int], llm: tuple[int, int, int, int],
          init_std: float, lr: float, steps: int, storage: str = "render") -> Config:
@@ -269,7 +267,8 @@ def _base() -> Config:
                 storage="render")  # its training pixels would take ~160 GB as arrays: drawn when read
 
 
-PRESETS: dict[str, typing.Callable[[], Config]] = {"nano": _nano, "small": _small, "base": _base}
+PRESETS: dict[str, typing.Callable[[], Config]] = {"nano": lambda: Config(preset="nano"), "small": _small,
+                                                   "base": _base}
 
 
 def preset(name: str, **overrides: Any) -> Config:
@@ -339,8 +338,9 @@ def validate(cfg: Config) -> None:
     if t.devices < 1 or t.batch_size % t.devices or t.clip_batch_size % t.devices:
         raise ValueError(f"train.devices: {t.devices} devices must be >= 1 and divide the global batches "
                          f"(train.batch_size {t.batch_size}, train.clip_batch_size {t.clip_batch_size})")
-    if not 0 <= t.instruct_retry_below <= 1 or t.instruct_retry < 0:
-        raise ValueError("train.instruct_retry_below/instruct_retry: need an accuracy in 0..1 and a fraction >= 0")
+    for stage in ("instruct", "voco"):
+        if not 0 <= getattr(t, f"{stage}_retry_below") <= 1 or getattr(t, f"{stage}_retry") < 0:
+            raise ValueError(f"train.{stage}_retry_below/{stage}_retry: need a figure in 0..1 and a fraction >= 0")
     if t.voco_objective not in VOCO_OBJECTIVES:
         raise ValueError(f"train.voco_objective: {t.voco_objective!r} is not one of {VOCO_OBJECTIVES}")
 

@@ -128,7 +128,7 @@ def run_quickstart(preset_name: str = "nano", seed: int = 0, out: str | Path = "
             {"split": "heldout", "examples": len(qs), "families": list(FAMILIES)}, table, cost,
             config=cfg.to_dict(), stage_seconds=trained.seconds | {"eval": round(eval_s, 1)},
             parameters=voco.parameter_report(), mask_check=checks,
-            **({"upper_validation": trained.validation} if trained.validation else {}),
+            **({"validation": trained.validation} if trained.validation else {}),
             **({"resumed_stages": trained.resumed} if trained.resumed else {}))
         write_json(stage / "results.json", body)
         (stage / "table1.md").write_text(table1_markdown(table, FAMILIES) + "\n")
