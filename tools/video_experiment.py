@@ -1,0 +1,96 @@
+"""One video experiment, scored on the VALIDATION clips (never the held-out ones).
+
+The temporal study's video upper bound (`vocolab temporal`, cell `video-upper`: clip QA with
+every frame's V tokens, causal mask, from the shared scene model of `studies.common.base_model`)
+is what target 5 asks to reach 0.60. This trains that one model with overrides that touch
+only the clip-trained model (the scene model stays the study's), and writes its validation
+accuracy per temporal family, the scene families asked about the validation clips' middle
+frames (does perception carry over to objects between lattice cells?) and the seconds per
+step to `figures/video-experiments/<name>.json`:
+
+    python tools/video_experiment.py VU400 --steps 400                 # the study's cell, on validation
+    python tools/video_experiment.py VU400_tv --steps 400 --set train.train_vision=true
+    python tools/video_experiment.py VU1200_8k --steps 1200 --train-clips 8000
+    python tools/video_experiment.py VU400_saved --saved RUNS/sweep-nano-seed0/temporal/models/video-upper
+
+`--saved` scores a saved video model (a checkpoint folder, as the study keeps them) instead of
+training one: the committed study's cell, on validation, without training it again.
+
+`--set` overrides the clip model's config (say, a trainable vision tower or another learning
+rate); `--train-clips` draws more training clips (generation is cheap; the validation and
+held-out clips do not change). Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`. Run
+one at a time: two training processes on two cores slow each other down.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "figures" / "video-experiments"
+
+
+def main(argv=None) -> int:
+    from lightning import seed_everything
+    from recipe_experiment import _brief, clip_frames
+
+    from vocolab.cli import _parse_overrides
+    from vocolab.data.clips import TEMPORAL_FAMILIES
+    from vocolab.data.module import VoCoDataModule
+    from vocolab.data.storage import cache_root
+    from vocolab.evaluation.clips import clip_run
+    from vocolab.evaluation.heldout import Questions
+    from vocolab.models.checkpoint import load_checkpoint
+    from vocolab.reporting.provenance import provenance
+    from vocolab.studies.common import QUICK, base_model, runs_dir, study_config
+    from vocolab.training.recipe import fine_tune, stage_module
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("name")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=400, help="clip-QA training steps (the study's cell: 400)")
+    ap.add_argument("--train-clips", type=int, default=None, help="training clips (default data.train_clips)")
+    ap.add_argument("--saved", default=None, help="score this saved model folder instead of training")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the clip model only")
+    args = ap.parse_args(argv)
+    overrides = _parse_overrides(args.set)
+    start = time.perf_counter()
+    cfg = study_config("nano", args.seed, None, QUICK)  # the scene model's config: the study's
+    scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
+    scenes.setup()
+    base = base_model(cfg, runs_dir(cfg), scenes, progress=False)
+    tok = scenes.tokenizer
+    cell = cfg.override(**{"voco.mask": "causal", **overrides})
+    n_train = args.train_clips or cfg.data.train_clips
+    clips = VoCoDataModule(cell, kind="clips", turns=cell.train.turns, train_n=n_train, progress=False, tokenizer=tok)
+    clips.setup()
+    t = time.perf_counter()
+    if args.saved:
+        model, saved_cfg, meta = load_checkpoint(args.saved)
+        args.steps, n_train, train_s = meta.get("steps", 0), saved_cfg.data.train_clips, meta.get("train_s", 0.0)
+    else:
+        seed_everything(cfg.seed, verbose=False)
+        module = stage_module(cell, "video-upper", "causal", args.steps, tokenizer=tok)
+        model = fine_tune(module, clips, cell, cache_root() / "runs" / "experiments" / args.name, "video-upper",
+                          args.steps, init=base, progress=True)
+        train_s = round(time.perf_counter() - t, 1)
+    val = clips.split("val")
+    qs = Questions.of(val)
+    run = clip_run(model, tok, val.images, qs, TEMPORAL_FAMILIES, name="video-upper", method="full", mask="causal",
+                   k=cell.voco.tokens, tokens=cell.data.image_tokens, progress=False)
+    command = "python tools/video_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    body = {"name": args.name, "split": "val", "questions": len(qs), "steps": args.steps, "train_clips": n_train,
+            "overrides": overrides, "train_s": train_s, "s_per_step": round(train_s / max(1, args.steps), 3),
+            **({"saved": args.saved} if args.saved else {}),
+            "video_upper": _brief(run) | {"accuracy_vs_frames": run.get("accuracy_vs_frames")},
+            "clip_frames": {"scene_model": clip_frames(base, cfg, tok), "video_model": clip_frames(model, cfg, tok)},
+            "provenance": provenance(command, cfg.preset, cfg.seed, time.perf_counter() - start, OUT)}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{args.name}.json").write_text(json.dumps(body, indent=1) + "\n")
+    print(json.dumps({k: body[k] for k in ("video_upper", "clip_frames", "train_s")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
