@@ -36,8 +36,8 @@ per step); model it as t(N) ~ 0.03 s + 0.18 s * N / 0.86M. With the sizes below
 0.055 + 0.107 + 0.21 + 0.43 ~ 0.80 s. Each size trains pretrain 400 + upper 2200 (the
 preset's) + one VoCo model of 4 x 200 + 4 QueCC x 200 (`SCALING_STEPS`) = 4200 steps: 4200 x 0.80 ~
 3400 s, and the VoCo cells' distillation adds the frozen teacher's forward. Measured on the
-final recipe (RESULTS.md): 98 min in all, about 13 of them beside other processes, so
-roughly 85-88 min on an idle machine, inside the 90-minute target with little headroom.
+current recipe (RESULTS.md): about 98 min from scratch, 3.5 of them beside another process, so
+about 95 min on an idle machine: over the 90-minute target (h192-l4 alone: ~1,500 s of stages).
 `steps` (cell steps) and `--set train.pretrain_steps=... train.instruct_steps=...`
 move the budget linearly; `limit` caps the evaluation. Every cell records its own
 `wall_s` and every size its stage seconds, so the real cost is in the results file.
