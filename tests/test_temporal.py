@@ -266,3 +266,30 @@ def test_cli_temporal(monkeypatch, capsys):
     monkeypatch.undo()
     assert cli.main(["temporal", "--k", "0", "--out", "y"]) == 2
     assert "k=0" in capsys.readouterr().err
+
+
+def test_the_video_experiment_tool_trains_the_studys_video_upper_bound(finished, tmp_path):
+    """`tools/video_experiment.py` without overrides must be the study's `video-upper` cell, or
+    its validation comparisons say nothing about the study."""
+    import importlib.util
+    from pathlib import Path
+
+    from vocolab.models.checkpoint import load_checkpoint
+    from vocolab.studies.common import base_model
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "video_experiment.py"
+    spec = importlib.util.spec_from_file_location("video_experiment", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg = study_config("nano", 0, STUDY, QUICK)
+    scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
+    base = base_model(cfg, runs_dir(cfg), scenes, progress=False)  # the study's, saved by the fixture
+    clips = VoCoDataModule(cfg.override(**{"voco.mask": "causal"}), kind="clips", turns=cfg.train.turns,
+                           train_n=cfg.data.train_clips, progress=False, tokenizer=scenes.tokenizer)
+    ours = tool.train_video_upper(cfg.override(**{"voco.mask": "causal"}), clips, base, 2, tmp_path, progress=False)
+    study_model = load_checkpoint(runs_dir(cfg) / "temporal" / "models" / "video-upper")[0]
+    ref = study_model.state_dict()
+    assert all(torch.equal(ref[k], v) for k, v in ours.state_dict().items())
+    tuned = tool.train_video_upper(cfg.override(**{"voco.mask": "causal", "train.lr": 3e-3}), clips, base, 2,
+                                   tmp_path / "b", progress=False)
+    assert not all(torch.equal(ref[k], v) for k, v in tuned.state_dict().items())

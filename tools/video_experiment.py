@@ -32,7 +32,6 @@ OUT = Path(__file__).resolve().parents[1] / "figures" / "video-experiments"
 
 
 def main(argv=None) -> int:
-    from lightning import seed_everything
     from recipe_experiment import _brief, clip_frames
 
     from vocolab.cli import _parse_overrides
@@ -44,7 +43,6 @@ def main(argv=None) -> int:
     from vocolab.models.checkpoint import load_checkpoint
     from vocolab.reporting.provenance import provenance
     from vocolab.studies.common import QUICK, base_model, runs_dir, study_config
-    from vocolab.training.recipe import fine_tune, stage_module
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("name")
@@ -64,16 +62,12 @@ def main(argv=None) -> int:
     cell = cfg.override(**{"voco.mask": "causal", **overrides})
     n_train = args.train_clips or cfg.data.train_clips
     clips = VoCoDataModule(cell, kind="clips", turns=cell.train.turns, train_n=n_train, progress=False, tokenizer=tok)
-    clips.setup()
     t = time.perf_counter()
     if args.saved:
         model, saved_cfg, meta = load_checkpoint(args.saved)
         args.steps, n_train, train_s = meta.get("steps", 0), saved_cfg.data.train_clips, meta.get("train_s", 0.0)
     else:
-        seed_everything(cfg.seed, verbose=False)
-        module = stage_module(cell, "video-upper", "causal", args.steps, tokenizer=tok)
-        model = fine_tune(module, clips, cell, cache_root() / "runs" / "experiments" / args.name, "video-upper",
-                          args.steps, init=base, progress=True)
+        model = train_video_upper(cell, clips, base, args.steps, cache_root() / "runs" / "experiments" / args.name)
         train_s = round(time.perf_counter() - t, 1)
     val = clips.split("val")
     qs = Questions.of(val)
@@ -90,6 +84,18 @@ def main(argv=None) -> int:
     (OUT / f"{args.name}.json").write_text(json.dumps(body, indent=1) + "\n")
     print(json.dumps({k: body[k] for k in ("video_upper", "clip_frames", "train_s")}, indent=1))
     return 0
+
+
+def train_video_upper(cell, clips, base, steps: int, out: Path, progress: bool = True):
+    """The study's `video-upper` cell (`TemporalStudy.model`): clip QA under the causal mask
+    from the scene model `base`, seeded as the study seeds it; `cell` and `clips` may differ."""
+    from lightning import seed_everything
+
+    from vocolab.training.recipe import fine_tune, stage_module
+
+    seed_everything(cell.seed, verbose=False)
+    module = stage_module(cell, "video-upper", "causal", steps, tokenizer=clips.tokenizer)
+    return fine_tune(module, clips, cell, out, "video-upper", steps, init=base, progress=progress)
 
 
 if __name__ == "__main__":
