@@ -45,8 +45,8 @@
 # %%
 from vocolab import lab
 
-# minutes on this project's 2-core CPU; cpu: the scaling study, 98 min measured (about 13 of them
-# beside other processes)
+# minutes on this project's 2-core CPU; cpu: the scaling study, about 98 min measured from scratch
+# (about 95 on an idle machine)
 info = lab.setup(minutes={"quick": 0.4, "cpu": 98})
 
 # %%
@@ -119,7 +119,7 @@ print(f"training ~{train_s / 60:.0f} min; with CLIP, evaluation, costs and set-u
 # `make scaling`). Otherwise the grid runs here: in quick mode (`VOCOLAB_QUICK=1`, as in the
 # tests) with three tiny LLMs, K ∈ {1, 4}, 5 steps per stage and 60 questions, so **its
 # numbers only show that the machinery works**; outside quick mode it is the full nano grid
-# (about an hour on 2 CPU cores, resumable: finished cells are kept in `OUT`).
+# (about 95 minutes on 2 CPU cores, resumable: finished cells are kept in `OUT`).
 
 # %%
 LOAD_COMMITTED = False
