@@ -284,12 +284,13 @@ def test_the_video_experiment_tool_trains_the_studys_video_upper_bound(finished,
     cfg = study_config("nano", 0, STUDY, QUICK)
     scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
     base = base_model(cfg, runs_dir(cfg), scenes, progress=False)  # the study's, saved by the fixture
-    clips = VoCoDataModule(cfg.override(**{"voco.mask": "causal"}), kind="clips", turns=cfg.train.turns,
-                           train_n=cfg.data.train_clips, progress=False, tokenizer=scenes.tokenizer)
-    ours = tool.train_video_upper(cfg.override(**{"voco.mask": "causal"}), clips, base, 2, tmp_path, progress=False)
+    cell = cfg.override(**{"voco.mask": "causal"})  # as the tool and `TemporalStudy.cell_cfg` build it
+    clips = VoCoDataModule(cell, kind="clips", turns=cfg.train.turns, train_n=cfg.data.train_clips,
+                           progress=False, tokenizer=scenes.tokenizer)
+    ours = tool.train_video_upper(cell, clips, base, 2, tmp_path, progress=False)
     study_model = load_checkpoint(runs_dir(cfg) / "temporal" / "models" / "video-upper")[0]
     ref = study_model.state_dict()
     assert all(torch.equal(ref[k], v) for k, v in ours.state_dict().items())
-    tuned = tool.train_video_upper(cfg.override(**{"voco.mask": "causal", "train.lr": 3e-3}), clips, base, 2,
-                                   tmp_path / "b", progress=False)
+    tuned = tool.train_video_upper(cell.override(**{"train.lr": 3e-3}), clips, base, 2, tmp_path / "b",
+                                   progress=False)
     assert not all(torch.equal(ref[k], v) for k, v in tuned.state_dict().items())
