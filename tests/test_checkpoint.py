@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from tiny import SPECIAL, VOCAB, tiny_cfg
 
 import vocolab.models.checkpoint as ckpt
@@ -93,6 +94,21 @@ def test_missing_and_corrupt_files_raise_value_error(tmp_path):
     (mismatch / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="do not match"):
         load_checkpoint(mismatch)
+
+    # a model saved before frames had embeddings loads with zero ones (what new ones start at);
+    # any other weight missing is still a mismatch
+    def drop(d, name):
+        state = load_file(d / "model.safetensors")
+        del state[name]
+        save_file(state, d / "model.safetensors")
+        meta = json.loads((d / "meta.json").read_text())
+        del meta["weights_sha256"]
+        (d / "meta.json").write_text(json.dumps(meta))
+
+    older = broken("older", lambda d: drop(d, "frame_positions"))
+    assert load_checkpoint(older)[0].frame_positions.abs().max() == 0
+    with pytest.raises(ValueError, match="do not match"):
+        load_checkpoint(broken("no-slots", lambda d: drop(d, "voco_slots")))
 
     bad_meta = broken("bad-meta", lambda d: (d / "meta.json").write_text("{not json"))
     with pytest.raises(ValueError, match="meta.json"):

@@ -283,12 +283,49 @@ def test_parameter_report_counts_components_once():
     vlm = tiny_vlm()
     vlm.vision.requires_grad_(False)
     r = vlm.parameter_report()
-    assert r["total"] == r["vision"] + r["projector"] + r["llm"] + r["voco_slots"]
+    assert r["total"] == r["vision"] + r["projector"] + r["llm"] + r["voco_slots"] + r["frame_positions"]
     assert r["projector"] == 32 * 32 + 32 + 32 * 32 + 32 + V * 32  # two linears, a position per patch
     assert r["voco_slots"] == V * 32
+    assert r["frame_positions"] == (vlm.cfg.data.frames - 1) * 32  # one per frame after the first
     assert r["llm"] == sum(p.numel() for p in vlm.llm.parameters())  # tied embedding counted once
     assert r["trainable"]["vision"] == 0
-    assert r["trainable"]["total"] == r["projector"] + r["llm"] + r["voco_slots"]
+    assert r["trainable"]["total"] == r["projector"] + r["llm"] + r["voco_slots"] + r["frame_positions"]
+
+
+def test_frame_positions_tell_a_clips_frames_apart_and_leave_images_alone():
+    """Frame t >= 1 of a clip gets embedding t - 1 on every image token; frame 0, a lone image and
+    a frame fed alone at its own index (`from_frame`, as streaming does) agree with the clip."""
+    from tiny import images
+
+    vlm = tiny_vlm()
+    frames = vlm.cfg.data.frames
+    assert vlm.frame_positions.shape == (frames - 1, 32) and vlm.frame_positions.abs().max() == 0  # zero start
+    with torch.no_grad():
+        vlm.frame_positions.normal_()
+    clip = images(1, 3, frames=frames)
+    ids, layout = assemble([7], [9], SPECIAL, frames=frames, image_tokens=V, voco_tokens=1)
+    one, one_layout = assemble([7], [9], SPECIAL, frames=1, image_tokens=V, voco_tokens=1)
+    with torch.no_grad():
+        whole = vlm.embed(torch.tensor([ids]), pixels=clip, layouts=[layout])
+        for t, frame in enumerate(layout.frames):
+            with vlm.from_frame(t):
+                alone = vlm.embed(torch.tensor([one]), pixels=clip[:, t], layouts=[one_layout])
+            lone = vlm.embed(torch.tensor([one]), pixels=clip[:, t], layouts=[one_layout])
+            got = whole[0, frame.image.start : frame.image.stop]
+            span = one_layout.frames[0].image
+            torch.testing.assert_close(got, alone[0, span.start : span.stop], atol=1e-6, rtol=0)
+            added = got - lone[0, span.start : span.stop]
+            want = torch.zeros(32) if t == 0 else vlm.frame_positions[t - 1]
+            torch.testing.assert_close(added, want.expand_as(added), atol=1e-5, rtol=0)
+        assert vlm._first_frame == 0  # reset on leaving the block
+        with pytest.raises(ValueError, match="frame positions"), vlm.from_frame(frames):
+            vlm.embed(torch.tensor([one]), pixels=clip[:, 0], layouts=[one_layout])
+    # an image model's training never reaches them: no gradient, so not even weight decay moves them
+    tokens, img_layout = assemble([7, 8], [9], SPECIAL, image_tokens=V, voco_tokens=1)
+    batch = pad_batch([tokens], SPECIAL.pad)
+    vlm.train()
+    vlm(batch, [img_layout], pixels=images(1, 4), labels=labels_from_layouts(batch, [img_layout])).loss.backward()
+    assert vlm.frame_positions.grad is None
 
 
 def test_distinct_voco_slots_tell_the_k_tokens_apart_in_every_path():

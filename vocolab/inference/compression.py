@@ -51,8 +51,9 @@ def _prefix_cache(model, pixels, features, k: int, frame: int, mode: str, all_to
     device = model_device(model)
     input_ids = torch.tensor([ids], device=device).expand(batch, -1)
     pos = torch.tensor([index], device=device).expand(batch, -1)
-    out = model(input_ids, pixels=pixels, features=features, position_ids=pos,
-                mask=mask.expand(batch, 1, -1, -1).to(device), use_cache=True)
+    with model.from_frame(frame):  # the frame's own frame embedding, as in the whole clip
+        out = model(input_ids, pixels=pixels, features=features, position_ids=pos,
+                    mask=mask.expand(batch, 1, -1, -1).to(device), use_cache=True)
     keep = list(range(len(index))) if all_tokens else list(range(1 + v, 1 + v + k))
     sel = torch.tensor(keep, device=device)
     layers = out.past_key_values.layers

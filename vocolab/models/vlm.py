@@ -35,6 +35,7 @@ LLaVA-style cache). A sample's image tokens must number exactly T x V, else Valu
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Sequence
 
 import numpy as np
@@ -74,6 +75,12 @@ class VoCoVLM(nn.Module):
         self.voco_slots = None
         if cfg.voco.distinct:
             self.voco_slots = nn.Parameter(torch.randn(cfg.data.image_tokens, cfg.llm.hidden_size) * cfg.llm.init_std)
+        # a learned embedding per frame of a clip after the first, added to all of that frame's
+        # image tokens and zero at the start: rotary positions never reach the values, so without
+        # it a question gathers *what* and *where* from a clip but not *when*. Frame 0 and a lone
+        # image get none, so an image model, and the training of one, is untouched by it
+        self.frame_positions = nn.Parameter(torch.zeros(cfg.data.frames - 1, cfg.llm.hidden_size))
+        self._first_frame = 0  # set by `from_frame`
         # a zoo compressor maps each image's V patch features to K tokens before the projector
         self.compressor = None
         if cfg.compress.method != "none":
@@ -197,8 +204,31 @@ class VoCoVLM(nn.Module):
                     f"{f.shape[0]} frame(s) x {f.shape[1]} patches = {f.shape[0] * f.shape[1]}")
         proj_param = next(self.projector.parameters())
         stacked = torch.cat([f.to(device=proj_param.device, dtype=proj_param.dtype) for f in feats])
-        projected = self.projector(stacked, kept).reshape(-1, self.cfg.llm.hidden_size)  # [T, V or K, D] -> rows
-        return embeds.masked_scatter(slots.unsqueeze(-1), projected.to(embeds.dtype))
+        projected = self._add_frame_positions(self.projector(stacked, kept), [f.shape[0] for f in feats])
+        rows = projected.reshape(-1, self.cfg.llm.hidden_size)  # [sum T, V or K, D] -> rows
+        return embeds.masked_scatter(slots.unsqueeze(-1), rows.to(embeds.dtype))
+
+    @contextmanager
+    def from_frame(self, t: int):
+        """Within the block, each sample's image entry starts at frame `t` of its clip: how
+        streaming compression (`inference.compression.compress_frame`) feeds one frame at a time."""
+        self._first_frame = int(t)
+        try:
+            yield self
+        finally:
+            self._first_frame = 0
+
+    def _add_frame_positions(self, projected: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        """`projected` `[sum T, n, D]` plus, for frame t >= 1 of each entry of `sizes` frames (counted
+        from `from_frame`'s start), frame t's embedding. Lone images and frame 0 are returned as they are."""
+        frame = [self._first_frame + t for size in sizes for t in range(size)]  # on the host: no device sync
+        if max(frame) == 0:
+            return projected
+        if max(frame) > self.frame_positions.shape[0]:
+            raise ValueError(f"embed: frame {max(frame)} given; this model has frame positions for "
+                             f"data.frames = {self.frame_positions.shape[0] + 1} frames")
+        table = F.pad(self.frame_positions, (0, 0, 1, 0)).to(projected.dtype)  # row 0: frame 0, no embedding
+        return projected + table[torch.tensor(frame, device=table.device)].unsqueeze(1)
 
     def _slot_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         """`[B, L, D]`: each VoCo token's slot embedding, zero elsewhere. A token's slot is
@@ -283,6 +313,7 @@ class VoCoVLM(nn.Module):
         params = {name: list(m.parameters()) for name, m in parts.items()}
         if self.voco_slots is not None:  # a parameter of the VLM itself, beside its components
             params["voco_slots"] = [self.voco_slots]
+        params["frame_positions"] = [self.frame_positions]
         report = {name: sum(p.numel() for p in ps) for name, ps in params.items()}
         report["trainable"] = {name: sum(p.numel() for p in ps if p.requires_grad) for name, ps in params.items()}
         return report
