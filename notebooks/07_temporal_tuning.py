@@ -126,6 +126,10 @@ plot_clip(clip, heldout.captions[i])
 # `compress_frame(model, cache, frame, t)` runs `[BOS][IMG_t][VOCO_t]` at the positions frame
 # t has in the full clip (frame t's image starts at 1 + t (V + K)), under the video mask,
 # keeps the K VoCo tokens' keys and values of every layer, and appends them to the cache.
+# Frame t's image tokens also get the model's learned embedding of frame t
+# (`model.frame_positions`; none for frame 0): the rotary positions turn only queries and
+# keys, so without it what a question reads from a frame would not say *which* frame. It
+# starts at zero and only clip training moves it.
 # The cache's mechanics do not depend on the weights, so a freshly initialised model is
 # enough here; the trained models come in section 3.
 

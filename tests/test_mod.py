@@ -45,7 +45,8 @@ K = 1  # VoCo slots per frame: non-vision tokens inside the frames, always compu
 
 
 def tiny_vlm(backend="sdpa", seed=0, layers=LAYERS):
-    return tiny.tiny_vlm(backend, layers=layers, seed=seed, untie=True, gqa=True)
+    # frame embeddings for clips of up to 8 frames, the longest the FLOPs tests feed
+    return tiny.tiny_vlm(backend, layers=layers, seed=seed, untie=True, gqa=True, **{"data.frames": 8})
 
 
 def batch(specs, seed=0, voco=K):

@@ -295,8 +295,6 @@ def test_parameter_report_counts_components_once():
 def test_frame_positions_tell_a_clips_frames_apart_and_leave_images_alone():
     """Frame t >= 1 of a clip gets embedding t - 1 on every image token; frame 0, a lone image and
     a frame fed alone at its own index (`from_frame`, as streaming does) agree with the clip."""
-    from tiny import images
-
     vlm = tiny_vlm()
     frames = vlm.cfg.data.frames
     assert vlm.frame_positions.shape == (frames - 1, 32) and vlm.frame_positions.abs().max() == 0  # zero start
@@ -394,3 +392,14 @@ def test_token_drops_keep_their_patches_positions(method):
     torch.testing.assert_close(got, torch.stack([full[i, kept[i]] for i in range(2)]))
     with pytest.raises(ValueError, match="patch index"):
         drop.projector(feats[:, 0, :4], torch.arange(3))
+
+
+def test_clip_cells_see_a_new_design_that_the_weights_identity_misses():
+    """Zero frame embeddings weigh nothing in `model_id` (a scene model's identity is unchanged by
+    them) but change `architecture`, which the clip-trained cells' keys also hold."""
+    from vocolab.studies.cells import architecture, model_id
+
+    a, b = tiny_vlm(seed=0), tiny_vlm(seed=1)
+    assert architecture(a) == architecture(b) and model_id(a) != model_id(b)
+    fewer = tiny_vlm(seed=0, **{"data.frames": 3})
+    assert model_id(fewer) == model_id(a) and architecture(fewer) != architecture(a)

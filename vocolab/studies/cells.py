@@ -31,6 +31,13 @@ def model_id(model) -> str:
         return key_of({"weights": f"{sum(p.double().sum().item() for p in model.parameters()):.12e}"})
 
 
+def architecture(model) -> str:
+    """The names and shapes of a model's weights. A clip-trained cell also depends on them: the
+    frame embeddings (`VoCoVLM.frame_positions`) are zero in a scene model, so its weights, and
+    `model_id`, are those of a scene model without them, but clip training makes them count."""
+    return key_of({name: list(p.shape) for name, p in model.named_parameters()})
+
+
 def made_at(out: str | Path | None = None) -> dict:
     """Which code made a cell (a resumed grid mixes cells from several invocations);
     `out`: the study's folder, whose own files do not count as a dirty checkout."""
@@ -89,4 +96,4 @@ def run_cells(cells: Iterable[tuple[str, str, Callable[[], dict]]], folder: str 
     return done, failed
 
 
-__all__ = ["key_of", "log_invocation", "made_at", "model_id", "run_cells"]
+__all__ = ["architecture", "key_of", "log_invocation", "made_at", "model_id", "run_cells"]

@@ -33,7 +33,7 @@ from vocolab.core.runtime import quick_mode
 from vocolab.evaluation.clips import clip_families
 from vocolab.reporting.mod import write_mod_outputs
 from vocolab.shipped import save_trained
-from vocolab.studies.cells import key_of, model_id, run_cells
+from vocolab.studies.cells import architecture, key_of, model_id, run_cells
 from vocolab.studies.common import QUICK, base_model, cell_steps, finish, runs_dir, study_config
 from vocolab.training.measure import StepStats, saved_activation_bytes
 
@@ -151,7 +151,8 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
                       "wall_s": round(time.perf_counter() - t0, 1)}
 
     cells = [(f"mod-{v}", key_of({"v": v, "r": r, "layers": layers, "cfg": cfg.to_dict(), "steps": steps,
-                                  "base": base_id, "questions": len(qs)}), lambda v=v: train(v))
+                                  "base": base_id, "architecture": architecture(upper), "questions": len(qs)}),
+              lambda v=v: train(v))
              for v in variants]
     ran: list[str] = []
     done, failed = run_cells(cells, out / "cells", desc="mod", progress=progress, ran=ran)

@@ -51,7 +51,7 @@ from vocolab.core.config import Config
 from vocolab.core.runtime import quick_mode
 from vocolab.evaluation.clips import clip_run
 from vocolab.reporting.temporal import write_temporal_outputs
-from vocolab.studies.cells import key_of, model_id, run_cells
+from vocolab.studies.cells import architecture, key_of, model_id, run_cells
 from vocolab.studies.common import QUICK, base_model, cell_steps, finish, runs_dir, study_config
 from vocolab.zoo.costs import frame_costs
 
@@ -110,7 +110,7 @@ class TemporalStudy:
     def model_key(self, name: str) -> str:
         """What a trained model depends on (temporal also on voco-image: the same settings)."""
         return key_of({"model": name, "cfg": self.cell_cfg(name).to_dict(), "k": self.k, "steps": self.steps,
-                       "base": self.base_id, "clips": self.sizes})
+                       "base": self.base_id, "architecture": architecture(self.upper), "clips": self.sizes})
 
     def cell_key(self, name: str) -> str:
         model = self.model_key("video-upper" if name == "lower" else name)
