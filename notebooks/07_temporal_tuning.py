@@ -44,8 +44,8 @@
 # %%
 from vocolab import lab
 
-# minutes on this project's 2-core CPU; cpu: the temporal study, 17.9 min measured on the final recipe
-info = lab.setup(minutes={"quick": 0.4, "cpu": 18})
+# minutes on this project's 2-core CPU; cpu: the temporal study, 18.7 min measured with frame embeddings
+info = lab.setup(minutes={"quick": 0.4, "cpu": 19})
 
 # %%
 
