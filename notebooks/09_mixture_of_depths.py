@@ -40,8 +40,8 @@
 # %%
 from vocolab import lab
 
-# minutes on this project's 2-core CPU; cpu: the MoD study, 17.9 min measured on the final recipe
-info = lab.setup(minutes={"quick": 0.5, "cpu": 18})
+# minutes on this project's 2-core CPU; cpu: the MoD study, 18.2 min measured with frame embeddings
+info = lab.setup(minutes={"quick": 0.5, "cpu": 19})
 
 # %%
 import math
