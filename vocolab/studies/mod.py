@@ -76,7 +76,7 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
     bounds = [model_run(upper, tok, heldout, qs, families, name="base", method="full", mask="causal", k=voco_k,
                         progress=progress),
               blind_run(data.splits["train"], qs, families)]
-    base_id = model_id(upper)
+    base_id, base_architecture = model_id(upper), architecture(upper)
 
     # one clip and question for the inference costs
     q_ids = tok(qs.questions[0], add_special_tokens=False)["input_ids"]
@@ -151,7 +151,7 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
                       "wall_s": round(time.perf_counter() - t0, 1)}
 
     cells = [(f"mod-{v}", key_of({"v": v, "r": r, "layers": layers, "cfg": cfg.to_dict(), "steps": steps,
-                                  "base": base_id, "architecture": architecture(upper), "questions": len(qs)}),
+                                  "base": base_id, "architecture": base_architecture, "questions": len(qs)}),
               lambda v=v: train(v))
              for v in variants]
     ran: list[str] = []

@@ -95,7 +95,7 @@ class TemporalStudy:
         self.tokenizer = self.clips.tokenizer
         self.qs = Questions.of(self.heldout, limit)
         self.upper = base_model(cfg, runs, self.scenes, progress)
-        self.base_id = model_id(self.upper)
+        self.base_id, self.base_architecture = model_id(self.upper), architecture(self.upper)
         self._models: dict[str, object] = {}
 
     @property
@@ -110,7 +110,7 @@ class TemporalStudy:
     def model_key(self, name: str) -> str:
         """What a trained model depends on (temporal also on voco-image: the same settings)."""
         return key_of({"model": name, "cfg": self.cell_cfg(name).to_dict(), "k": self.k, "steps": self.steps,
-                       "base": self.base_id, "architecture": architecture(self.upper), "clips": self.sizes})
+                       "base": self.base_id, "architecture": self.base_architecture, "clips": self.sizes})
 
     def cell_key(self, name: str) -> str:
         model = self.model_key("video-upper" if name == "lower" else name)
