@@ -318,18 +318,12 @@ def test_frame_positions_tell_a_clips_frames_apart_and_leave_images_alone():
         assert vlm._first_frame == 0  # reset on leaving the block
         with pytest.raises(ValueError, match="frame positions"), vlm.from_frame(frames):
             vlm.embed(torch.tensor([one]), pixels=clip[:, 0], layouts=[one_layout])
-    # an image model's training never moves them: a zero gradient (in the graph, as DDP needs), so a
-    # zero start stays exactly zero under AdamW with weight decay
-    fresh = tiny_vlm().train()
+    # an image never reaches them: no gradient (an image stage freezes them: tests/test_training.py)
     tokens, img_layout = assemble([7, 8], [9], SPECIAL, image_tokens=V, voco_tokens=1)
     batch = pad_batch([tokens], SPECIAL.pad)
-    opt = torch.optim.AdamW(fresh.parameters(), lr=0.1, weight_decay=0.1)
-    for _ in range(2):
-        opt.zero_grad()
-        fresh(batch, [img_layout], pixels=images(1, 4), labels=labels_from_layouts(batch, [img_layout])).loss.backward()
-        assert fresh.frame_positions.grad is not None and fresh.frame_positions.grad.abs().max() == 0
-        opt.step()
-    assert fresh.frame_positions.abs().max() == 0
+    vlm.train()
+    vlm(batch, [img_layout], pixels=images(1, 4), labels=labels_from_layouts(batch, [img_layout])).loss.backward()
+    assert vlm.frame_positions.grad is None
 
 
 def test_distinct_voco_slots_tell_the_k_tokens_apart_in_every_path():

@@ -41,6 +41,11 @@ class Split:
                    questions=list(ds["question"]), answers=list(ds["answer"]), families=list(ds["family"]),
                    templates=list(ds["template"]))
 
+    @property
+    def frames(self) -> int:
+        """Frames per item: T for clips, 1 for scenes (and for clips cut to one frame)."""
+        return self.images.shape[1] if self.images.ndim == 5 else 1
+
     def examples(self, task: str, turns: bool = False) -> list[tuple[int, int]]:
         """(item, question) index pairs; question -1 stands for the caption (or, with
         `turns`, for all of the item's questions)."""

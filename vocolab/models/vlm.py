@@ -222,11 +222,7 @@ class VoCoVLM(nn.Module):
         """`projected` `[sum T, n, D]` plus, for frame t >= 1 of each entry of `sizes` frames (counted
         from `from_frame`'s start), frame t's embedding. Lone images and frame 0 are returned as they are."""
         frame = [self._first_frame + t for size in sizes for t in range(size)]  # on the host: no device sync
-        if max(frame) == 0:
-            if torch.is_grad_enabled() and self.frame_positions.requires_grad:
-                # in the graph with a zero gradient (DDP needs every trainable weight used; AdamW
-                # then leaves it at exactly zero), adding exactly 0 to the image tokens
-                return projected + 0.0 * self.frame_positions.sum().to(projected.dtype)
+        if max(frame) == 0:  # unused: an image stage freezes them (`VLMModule.setup`)
             return projected
         if max(frame) > self.frame_positions.shape[0]:
             raise ValueError(f"embed: frame {max(frame)} given; this model has frame positions for "

@@ -134,6 +134,16 @@ class VLMModule(_Optimised):
         self.save_hyperparameters({"cfg": cfg.to_dict(), "mask": mask, "stage": stage, "steps": self.steps,
                                    "lr": self.lr, "train_vision": train_vision})
 
+    def setup(self, stage: str) -> None:
+        """The frame embeddings learn only from clips of several frames. On lone images they are
+        unused: DDP rejects a trainable weight that gets no gradient, and one joined to the graph
+        with a zero gradient still enters the gradient norm, whose rounding then moves an image
+        stage's whole run (the scene models stopped reproducing). Frozen before the optimiser and
+        DDP see them, an image stage trains as it did before frame embeddings existed."""
+        data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if data is not None and "train" in getattr(data, "splits", {}):
+            self.model.frame_positions.requires_grad_(data.splits["train"].frames > 1)
+
     def on_fit_start(self) -> None:
         """With a frozen vision tower, compute every image's features once (LLaVA-style)."""
         data = getattr(self.trainer, "datamodule", None)
