@@ -279,13 +279,16 @@ def test_the_patch_positions_can_learn_faster_on_the_same_schedule():
 def test_frame_embeddings_train_on_clips_and_stay_frozen_on_images(cache):
     """An image stage freezes `frame_positions` before the optimiser and DDP see them: a zero
     gradient would still enter the clipped gradient norm and move the run by rounding."""
+    from vocolab.training.mod import MoDModule
+
     cfg = preset("nano", **TINY)
-    for kind, frames_learn in (("scenes", False), ("clips", True)):
+    for kind, make, frames_learn in (("scenes", VLMModule, False), ("clips", VLMModule, True),
+                                     ("clips", MoDModule, True)):  # MoD wraps the VoCoVLM that holds them
         data = VoCoDataModule(cfg, kind=kind, train_n=8, heldout_n=4, turns=True, progress=False)
-        module = VLMModule(cfg, steps=2)
-        trainer = make_trainer(cfg, cache / kind, "run", 2, progress=False, limit_val_batches=0)
+        module = make(cfg, steps=2, **({"layers": [0]} if make is MoDModule else {}))
+        trainer = make_trainer(cfg, cache / kind / make.__name__, "run", 2, progress=False, limit_val_batches=0)
         trainer.fit(module, datamodule=data)
-        in_optimiser = any(p is module.model.frame_positions
-                           for g in trainer.optimizers[0].param_groups for p in g["params"])
-        assert module.model.frame_positions.requires_grad is frames_learn and in_optimiser is frames_learn
-        assert bool(module.model.frame_positions.abs().max() > 0) is frames_learn
+        frames = getattr(module.model, "vlm", module.model).frame_positions
+        in_optimiser = any(p is frames for g in trainer.optimizers[0].param_groups for p in g["params"])
+        assert frames.requires_grad is frames_learn and in_optimiser is frames_learn
+        assert bool(frames.abs().max() > 0) is frames_learn

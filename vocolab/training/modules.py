@@ -142,7 +142,9 @@ class VLMModule(_Optimised):
         DDP see them, an image stage trains as it did before frame embeddings existed."""
         data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if data is not None and "train" in getattr(data, "splits", {}):
-            self.model.frame_positions.requires_grad_(data.splits["train"].frames > 1)
+            for name, param in self.model.named_parameters():  # also inside a wrapper (MoDVLM)
+                if name.split(".")[-1] == "frame_positions":
+                    param.requires_grad_(data.splits["train"].frames > 1)
 
     def on_fit_start(self) -> None:
         """With a frozen vision tower, compute every image's features once (LLaVA-style)."""
