@@ -38,6 +38,7 @@ class LayerwiseVLM(nn.Module):
     vision_layers = passthrough("vision_layers")
     llm = passthrough("llm")
     projector = passthrough("projector")
+    frame_positions = passthrough("frame_positions")
     attn_implementation = passthrough("attn_implementation")
 
     def encode_images(self, pixels) -> torch.Tensor:

@@ -140,11 +140,9 @@ class VLMModule(_Optimised):
         with a zero gradient still enters the gradient norm, whose rounding then moves an image
         stage's whole run (the scene models stopped reproducing). Frozen before the optimiser and
         DDP see them, an image stage trains as it did before frame embeddings existed."""
-        data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if data is not None and "train" in getattr(data, "splits", {}):
-            for name, param in self.model.named_parameters():  # also inside a wrapper (MoDVLM)
-                if name.split(".")[-1] == "frame_positions":
-                    param.requires_grad_(data.splits["train"].frames > 1)
+        data = getattr(self.trainer, "datamodule", None)
+        if data is not None:
+            self.model.frame_positions.requires_grad_(data.split("train").frames > 1)
 
     def on_fit_start(self) -> None:
         """With a frozen vision tower, compute every image's features once (LLaVA-style)."""
