@@ -294,3 +294,37 @@ def test_the_video_experiment_tool_trains_the_studys_video_upper_bound(finished,
     tuned = tool.train_video_upper(cell.override(**{"train.lr": 3e-3}), clips, base, 2, tmp_path / "b",
                                    progress=False)
     assert not all(torch.equal(ref[k], v) for k, v in tuned.state_dict().items())
+
+
+def test_the_video_experiments_perception_questions_are_true_in_every_visible_frame(cache):
+    """`--perception`: each added question is answered by every frame its object is visible in,
+    never names the colour changer, and lands after the clip's own temporal questions."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "video_experiment.py"
+    spec = importlib.util.spec_from_file_location("video_experiment", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg = study_config("nano", 0, STUDY, QUICK)
+    rows = list(iter_rows(cfg.data, "clips", "train", None, render=False))
+    for i, row in enumerate(rows):
+        clip = Clip.from_json(row["objects"])
+        for qa in tool.perception_questions(clip, np.random.default_rng(i), 3, cfg.data):
+            for t in range(clip.frames):
+                objs = clip.frame_scene(t).objects
+                words = qa.question.split()
+                if qa.family == "color":
+                    assert {o.color for o in objs if o.shape == words[-2]} <= {qa.answer}
+                elif qa.family == "shape":
+                    assert {o.shape for o in objs if o.color == words[-3]} <= {qa.answer}
+                else:
+                    there = any((o.color, o.shape) == (words[-3], words[-2]) for o in objs)
+                    assert not there or qa.answer == "yes"
+            changer = [tr for tr in clip.tracks if tr.new_color is not None]
+            assert not any(tr.shape in qa.question.split() and qa.family == "color" for tr in changer)
+    clips = VoCoDataModule(cfg, kind="clips", progress=False).split("train")
+    before = [list(q) for q in clips.questions]
+    tool.add_perception_questions(clips, cfg, 2, len(rows))
+    assert all(q[: len(b)] == b and len(q) == len(b) + 2 for q, b in zip(clips.questions, before))
+    assert all(len(a) == len(q) == len(f) for a, q, f in zip(clips.answers, clips.questions, clips.families))

@@ -12,13 +12,18 @@ step to `figures/video-experiments/<name>.json`:
     python tools/video_experiment.py VU400_tv --steps 400 --set train.train_vision=true
     python tools/video_experiment.py VU1200_8k --steps 1200 --train-clips 8000
     python tools/video_experiment.py VU400_saved --saved RUNS/sweep-nano-seed0/temporal/models/video-upper
+    python tools/video_experiment.py VU1600_8k_fp_p3 --steps 1600 --train-clips 8000 --perception 3
 
 `--saved` scores a saved video model (a checkpoint folder, as the study keeps them) instead of
 training one: the committed study's cell, on validation, without training it again.
 
 `--set` overrides the clip model's config (say, a trainable vision tower or another learning
 rate); `--train-clips` draws more training clips (generation is cheap; the validation and
-held-out clips do not change). Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`. Run
+held-out clips do not change). `--perception N` adds N questions per training clip that
+ask what is in the clip rather than what happens in it (`perception_questions`: colour,
+shape, existence of the objects that keep their colour), a curriculum that asks the clip
+model to see objects between the lattice cells; the questions it is scored on do not
+change. Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`. Run
 one at a time: two training processes on two cores slow each other down.
 """
 
@@ -50,6 +55,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=400, help="clip-QA training steps (the study's cell: 400)")
     ap.add_argument("--train-clips", type=int, default=None, help="training clips (default data.train_clips)")
     ap.add_argument("--saved", default=None, help="score this saved model folder instead of training")
+    ap.add_argument("--perception", type=int, default=0, help="perception questions added per training clip")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the clip model only")
     args = ap.parse_args(argv)
     overrides = _parse_overrides(args.set)
@@ -62,6 +68,8 @@ def main(argv=None) -> int:
     cell = cfg.override(**{"voco.mask": "causal", **overrides})
     n_train = args.train_clips or cfg.data.train_clips
     clips = VoCoDataModule(cell, kind="clips", turns=cell.train.turns, train_n=n_train, progress=False, tokenizer=tok)
+    if args.perception:
+        add_perception_questions(clips.split("train"), cell, args.perception, n_train)
     t = time.perf_counter()
     if args.saved:
         model, saved_cfg, meta = load_checkpoint(args.saved)
@@ -75,6 +83,7 @@ def main(argv=None) -> int:
                    k=cell.voco.tokens, tokens=cell.data.image_tokens, progress=False)
     command = "python tools/video_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
     body = {"name": args.name, "split": "val", "questions": len(qs), "steps": args.steps, "train_clips": n_train,
+            **({"perception_questions": args.perception} if args.perception else {}),
             "overrides": overrides, "train_s": train_s, "s_per_step": round(train_s / max(1, args.steps), 3),
             **({"saved": args.saved} if args.saved else {}),
             "video_upper": _brief(run) | {"accuracy_vs_frames": run.get("accuracy_vs_frames")},
@@ -96,6 +105,61 @@ def train_video_upper(cell, clips, base, steps: int, out: Path, progress: bool =
     seed_everything(cell.seed, verbose=False)
     module = stage_module(cell, "video-upper", "causal", steps, tokenizer=clips.tokenizer)
     return fine_tune(module, clips, cell, out, "video-upper", steps, init=base, progress=progress)
+
+
+def perception_questions(clip, rng, n: int, cfg) -> list:
+    """n questions about what a clip shows, true in every frame an object is visible in:
+    "what color is the {shape} ?", "what shape is the {color} object ?", "is there a
+    {color} {shape} ?", balanced as the scene questions are. The object that changes colour
+    is never asked about, and no question names an attribute it had."""
+    from vocolab.data.scenes import QA, pick_balanced, round_robin
+
+    steady = [t for t in clip.tracks if t.new_color is None]
+    changer = [t for t in clip.tracks if t.new_color is not None]
+    shapes = [t.shape for t in clip.tracks]
+    colors = [t.color for t in clip.tracks] + [t.new_color for t in changer]
+    templates = {"color": "what color is the {shape} ?", "shape": "what shape is the {color} object ?",
+                 "exist": "is there a {color} {shape} ?"}
+
+    def ask(family: str, asked: set[str]):
+        by_answer: dict[str, list] = {}
+        if family == "exist":
+            shown = {(t.color, t.shape) for t in clip.tracks} | {(t.new_color, t.shape) for t in changer}
+            for c in cfg.colors:
+                for s in cfg.shapes:
+                    q = f"is there a {c} {s} ?"
+                    steady_pair = any(t.color == c and t.shape == s for t in steady)
+                    if q not in asked and (steady_pair or (c, s) not in shown):
+                        by_answer.setdefault("yes" if steady_pair else "no", []).append(q)
+        for t in steady if family != "exist" else ():
+            named_by = "shape" if family == "color" else "color"
+            value = getattr(t, named_by)
+            q = templates[family].format(**{named_by: value})
+            if (shapes if named_by == "shape" else colors).count(value) == 1 and q not in asked:
+                by_answer.setdefault(getattr(t, family), []).append(q)
+        got = pick_balanced(rng, by_answer)
+        return got and QA(got[1], got[0], family, templates[family])
+
+    return round_robin(ask, tuple(templates), rng, n)
+
+
+def add_perception_questions(split, cfg, n: int, count: int) -> None:
+    """Append `perception_questions` to every training clip of `split` (in place), from a
+    random stream of their own, so the clips' temporal questions stay what they were."""
+    import numpy as np
+
+    from vocolab.data.clips import Clip
+    from vocolab.data.storage import iter_rows, split_seed
+
+    seed = split_seed(cfg.data, "train")
+    for i, row in enumerate(iter_rows(cfg.data, "clips", "train", count, render=False)):
+        if row["question"] != split.questions[i][: len(row["question"])]:
+            raise ValueError(f"add_perception_questions: training clip {i} is not the split's")
+        rng = np.random.default_rng([seed, 7, i])
+        for qa in perception_questions(Clip.from_json(row["objects"]), rng, n, cfg.data):
+            for column, value in (("questions", qa.question), ("answers", qa.answer), ("families", qa.family),
+                                  ("templates", qa.template)):
+                getattr(split, column)[i] = [*getattr(split, column)[i], value]
 
 
 if __name__ == "__main__":
