@@ -268,19 +268,25 @@ def test_cli_temporal(monkeypatch, capsys):
     assert "k=0" in capsys.readouterr().err
 
 
-def test_the_video_experiment_tool_trains_the_studys_video_upper_bound(finished, tmp_path):
-    """`tools/video_experiment.py` without overrides must be the study's `video-upper` cell, or
-    its validation comparisons say nothing about the study."""
+def video_tool():
+    """`tools/video_experiment.py`, imported from its path (the tools are not a package)."""
     import importlib.util
     from pathlib import Path
-
-    from vocolab.models.checkpoint import load_checkpoint
-    from vocolab.studies.common import base_model
 
     path = Path(__file__).resolve().parents[1] / "tools" / "video_experiment.py"
     spec = importlib.util.spec_from_file_location("video_experiment", path)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
+    return tool
+
+
+def test_the_video_experiment_tool_trains_the_studys_video_upper_bound(finished, tmp_path):
+    """`tools/video_experiment.py` without overrides must be the study's `video-upper` cell, or
+    its validation comparisons say nothing about the study."""
+    from vocolab.models.checkpoint import load_checkpoint
+    from vocolab.studies.common import base_model
+
+    tool = video_tool()
     cfg = study_config("nano", 0, STUDY, QUICK)
     scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
     base = base_model(cfg, runs_dir(cfg), scenes, progress=False)  # the study's, saved by the fixture
@@ -299,13 +305,7 @@ def test_the_video_experiment_tool_trains_the_studys_video_upper_bound(finished,
 def test_the_video_experiments_perception_questions_are_true_in_every_visible_frame(cache):
     """`--perception`: each added question is answered by every frame its object is visible in,
     never names the colour changer, and lands after the clip's own temporal questions."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "tools" / "video_experiment.py"
-    spec = importlib.util.spec_from_file_location("video_experiment", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = video_tool()
     cfg = study_config("nano", 0, STUDY, QUICK)
     rows = list(iter_rows(cfg.data, "clips", "train", None, render=False))
     for i, row in enumerate(rows):

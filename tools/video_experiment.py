@@ -116,27 +116,26 @@ def perception_questions(clip, rng, n: int, cfg) -> list:
 
     steady = [t for t in clip.tracks if t.new_color is None]
     changer = [t for t in clip.tracks if t.new_color is not None]
-    shapes = [t.shape for t in clip.tracks]
-    colors = [t.color for t in clip.tracks] + [t.new_color for t in changer]
+    steady_pairs = {(t.color, t.shape) for t in steady}
+    shown = steady_pairs | {(c, t.shape) for t in changer for c in (t.color, t.new_color)}
+    names = {"shape": [t.shape for t in clip.tracks], "color": [t.color for t in clip.tracks] +
+             [t.new_color for t in changer]}  # every value an object shows, to keep "the X" unique
     templates = {"color": "what color is the {shape} ?", "shape": "what shape is the {color} object ?",
                  "exist": "is there a {color} {shape} ?"}
 
     def ask(family: str, asked: set[str]):
         by_answer: dict[str, list] = {}
         if family == "exist":
-            shown = {(t.color, t.shape) for t in clip.tracks} | {(t.new_color, t.shape) for t in changer}
-            for c in cfg.colors:
-                for s in cfg.shapes:
-                    q = f"is there a {c} {s} ?"
-                    steady_pair = any(t.color == c and t.shape == s for t in steady)
-                    if q not in asked and (steady_pair or (c, s) not in shown):
-                        by_answer.setdefault("yes" if steady_pair else "no", []).append(q)
-        for t in steady if family != "exist" else ():
+            for pair in ((c, s) for c in cfg.colors for s in cfg.shapes):
+                q = templates["exist"].format(color=pair[0], shape=pair[1])
+                if q not in asked and (pair in steady_pairs or pair not in shown):
+                    by_answer.setdefault("yes" if pair in steady_pairs else "no", []).append(q)
+        else:
             named_by = "shape" if family == "color" else "color"
-            value = getattr(t, named_by)
-            q = templates[family].format(**{named_by: value})
-            if (shapes if named_by == "shape" else colors).count(value) == 1 and q not in asked:
-                by_answer.setdefault(getattr(t, family), []).append(q)
+            for t in steady:
+                q = templates[family].format(**{named_by: getattr(t, named_by)})
+                if names[named_by].count(getattr(t, named_by)) == 1 and q not in asked:
+                    by_answer.setdefault(getattr(t, family), []).append(q)
         got = pick_balanced(rng, by_answer)
         return got and QA(got[1], got[0], family, templates[family])
 
@@ -156,11 +155,11 @@ def add_perception_questions(split, cfg, n: int, count: int) -> None:
         if row["question"] != split.questions[i][: len(row["question"])]:
             raise ValueError(f"add_perception_questions: training clip {i} is not the split's")
         rng = np.random.default_rng([seed, 7, i])
-        for qa in perception_questions(Clip.from_json(row["objects"]), rng, n, cfg.data):
-            for column, value in (("questions", qa.question), ("answers", qa.answer), ("families", qa.family),
-                                  ("templates", qa.template)):
-                getattr(split, column)[i] = [*getattr(split, column)[i], value]
-
+        qas = perception_questions(Clip.from_json(row["objects"]), rng, n, cfg.data)
+        split.questions[i] = [*split.questions[i], *(qa.question for qa in qas)]
+        split.answers[i] = [*split.answers[i], *(qa.answer for qa in qas)]
+        split.families[i] = [*split.families[i], *(qa.family for qa in qas)]
+        split.templates[i] = [*split.templates[i], *(qa.template for qa in qas)]
 
 if __name__ == "__main__":
     sys.exit(main())
