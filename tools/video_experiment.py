@@ -13,6 +13,7 @@ step to `figures/video-experiments/<name>.json`:
     python tools/video_experiment.py VU1200_8k --steps 1200 --train-clips 8000
     python tools/video_experiment.py VU400_saved --saved RUNS/sweep-nano-seed0/temporal/models/video-upper
     python tools/video_experiment.py VU1600_8k_fp_p3 --steps 1600 --train-clips 8000 --perception 3
+    python tools/video_experiment.py VU1600_8k_fp_fr --steps 1600 --train-clips 8000 --frame-init random
 
 `--saved` scores a saved video model (a checkpoint folder, as the study keeps them) instead of
 training one: the committed study's cell, on validation, without training it again.
@@ -23,7 +24,8 @@ held-out clips do not change). `--perception N` adds N questions per training cl
 ask what is in the clip rather than what happens in it (`perception_questions`: colour,
 shape, existence of the objects that keep their colour), a curriculum that asks the clip
 model to see objects between the lattice cells; the questions it is scored on do not
-change. Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`. Run
+change. `--frame-init random` starts the clip model's frame embeddings at a fixed random code
+per frame instead of the scene model's zeros. Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`. Run
 one at a time: two training processes on two cores slow each other down.
 """
 
@@ -56,6 +58,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train-clips", type=int, default=None, help="training clips (default data.train_clips)")
     ap.add_argument("--saved", default=None, help="score this saved model folder instead of training")
     ap.add_argument("--perception", type=int, default=0, help="perception questions added per training clip")
+    ap.add_argument("--frame-init", choices=("zeros", "random"), default="zeros",
+                    help="the frame embeddings' start: the scene model's zeros, or a fixed random code per frame")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the clip model only")
     args = ap.parse_args(argv)
     overrides = _parse_overrides(args.set)
@@ -65,6 +69,8 @@ def main(argv=None) -> int:
     scenes.setup()
     base = base_model(cfg, runs_dir(cfg), scenes, progress=False)
     tok = scenes.tokenizer
+    if args.frame_init == "random":
+        base = with_random_frame_embeddings(base, cfg.llm.init_std, args.seed)
     cell = cfg.override(**{"voco.mask": "causal", **overrides})
     n_train = args.train_clips or cfg.data.train_clips
     clips = VoCoDataModule(cell, kind="clips", turns=cell.train.turns, train_n=n_train, progress=False, tokenizer=tok)
@@ -84,6 +90,7 @@ def main(argv=None) -> int:
     command = "python tools/video_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
     body = {"name": args.name, "split": "val", "questions": len(qs), "steps": args.steps, "train_clips": n_train,
             **({"perception_questions": args.perception} if args.perception else {}),
+            **({"frame_init": args.frame_init} if args.frame_init != "zeros" else {}),
             "overrides": overrides, "train_s": train_s, "s_per_step": round(train_s / max(1, args.steps), 3),
             **({"saved": args.saved} if args.saved else {}),
             "video_upper": _brief(run) | {"accuracy_vs_frames": run.get("accuracy_vs_frames")},
@@ -105,6 +112,21 @@ def train_video_upper(cell, clips, base, steps: int, out: Path, progress: bool =
     seed_everything(cell.seed, verbose=False)
     module = stage_module(cell, "video-upper", "causal", steps, tokenizer=clips.tokenizer)
     return fine_tune(module, clips, cell, out, "video-upper", steps, init=base, progress=progress)
+
+
+def with_random_frame_embeddings(base, std: float, seed: int):
+    """A copy of the scene model whose frame embeddings start at a fixed random code per frame
+    (RMS `std`, as the sine-cosine patch positions) instead of zeros: frames differ in the
+    values from the first step, as patches do, rather than once gradients have grown them."""
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(base)
+    gen = torch.Generator().manual_seed(seed + 1_000_003)
+    with torch.no_grad():
+        model.frame_positions.copy_(torch.randn(model.frame_positions.shape, generator=gen) * std)
+    return model
 
 
 def perception_questions(clip, rng, n: int, cfg) -> list:
