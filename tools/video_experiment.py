@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frame-init", choices=("zeros", "random"), default="zeros",
                     help="the frame embeddings' start: the scene model's zeros, or a fixed random code per frame")
     ap.add_argument("--frame-init-std", type=float, default=None, help="RMS of the random code (default llm.init_std)")
+    ap.add_argument("--frame-init-seed", type=int, default=0, help="which random code (another draw at the same RMS)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the clip model only")
     args = ap.parse_args(argv)
     overrides = _parse_overrides(args.set)
@@ -71,7 +72,8 @@ def main(argv=None) -> int:
     base = base_model(cfg, runs_dir(cfg), scenes, progress=False)
     tok = scenes.tokenizer
     if args.frame_init == "random":
-        base = with_random_frame_embeddings(base, args.frame_init_std or cfg.llm.init_std, args.seed)
+        base = with_random_frame_embeddings(base, args.frame_init_std or cfg.llm.init_std,
+                                            args.seed + 7919 * args.frame_init_seed)
     cell = cfg.override(**{"voco.mask": "causal", **overrides})
     n_train = args.train_clips or cfg.data.train_clips
     clips = VoCoDataModule(cell, kind="clips", turns=cell.train.turns, train_n=n_train, progress=False, tokenizer=tok)
@@ -91,7 +93,8 @@ def main(argv=None) -> int:
     command = "python tools/video_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
     body = {"name": args.name, "split": "val", "questions": len(qs), "steps": args.steps, "train_clips": n_train,
             **({"perception_questions": args.perception} if args.perception else {}),
-            **({"frame_init": args.frame_init, "frame_init_std": args.frame_init_std or cfg.llm.init_std}
+            **({"frame_init": args.frame_init, "frame_init_std": args.frame_init_std or cfg.llm.init_std,
+                "frame_init_seed": args.frame_init_seed}
                if args.frame_init != "zeros" else {}),
             "overrides": overrides, "train_s": train_s, "s_per_step": round(train_s / max(1, args.steps), 3),
             **({"saved": args.saved} if args.saved else {}),
