@@ -328,3 +328,18 @@ def test_the_video_experiments_perception_questions_are_true_in_every_visible_fr
     tool.add_perception_questions(clips, cfg, 2, len(rows))
     assert all(q[: len(b)] == b and len(q) == len(b) + 2 for q, b in zip(clips.questions, before))
     assert all(len(a) == len(q) == len(f) for a, q, f in zip(clips.answers, clips.questions, clips.families))
+
+
+def test_the_video_experiments_random_frame_code_starts_a_copy_and_leaves_the_scene_model_at_zero():
+    """`--frame-init random`: the clip model starts from a copy whose frames carry distinct codes
+    of the asked RMS, the same for the same seed; the scene model it copies keeps its zeros."""
+    tool = video_tool()
+    scene = torch.nn.Module()
+    scene.frame_positions = torch.nn.Parameter(torch.zeros(3, 256))
+    clip = tool.with_random_frame_embeddings(scene, 0.32, 0)
+    code = clip.frame_positions.detach()
+    assert torch.count_nonzero(scene.frame_positions) == 0
+    assert abs(code.pow(2).mean().sqrt().item() - 0.32) < 0.03
+    assert torch.cdist(code, code).add(torch.eye(3)).min() > 0.32  # every frame's code differs from the others
+    assert torch.equal(tool.with_random_frame_embeddings(scene, 0.32, 0).frame_positions, clip.frame_positions)
+    assert not torch.equal(tool.with_random_frame_embeddings(scene, 0.32, 1).frame_positions, clip.frame_positions)

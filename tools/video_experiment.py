@@ -25,8 +25,10 @@ ask what is in the clip rather than what happens in it (`perception_questions`: 
 shape, existence of the objects that keep their colour), a curriculum that asks the clip
 model to see objects between the lattice cells; the questions it is scored on do not
 change. `--frame-init random` starts the clip model's frame embeddings at a fixed random code
-per frame (RMS `--frame-init-std`, default `llm.init_std`) instead of the scene model's zeros. Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`. Run
-one at a time: two training processes on two cores slow each other down.
+per frame (RMS `--frame-init-std`, default `llm.init_std`; `--frame-init-seed` draws another)
+instead of the scene model's zeros: what it does depends on the draw (RESULTS.md). Runs go under
+`$VOCOLAB_CACHE/runs/experiments/<name>`. Run one at a time: two training processes on two
+cores slow each other down.
 """
 
 import argparse
