@@ -343,3 +343,18 @@ def test_the_video_experiments_random_frame_code_starts_a_copy_and_leaves_the_sc
     assert torch.cdist(code, code).add(torch.eye(3)).min() > 0.32  # every frame's code differs from the others
     assert torch.equal(tool.with_random_frame_embeddings(scene, 0.32, 0).frame_positions, clip.frame_positions)
     assert not torch.equal(tool.with_random_frame_embeddings(scene, 0.32, 1).frame_positions, clip.frame_positions)
+
+
+def test_the_video_experiments_sine_cosine_frame_code_is_ordered_fixed_and_of_the_asked_rms():
+    """`--frame-init sincos`: one code for every run, relative to frame 0 (which carries none), so
+    its distance from frame 0 grows with the frame index; every frame's code differs."""
+    tool = video_tool()
+    code = tool.sincos_frames(4, 256, 0.32)
+    assert code.shape == (3, 256) and torch.equal(code, tool.sincos_frames(4, 256, 0.32))
+    assert abs(code.pow(2).mean().sqrt().item() - 0.32) < 1e-5
+    assert torch.cdist(code, code).add(torch.eye(3)).min() > 0.1
+    assert code[0].norm() < code[1].norm() < code[2].norm()  # farther from frame 0 the later the frame
+    scene = torch.nn.Module()
+    scene.frame_positions = torch.nn.Parameter(torch.zeros(3, 256))
+    clip = tool.with_frame_embeddings(scene, code)
+    assert torch.equal(clip.frame_positions.detach(), code) and torch.count_nonzero(scene.frame_positions) == 0

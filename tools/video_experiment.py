@@ -14,6 +14,8 @@ step to `figures/video-experiments/<name>.json`:
     python tools/video_experiment.py VU400_saved --saved RUNS/sweep-nano-seed0/temporal/models/video-upper
     python tools/video_experiment.py VU1600_8k_fp_p3 --steps 1600 --train-clips 8000 --perception 3
     python tools/video_experiment.py VU1600_8k_fp_fr --steps 1600 --train-clips 8000 --frame-init random
+    python tools/video_experiment.py VU1600_8k_fp_sc32 --steps 1600 --train-clips 8000 \\
+        --frame-init sincos --frame-init-std 0.32
 
 `--saved` scores a saved video model (a checkpoint folder, as the study keeps them) instead of
 training one: the committed study's cell, on validation, without training it again.
@@ -26,7 +28,8 @@ shape, existence of the objects that keep their colour), a curriculum that asks 
 model to see objects between the lattice cells; the questions it is scored on do not
 change. `--frame-init random` starts the clip model's frame embeddings at a fixed random code
 per frame (RMS `--frame-init-std`, default `llm.init_std`; `--frame-init-seed` draws another)
-instead of the scene model's zeros: what it does depends on the draw (RESULTS.md). Runs go under
+instead of the scene model's zeros: what it does depends on the draw (RESULTS.md); `--frame-init
+sincos` starts them at a fixed code with no draw (`sincos_frames`). Runs go under
 `$VOCOLAB_CACHE/runs/experiments/<name>`. Run one at a time: two training processes on two
 cores slow each other down.
 """
@@ -60,9 +63,9 @@ def main(argv=None) -> int:
     ap.add_argument("--train-clips", type=int, default=None, help="training clips (default data.train_clips)")
     ap.add_argument("--saved", default=None, help="score this saved model folder instead of training")
     ap.add_argument("--perception", type=int, default=0, help="perception questions added per training clip")
-    ap.add_argument("--frame-init", choices=("zeros", "random"), default="zeros",
-                    help="the frame embeddings' start: the scene model's zeros, or a fixed random code per frame")
-    ap.add_argument("--frame-init-std", type=float, default=None, help="RMS of the random code (default llm.init_std)")
+    ap.add_argument("--frame-init", choices=("zeros", "random", "sincos"), default="zeros",
+                    help="the frame embeddings' start: the scene model's zeros, a random or a sine-cosine code")
+    ap.add_argument("--frame-init-std", type=float, default=None, help="RMS of the code (default llm.init_std)")
     ap.add_argument("--frame-init-seed", type=int, default=0, help="which random code (another draw at the same RMS)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the clip model only")
     args = ap.parse_args(argv)
@@ -76,6 +79,8 @@ def main(argv=None) -> int:
     frame_std = args.frame_init_std or cfg.llm.init_std
     if args.frame_init == "random":
         base = with_random_frame_embeddings(base, frame_std, args.seed, args.frame_init_seed)
+    elif args.frame_init == "sincos":
+        base = with_frame_embeddings(base, sincos_frames(cfg.data.frames, cfg.llm.hidden_size, frame_std))
     cell = cfg.override(**{"voco.mask": "causal", **overrides})
     n_train = args.train_clips or cfg.data.train_clips
     clips = VoCoDataModule(cell, kind="clips", turns=cell.train.turns, train_n=n_train, progress=False, tokenizer=tok)
@@ -95,8 +100,8 @@ def main(argv=None) -> int:
     command = "python tools/video_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
     body = {"name": args.name, "split": "val", "questions": len(qs), "steps": args.steps, "train_clips": n_train,
             **({"perception_questions": args.perception} if args.perception else {}),
-            **({"frame_init": args.frame_init, "frame_init_std": frame_std, "frame_init_seed": args.frame_init_seed}
-               if args.frame_init != "zeros" else {}),
+            **({"frame_init": args.frame_init, "frame_init_std": frame_std} if args.frame_init != "zeros" else {}),
+            **({"frame_init_seed": args.frame_init_seed} if args.frame_init == "random" else {}),
             "overrides": overrides, "train_s": train_s, "s_per_step": round(train_s / max(1, args.steps), 3),
             **({"saved": args.saved} if args.saved else {}),
             "video_upper": _brief(run) | {"accuracy_vs_frames": run.get("accuracy_vs_frames")},
@@ -125,14 +130,36 @@ def with_random_frame_embeddings(base, std: float, seed: int, draw: int = 0):
     (RMS `std`, as the sine-cosine patch positions) instead of zeros: frames differ in the
     values from the first step, as patches do, rather than once gradients have grown them.
     `draw` picks another code for the same `seed` (the code depends on the draw: RESULTS.md)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(1_000_003 + seed + 7919 * draw)
+    return with_frame_embeddings(base, torch.randn(base.frame_positions.shape, generator=gen) * std)
+
+
+def sincos_frames(frames: int, dim: int, rms: float):
+    """`[frames - 1, dim]`: the sines and cosines of frame t at dim / 2 frequencies (the patch
+    positions' code, `sincos_2d`, along one axis) minus frame 0's, scaled to RMS `rms`. Frame 0
+    carries no embedding in the model, so the code is taken relative to it: the slow frequencies
+    then grow with t (an order the LLM can read), the fast ones tell neighbouring frames apart.
+    No draw: one code for every run, unlike `with_random_frame_embeddings`."""
+    import torch
+
+    freqs = 1.0 / 10_000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim // 2))
+    angles = torch.arange(frames, dtype=torch.float64)[:, None] * freqs[None]
+    code = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    code = (code - code[0])[1:]
+    return (code * rms / code.pow(2).mean().sqrt()).float()
+
+
+def with_frame_embeddings(base, code):
+    """A copy of `base` whose frame embeddings start at `code`; `base` keeps its own."""
     import copy
 
     import torch
 
     model = copy.deepcopy(base)
-    gen = torch.Generator().manual_seed(1_000_003 + seed + 7919 * draw)
     with torch.no_grad():
-        model.frame_positions.copy_(torch.randn(model.frame_positions.shape, generator=gen) * std)
+        model.frame_positions.copy_(code)
     return model
 
 
