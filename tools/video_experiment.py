@@ -142,11 +142,9 @@ def sincos_frames(frames: int, dim: int, rms: float):
     carries no embedding in the model, so the code is taken relative to it: the slow frequencies
     then grow with t (an order the LLM can read), the fast ones tell neighbouring frames apart.
     No draw: one code for every run, unlike `with_random_frame_embeddings`."""
-    import torch
+    from vocolab.models.projector import sincos_axis
 
-    freqs = 1.0 / 10_000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim // 2))
-    angles = torch.arange(frames, dtype=torch.float64)[:, None] * freqs[None]
-    code = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    code = sincos_axis(frames, dim)
     code = (code - code[0])[1:]
     return (code * rms / code.pow(2).mean().sqrt()).float()
 

@@ -73,6 +73,15 @@ class Projector(nn.Module):
         return y + self.positions.to(y.dtype)
 
 
+def sincos_axis(n: int, dim: int) -> torch.Tensor:
+    """`[n, dim]` (float64, unscaled): the sines and cosines of positions 0..n-1 at dim / 2
+    frequencies from 1 down to 1 / 10,000, the one-axis code `sincos_2d` puts on rows and
+    columns (and an experiment on frame indices)."""
+    freqs = 1.0 / 10_000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim // 2))
+    angles = torch.arange(n, dtype=torch.float64)[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
 def sincos_2d(side: int, dim: int, rms: float) -> torch.Tensor:
     """`[side * side, dim]`: for each patch (row-major) the sines and cosines of its row (first
     half of `dim`) and its column (second half) at dim / 4 frequencies, scaled to root mean
@@ -80,13 +89,11 @@ def sincos_2d(side: int, dim: int, rms: float) -> torch.Tensor:
     LLM can read a row or a column off the values without first learning where each patch is."""
     if dim % 4:
         raise ValueError(f"sincos_2d: dim {dim} is not a multiple of 4")
-    freqs = 1.0 / 10_000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
-    angles = torch.arange(side, dtype=torch.float64)[:, None] * freqs[None]  # [side, dim/4]
-    axis = torch.cat([angles.sin(), angles.cos()], dim=-1)  # [side, dim/2]
+    axis = sincos_axis(side, dim // 2)  # [side, dim/2]
     rows = repeat(axis, "r d -> (r c) d", c=side)
     cols = repeat(axis, "c d -> (r c) d", r=side)
     code = torch.cat([rows, cols], dim=-1)
     return (code * rms / code.pow(2).mean().sqrt()).float()
 
 
-__all__ = ["Projector", "sincos_2d"]
+__all__ = ["Projector", "sincos_2d", "sincos_axis"]
