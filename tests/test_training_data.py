@@ -103,3 +103,19 @@ def test_fewer_objects_in_training_scenes_only():
     plain = DataConfig(train_scenes=200, heldout_scenes=60)
     assert [r["question"] for r in _rows(plain, "heldout")] == [r["question"] for r in _rows(few, "heldout")]
     assert cache_spec(few, "scenes", "train")[0] != cache_spec(plain, "scenes", "train")[0]
+
+
+def test_fewer_objects_in_training_clips_only():
+    from vocolab.data.clips import Clip
+
+    few = DataConfig(train_clips=120, heldout_clips=30, train_min_objects=1)
+    plain = DataConfig(train_clips=120, heldout_clips=30)
+    counts = {split: [len(Clip.from_json(r["objects"]).tracks) for r in iter_rows(few, "clips", split, render=False)]
+              for split in ("train", "heldout")}
+    assert min(counts["train"]) < few.min_objects and max(counts["train"]) <= few.max_objects
+    assert min(counts["heldout"]) >= few.min_objects
+    for a, b in zip(iter_rows(plain, "clips", "heldout"), iter_rows(few, "clips", "heldout")):
+        assert a["objects"] == b["objects"] and a["question"] == b["question"] and np.array_equal(a["frames"], b["frames"])
+    assert cache_spec(few, "clips", "train")[0] != cache_spec(plain, "clips", "train")[0]
+    # off, it is not hashed: the clip caches built before it existed stay valid
+    assert "train_min_objects" not in cache_spec(plain, "clips", "train")[1]

@@ -64,7 +64,7 @@ class DataConfig:
     # `train_jitter` cells when drawn (clip objects sit between cells), and fewer-object scenes
     train_extra_families: tuple[str, ...] = ("row", "column", "spatial")
     train_jitter: float = 0.0
-    train_min_objects: int = 0  # > 0: training scenes hold train_min_objects..max_objects objects
+    train_min_objects: int = 0  # > 0: training scenes and clips hold train_min_objects..max_objects objects
     # the training split's pixels: "arrays" (stored in the cached dataset) or "render" (drawn again
     # from each row's seed when read: the same pixels); validation and held-out keep theirs
     storage: str = "render"

@@ -48,7 +48,7 @@ _AFFECTS = {
 # scene fields that change what is generated, hashed only when they differ from the default
 _OPTIONAL = {"scenes": {"captions": "coarse", "train_extra_families": (), "train_jitter": 0.0, "storage": "arrays",
                         "train_min_objects": 0},
-             "clips": {"storage": "arrays"}}
+             "clips": {"storage": "arrays", "train_min_objects": 0}}
 
 
 def cache_root(root: str | os.PathLike | None = None) -> Path:
@@ -126,8 +126,12 @@ def scene_row(cfg: DataConfig, seed: int, index: int, questions: int, render: bo
 
 def clip_row(cfg: DataConfig, seed: int, index: int, questions: int, render: bool = True,
              train: bool = False) -> dict[str, Any]:
+    """One clip with its caption and questions; a training clip holds `data.train_min_objects`..
+    max_objects objects when that is set (fewer distractors to learn "what moved" from), as a
+    training scene does; validation and held-out clips never change."""
     rng = item_rng(seed, "clips", index)
-    clip = sample_clip(rng, cfg)
+    fewer = train and cfg.train_min_objects
+    clip = sample_clip(rng, replace(cfg, min_objects=cfg.train_min_objects) if fewer else cfg)
     row = {"caption": clip_caption(clip), **_qa_columns(clip_questions(clip, rng, questions)),
            "objects": clip.to_json()}
     if render:
