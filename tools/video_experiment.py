@@ -29,7 +29,8 @@ model to see objects between the lattice cells; the questions it is scored on do
 change. `--frame-init random` starts the clip model's frame embeddings at a fixed random code
 per frame (RMS `--frame-init-std`, default `llm.init_std`; `--frame-init-seed` draws another)
 instead of the scene model's zeros: what it does depends on the draw (RESULTS.md); `--frame-init
-sincos` starts them at a fixed code with no draw (`sincos_frames`). Runs go under
+sincos` starts them at a fixed code with no draw (`sincos_frames`). `--set data.train_min_objects=2`
+thins the training clips (2..max_objects objects; validation and held-out clips unchanged). Runs go under
 `$VOCOLAB_CACHE/runs/experiments/<name>`. Run one at a time: two training processes on two
 cores slow each other down.
 """
