@@ -104,6 +104,12 @@ def _qa_columns(qas) -> dict[str, list[str]]:
             "family": [q.family for q in qas], "template": [q.template for q in qas]}
 
 
+def _sampled_from(cfg: DataConfig, train: bool) -> DataConfig:
+    """The config an item is drawn from: a training item's object count starts at
+    `data.train_min_objects` when that is set; validation and held-out items keep `min_objects`."""
+    return replace(cfg, min_objects=cfg.train_min_objects) if train and cfg.train_min_objects else cfg
+
+
 def scene_row(cfg: DataConfig, seed: int, index: int, questions: int, render: bool = True,
               train: bool = False) -> dict[str, Any]:
     """One scene with its caption and questions. A training scene may also get the extra
@@ -111,8 +117,7 @@ def scene_row(cfg: DataConfig, seed: int, index: int, questions: int, render: bo
     their own, so the rest of the row is the same with or without them (a training scene
     with another object count, `data.train_min_objects`, is another scene)."""
     rng = item_rng(seed, "scenes", index)
-    fewer = train and cfg.train_min_objects
-    scene = sample_scene(rng, replace(cfg, min_objects=cfg.train_min_objects) if fewer else cfg)
+    scene = sample_scene(rng, _sampled_from(cfg, train))
     qas = scene_questions(scene, rng, questions, cfg)
     extra = np.random.default_rng([seed, KINDS["scenes"], index, 1])
     if train and cfg.train_extra_families:
@@ -130,8 +135,7 @@ def clip_row(cfg: DataConfig, seed: int, index: int, questions: int, render: boo
     max_objects objects when that is set (fewer distractors to learn "what moved" from), as a
     training scene does; validation and held-out clips never change."""
     rng = item_rng(seed, "clips", index)
-    fewer = train and cfg.train_min_objects
-    clip = sample_clip(rng, replace(cfg, min_objects=cfg.train_min_objects) if fewer else cfg)
+    clip = sample_clip(rng, _sampled_from(cfg, train))
     row = {"caption": clip_caption(clip), **_qa_columns(clip_questions(clip, rng, questions)),
            "objects": clip.to_json()}
     if render:
