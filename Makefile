@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed
 CACHE  := $(CURDIR)/.cache
 PRESET ?= nano
 SEED   ?= 0
+# the temporal study's clip models: 1,600 steps on 8,000 clips each (400 steps on 2,000 left video unlearned)
+TEMPORAL ?= --steps 1600 --train-clips 8000
 
 # Everything a run writes besides its results stays inside the ignored .cache folder.
 export VOCOLAB_CACHE           := $(CACHE)
@@ -54,7 +56,7 @@ distill: $(STAMP)
 	$(VENV)/bin/vocolab distill --preset $(PRESET) --seed $(SEED) --out figures/distill
 
 temporal: $(STAMP)
-	$(VENV)/bin/vocolab temporal --preset $(PRESET) --seed $(SEED) --out figures/temporal
+	$(VENV)/bin/vocolab temporal --preset $(PRESET) --seed $(SEED) $(TEMPORAL) --out figures/temporal
 
 mod: $(STAMP)
 	$(VENV)/bin/vocolab mod --preset $(PRESET) --seed $(SEED) --out figures/mod
@@ -67,7 +69,7 @@ bench: $(STAMP)
 
 models: $(STAMP)
 	$(VENV)/bin/vocolab quickstart --preset nano --seed 0 --out figures/quickstart
-	$(VENV)/bin/vocolab temporal --preset nano --seed 0 --out figures/temporal
+	$(VENV)/bin/vocolab temporal --preset nano --seed 0 $(TEMPORAL) --out figures/temporal
 	$(VENV)/bin/vocolab mod --preset nano --seed 0 --out figures/mod
 	$(VENV)/bin/vocolab ship --preset nano --seed 0
 

@@ -95,7 +95,7 @@ def test_missing_and_corrupt_files_raise_value_error(tmp_path):
     with pytest.raises(ValueError, match="do not match"):
         load_checkpoint(mismatch)
 
-    # a model saved before frames had embeddings loads with zero ones (what new ones start at);
+    # a model saved before frames had embeddings loads with zero ones (it never told frames apart);
     # any other weight missing is still a mismatch
     def drop(d, name):
         state = load_file(d / "model.safetensors")

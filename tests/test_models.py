@@ -12,7 +12,7 @@ from transformers import CLIPVisionModel, LlamaForCausalLM
 
 from vocolab.core.layout import assemble, labels_from_layouts, pad_batch
 from vocolab.models.llm import llama_config
-from vocolab.models.projector import Projector, sincos_2d
+from vocolab.models.projector import Projector, sincos_2d, sincos_frames
 from vocolab.models.vision import build_clip, clip_config, patch_features, pixels_to_tensor, vision_config
 from vocolab.models.vlm import VoCoVLM
 
@@ -220,8 +220,9 @@ def test_embed_video_frames_fill_slots_in_order(positions):
     with torch.no_grad():
         emb = vlm.embed(ids, pixels=clip)
         feats = vlm.encode_images(clip[0])
-        for t, frame in enumerate(layout.frames):
-            torch.testing.assert_close(emb[0, frame.image.start:frame.image.stop], vlm.projector(feats[t]))
+        for t, frame in enumerate(layout.frames):  # frame t >= 1 adds its frame embedding
+            added = vlm.frame_positions[t - 1] if t else 0
+            torch.testing.assert_close(emb[0, frame.image.start:frame.image.stop], vlm.projector(feats[t]) + added)
 
 
 def test_embed_refuses_mismatched_image_inputs():
@@ -297,7 +298,8 @@ def test_frame_positions_tell_a_clips_frames_apart_and_leave_images_alone():
     a frame fed alone at its own index (`from_frame`, as streaming does) agree with the clip."""
     vlm = tiny_vlm()
     frames = vlm.cfg.data.frames
-    assert vlm.frame_positions.shape == (frames - 1, 32) and vlm.frame_positions.abs().max() == 0  # zero start
+    assert vlm.frame_positions.shape == (frames - 1, 32)
+    torch.testing.assert_close(vlm.frame_positions.detach(), sincos_frames(frames, 32, vlm.cfg.llm.frame_positions_rms))
     with torch.no_grad():
         vlm.frame_positions.normal_()
     clip = images(1, 3, frames=frames)
@@ -324,6 +326,24 @@ def test_frame_positions_tell_a_clips_frames_apart_and_leave_images_alone():
     vlm.train()
     vlm(batch, [img_layout], pixels=images(1, 4), labels=labels_from_layouts(batch, [img_layout])).loss.backward()
     assert vlm.frame_positions.grad is None
+
+
+def test_frame_embeddings_start_at_an_ordered_sine_cosine_code_of_the_configured_rms():
+    """`llm.frame_positions_rms`: one fixed code (no draw, so the scene model's training is untouched),
+    relative to frame 0, which carries none: its distance from frame 0 grows with the frame index
+    and every frame's code differs. 0 starts them at zero, as before the code existed."""
+    code = sincos_frames(4, 256, 0.32)
+    assert code.shape == (3, 256) and torch.equal(code, sincos_frames(4, 256, 0.32))
+    assert abs(code.pow(2).mean().sqrt().item() - 0.32) < 1e-5
+    assert torch.cdist(code, code).add(torch.eye(3)).min() > 0.1
+    assert code[0].norm() < code[1].norm() < code[2].norm()  # farther from frame 0 the later the frame
+    assert sincos_frames(4, 256, 0.0).abs().max() == 0
+    zero, code = tiny_vlm(**{"llm.frame_positions_rms": 0.0}), tiny_vlm()  # the same seed
+    assert zero.frame_positions.abs().max() == 0 and code.frame_positions.abs().max() > 0
+    weights = dict(code.named_parameters())
+    assert all(torch.equal(p, weights[n]) for n, p in zero.named_parameters() if n != "frame_positions")
+    with pytest.raises(ValueError, match="frame_positions_rms"):
+        tiny_vlm(**{"llm.frame_positions_rms": -0.1})
 
 
 def test_distinct_voco_slots_tell_the_k_tokens_apart_in_every_path():
@@ -395,11 +415,12 @@ def test_token_drops_keep_their_patches_positions(method):
 
 
 def test_clip_cells_see_a_new_design_that_the_weights_identity_misses():
-    """Zero frame embeddings weigh nothing in `model_id` (a scene model's identity is unchanged by
-    them) but change `architecture`, which the clip-trained cells' keys also hold."""
+    """Zero frame embeddings (a scene model saved before they existed, or `llm.frame_positions_rms=0`)
+    weigh nothing in `model_id` but change `architecture`, which the clip-trained cells' keys also hold."""
     from vocolab.studies.cells import architecture, model_id
 
-    a, b = tiny_vlm(seed=0), tiny_vlm(seed=1)
+    zero = {"llm.frame_positions_rms": 0.0}
+    a, b = tiny_vlm(seed=0, **zero), tiny_vlm(seed=1, **zero)
     assert architecture(a) == architecture(b) and model_id(a) != model_id(b)
-    fewer = tiny_vlm(seed=0, **{"data.frames": 3})
+    fewer = tiny_vlm(seed=0, **{"data.frames": 3}, **zero)
     assert model_id(fewer) == model_id(a) and architecture(fewer) != architecture(a)

@@ -22,6 +22,7 @@ from vocolab.evaluation.clips import predict_frames
 from vocolab.evaluation.heldout import Questions
 from vocolab.inference.compression import compress_video
 from vocolab.inference.generate import greedy_generate
+from vocolab.models.projector import sincos_frames
 from vocolab.models.vlm import VoCoVLM
 from vocolab.studies.common import QUICK, runs_dir, study_config
 from vocolab.studies.temporal import CELLS, TemporalStudy, frame_costs, run_temporal_study
@@ -93,7 +94,7 @@ def test_a_compressor_compresses_each_frame_on_its_own(cache):
         emb = model.embed(batch.input_ids, features=batch.features)
         for b in range(2):
             per_frame = torch.cat([model.projector(model.compressor(batch.features[b, t : t + 1])[0])
-                                   for t in range(FRAMES)])
+                                   + (model.frame_positions[t - 1] if t else 0) for t in range(FRAMES)])
             torch.testing.assert_close(emb[b][slots[b]], per_frame, atol=1e-5, rtol=0)
         changed = batch.features.clone()
         changed[:, 0] += 1.0  # frame 0 only
@@ -255,13 +256,27 @@ def test_a_rerun_skips_cells_and_reuses_saved_models(finished, monkeypatch):
         assert new[name]["cell_key"] == old[name]["cell_key"]
 
 
+def test_more_training_clips_are_other_cells_on_the_same_scene_model(finished, tmp_path, monkeypatch):
+    """`train_clips` (`--train-clips`) draws more training clips without touching the config:
+    every clip-trained cell is keyed anew (none is reused), the scene model is the study's."""
+    def never(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(TemporalStudy, "run_cell", never)
+    more = study(tmp_path, train_clips=20)
+    assert more["temporal"]["clips"]["train"] == 20 and sorted(more["temporal"]["failed"]) == sorted(CELLS)
+    assert more["config"] == finished[1]["config"]
+    with pytest.raises(ValueError, match="train_clips"):
+        study(tmp_path, train_clips=0)
+
+
 def test_cli_temporal(monkeypatch, capsys):
     seen = {}
     monkeypatch.setattr(temporal_mod, "run_temporal_study", lambda *a, **kw: seen.update(args=a, kwargs=kw))
     assert cli.main(["temporal", "--preset", "nano", "--seed", "1", "--out", "x", "--k", "4", "--steps", "3",
-                     "--limit", "5", "--set", "data.frames=3"]) == 0
+                     "--limit", "5", "--train-clips", "40", "--set", "data.frames=3"]) == 0
     assert seen["args"] == ("nano", "x")
-    assert seen["kwargs"] | {"command": None} == {"seed": 1, "k": 4, "steps": 3, "limit": 5,
+    assert seen["kwargs"] | {"command": None} == {"seed": 1, "k": 4, "steps": 3, "limit": 5, "train_clips": 40,
                                                    "overrides": {"data.frames": 3}, "command": None}
     monkeypatch.undo()
     assert cli.main(["temporal", "--k", "0", "--out", "y"]) == 2
@@ -345,16 +360,13 @@ def test_the_video_experiments_random_frame_code_starts_a_copy_and_leaves_the_sc
     assert not torch.equal(tool.with_random_frame_embeddings(scene, 0.32, 1).frame_positions, clip.frame_positions)
 
 
-def test_the_video_experiments_sine_cosine_frame_code_is_ordered_fixed_and_of_the_asked_rms():
-    """`--frame-init sincos`: one code for every run, relative to frame 0 (which carries none), so
-    its distance from frame 0 grows with the frame index; every frame's code differs."""
+def test_the_video_experiments_frame_code_starts_a_copy_and_leaves_the_scene_model_alone():
+    """`--frame-init sincos|zeros`: the clip model starts from a copy carrying the code; the
+    scene model it copies keeps its own."""
     tool = video_tool()
-    code = tool.sincos_frames(4, 256, 0.32)
-    assert code.shape == (3, 256) and torch.equal(code, tool.sincos_frames(4, 256, 0.32))
-    assert abs(code.pow(2).mean().sqrt().item() - 0.32) < 1e-5
-    assert torch.cdist(code, code).add(torch.eye(3)).min() > 0.1
-    assert code[0].norm() < code[1].norm() < code[2].norm()  # farther from frame 0 the later the frame
+    code = sincos_frames(4, 256, 0.5)
     scene = torch.nn.Module()
-    scene.frame_positions = torch.nn.Parameter(torch.zeros(3, 256))
+    scene.frame_positions = torch.nn.Parameter(sincos_frames(4, 256, 0.32))
     clip = tool.with_frame_embeddings(scene, code)
-    assert torch.equal(clip.frame_positions.detach(), code) and torch.count_nonzero(scene.frame_positions) == 0
+    assert torch.equal(clip.frame_positions.detach(), code)
+    assert torch.equal(scene.frame_positions.detach(), sincos_frames(4, 256, 0.32))

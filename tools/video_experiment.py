@@ -28,8 +28,11 @@ shape, existence of the objects that keep their colour), a curriculum that asks 
 model to see objects between the lattice cells; the questions it is scored on do not
 change. `--frame-init random` starts the clip model's frame embeddings at a fixed random code
 per frame (RMS `--frame-init-std`, default `llm.init_std`; `--frame-init-seed` draws another)
-instead of the scene model's zeros: what it does depends on the draw (RESULTS.md); `--frame-init
-sincos` starts them at a fixed code with no draw (`sincos_frames`). `--set data.train_min_objects=2`
+instead of the scene model's own start: what it does depends on the draw (RESULTS.md); `--frame-init
+sincos` at the fixed code `models.projector.sincos_frames` of RMS `--frame-init-std`; `--frame-init
+zeros` at zero. The scene model's own start is that code at `llm.frame_positions_rms` since it became
+the package's default; the runs before it (no `--frame-init` in their command) started at zero.
+`--set data.train_min_objects=2`
 thins the training clips (2..max_objects objects; validation and held-out clips unchanged). Runs go under
 `$VOCOLAB_CACHE/runs/experiments/<name>`. Run one at a time: two training processes on two
 cores slow each other down.
@@ -54,6 +57,7 @@ def main(argv=None) -> int:
     from vocolab.evaluation.clips import clip_run
     from vocolab.evaluation.heldout import Questions
     from vocolab.models.checkpoint import load_checkpoint
+    from vocolab.models.projector import sincos_frames
     from vocolab.reporting.provenance import provenance
     from vocolab.studies.common import QUICK, base_model, runs_dir, study_config
 
@@ -64,8 +68,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train-clips", type=int, default=None, help="training clips (default data.train_clips)")
     ap.add_argument("--saved", default=None, help="score this saved model folder instead of training")
     ap.add_argument("--perception", type=int, default=0, help="perception questions added per training clip")
-    ap.add_argument("--frame-init", choices=("zeros", "random", "sincos"), default="zeros",
-                    help="the frame embeddings' start: the scene model's zeros, a random or a sine-cosine code")
+    ap.add_argument("--frame-init", choices=("base", "zeros", "random", "sincos"), default="base",
+                    help="the frame embeddings' start: the scene model's own, zeros, a random or a sine-cosine code")
     ap.add_argument("--frame-init-std", type=float, default=None, help="RMS of the code (default llm.init_std)")
     ap.add_argument("--frame-init-seed", type=int, default=0, help="which random code (another draw at the same RMS)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the clip model only")
@@ -78,10 +82,11 @@ def main(argv=None) -> int:
     base = base_model(cfg, runs_dir(cfg), scenes, progress=False)
     tok = scenes.tokenizer
     frame_std = args.frame_init_std or cfg.llm.init_std
+    frame_rms = {"base": cfg.llm.frame_positions_rms, "zeros": 0.0}.get(args.frame_init, frame_std)  # the start's RMS
     if args.frame_init == "random":
         base = with_random_frame_embeddings(base, frame_std, args.seed, args.frame_init_seed)
-    elif args.frame_init == "sincos":
-        base = with_frame_embeddings(base, sincos_frames(cfg.data.frames, cfg.llm.hidden_size, frame_std))
+    elif args.frame_init in ("sincos", "zeros"):
+        base = with_frame_embeddings(base, sincos_frames(cfg.data.frames, cfg.llm.hidden_size, frame_rms))
     cell = cfg.override(**{"voco.mask": "causal", **overrides})
     n_train = args.train_clips or cfg.data.train_clips
     clips = VoCoDataModule(cell, kind="clips", turns=cell.train.turns, train_n=n_train, progress=False, tokenizer=tok)
@@ -101,7 +106,7 @@ def main(argv=None) -> int:
     command = "python tools/video_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
     body = {"name": args.name, "split": "val", "questions": len(qs), "steps": args.steps, "train_clips": n_train,
             **({"perception_questions": args.perception} if args.perception else {}),
-            **({"frame_init": args.frame_init, "frame_init_std": frame_std} if args.frame_init != "zeros" else {}),
+            "frame_init": args.frame_init, "frame_init_std": frame_rms,
             **({"frame_init_seed": args.frame_init_seed} if args.frame_init == "random" else {}),
             "overrides": overrides, "train_s": train_s, "s_per_step": round(train_s / max(1, args.steps), 3),
             **({"saved": args.saved} if args.saved else {}),
@@ -135,19 +140,6 @@ def with_random_frame_embeddings(base, std: float, seed: int, draw: int = 0):
 
     gen = torch.Generator().manual_seed(1_000_003 + seed + 7919 * draw)
     return with_frame_embeddings(base, torch.randn(base.frame_positions.shape, generator=gen) * std)
-
-
-def sincos_frames(frames: int, dim: int, rms: float):
-    """`[frames - 1, dim]`: the sines and cosines of frame t at dim / 2 frequencies (the patch
-    positions' code, `sincos_2d`, along one axis) minus frame 0's, scaled to RMS `rms`. Frame 0
-    carries no embedding in the model, so the code is taken relative to it: the slow frequencies
-    then grow with t (an order the LLM can read), the fast ones tell neighbouring frames apart.
-    No draw: one code for every run, unlike `with_random_frame_embeddings`."""
-    from vocolab.models.projector import sincos_axis
-
-    code = sincos_axis(frames, dim)
-    code = (code - code[0])[1:]
-    return (code * rms / code.pow(2).mean().sqrt()).float()
 
 
 def with_frame_embeddings(base, code):

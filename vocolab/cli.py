@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     temporal = _study(sub, "temporal", "temporal tuning: VoCo on video clips (video mask) against pooling, "
                                        "full tokens and one frame, resumable", "figures/temporal")
     temporal.add_argument("--k", type=int, default=2, help="VoCo (and pooled) tokens per frame")
+    temporal.add_argument("--train-clips", type=int, default=None,
+                          help="training clips (default data.train_clips; the scene model stays the same)")
 
     mod = _study(sub, "mod", "VideoLLM-MoD mixture-of-depths on clip QA against full computation, resumable",
                  "figures/mod")
@@ -166,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vocolab.studies.temporal import run_temporal_study
 
             run_temporal_study(args.preset, args.out, seed=args.seed, k=args.k, steps=args.steps,
-                               limit=args.limit, overrides=_overrides(args), command=command)
+                               limit=args.limit, train_clips=args.train_clips, overrides=_overrides(args),
+                               command=command)
         elif args.command == "mod":
             from vocolab.studies.mod import run_mod_study
 

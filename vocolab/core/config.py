@@ -118,6 +118,7 @@ class LLMConfig:
     # its start: "sincos", the 2-D sine-cosine code of the patch's row and column (RMS init_std), so
     # "where" is in the values from the first step (nano held-out 0.925 / 0.976 at seeds 0 / 1), or "zeros"
     image_positions_init: str = "sincos"
+    frame_positions_rms: float = 0.32  # frame embeddings' start: `sincos_frames` at this RMS, the tokens' (0: zeros)
     attn_implementation: str = "sdpa"
 
 
@@ -282,10 +283,9 @@ def preset(name: str, **overrides: Any) -> Config:
 def resolve_config(cfg: Config | dict | None, preset_name: str, overrides: dict | None) -> Config:
     """A Config from an object, a dict (as stored in a checkpoint's hyper-parameters) or
     a preset name with dotted-key overrides (as written in a LightningCLI YAML file)."""
-    if isinstance(cfg, Config):
-        return cfg.override(**overrides) if overrides else cfg
     if isinstance(cfg, dict):
         cfg = Config.from_dict(cfg)
+    if isinstance(cfg, Config):
         return cfg.override(**overrides) if overrides else cfg
     return preset(preset_name, **(overrides or {}))
 
@@ -315,6 +315,8 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"data.train_jitter: {d.train_jitter} cells; need 0 <= jitter < 0.5 (objects stay in cell)")
     if llm.image_positions_init not in ("zeros", "sincos"):
         raise ValueError(f"llm.image_positions_init: {llm.image_positions_init!r} is not 'zeros' or 'sincos'")
+    if llm.frame_positions_rms < 0:
+        raise ValueError(f"llm.frame_positions_rms: {llm.frame_positions_rms}; need >= 0 (0: a zero start)")
     if cfg.voco.tokens < 0 or cfg.voco.tokens > d.image_tokens:
         raise ValueError(f"voco.tokens: {cfg.voco.tokens} VoCo tokens for {d.image_tokens} image tokens; "
                          f"need 0 <= tokens <= image tokens")
@@ -378,10 +380,8 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
         return tuple(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint in (int, float, str, bool):
-        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-            raise ValueError(f"{name}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
-        return value
+    if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
+        raise ValueError(f"{name}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
     return value
 
 

@@ -120,9 +120,11 @@ def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.devi
         model.to(dtype)
     try:
         missing, unexpected = load_model(model, str(directory / WEIGHTS), strict=False, device=str(map_location))
-        # a model saved before frames had embeddings never told frames apart: its are zero, as new ones start
+        # a model saved before frames had embeddings never told frames apart: its are zero
         if unexpected or set(missing) - {"frame_positions"}:
             raise RuntimeError(f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+        if missing:
+            model.frame_positions.data.zero_()
     except RuntimeError as err:  # missing/unexpected keys or shape mismatch
         raise ValueError(f"load_checkpoint: weights in {directory} do not match its config: {err}") from err
     except Exception as err:  # safetensors' own errors: truncated header, bad JSON, bad offsets

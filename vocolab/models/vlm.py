@@ -49,7 +49,7 @@ from vocolab.core.config import Config, check_backend
 from vocolab.core.layout import Layout, SpecialIds
 from vocolab.models.inputs import model_device, prepare
 from vocolab.models.llm import build_llm
-from vocolab.models.projector import Projector, sincos_2d
+from vocolab.models.projector import Projector, sincos_2d, sincos_frames
 from vocolab.models.vision import patch_features, pixels_to_tensor, vision_config
 from vocolab.zoo.registry import build_compressor, check_compressor_config, method_info
 
@@ -76,10 +76,12 @@ class VoCoVLM(nn.Module):
         if cfg.voco.distinct:
             self.voco_slots = nn.Parameter(torch.randn(cfg.data.image_tokens, cfg.llm.hidden_size) * cfg.llm.init_std)
         # a learned embedding per frame of a clip after the first, added to all of that frame's
-        # image tokens and zero at the start: rotary positions never reach the values, so without
-        # it a question gathers *what* and *where* from a clip but not *when*. Frame 0 and a lone
-        # image get none, so an image model, and the training of one, is untouched by it
-        self.frame_positions = nn.Parameter(torch.zeros(cfg.data.frames - 1, cfg.llm.hidden_size))
+        # image tokens and starting at a sine-cosine code of the frame index: rotary positions
+        # never reach the values, so without it a question gathers *what* and *where* from a clip
+        # but not *when*. Frame 0 and a lone image get none, so an image model, and the training
+        # of one (which freezes them), is untouched by it
+        self.frame_positions = nn.Parameter(sincos_frames(cfg.data.frames, cfg.llm.hidden_size,
+                                                          cfg.llm.frame_positions_rms))
         self._first_frame = 0  # set by `from_frame`
         # a zoo compressor maps each image's V patch features to K tokens before the projector
         self.compressor = None

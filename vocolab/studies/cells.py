@@ -33,8 +33,8 @@ def model_id(model) -> str:
 
 def architecture(model) -> str:
     """The names and shapes of a model's weights. A clip-trained cell also depends on them: the
-    frame embeddings (`VoCoVLM.frame_positions`) are zero in a scene model, so its weights, and
-    `model_id`, are those of a scene model without them, but clip training makes them count."""
+    frame embeddings (`VoCoVLM.frame_positions`) are unused in a scene model, which may have been
+    saved without them (or with a zero start), but clip training makes them count."""
     return key_of({name: list(p.shape) for name, p in model.named_parameters()})
 
 

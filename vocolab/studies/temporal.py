@@ -73,7 +73,8 @@ def check_settings(cfg: Config, k: int, steps: int) -> None:
 class TemporalStudy:
     """State shared by the cells: config, scene and clip data, the base model, held-out questions."""
 
-    def __init__(self, cfg: Config, runs: Path, *, k: int, steps: int, limit: int | None, progress: bool):
+    def __init__(self, cfg: Config, runs: Path, *, k: int, steps: int, limit: int | None, progress: bool,
+                 train_clips: int | None = None):
         from vocolab.data.clips import TEMPORAL_FAMILIES
         from vocolab.data.module import VoCoDataModule
         from vocolab.evaluation.heldout import Questions
@@ -81,10 +82,10 @@ class TemporalStudy:
         check_settings(cfg, k, steps)
         self.cfg, self.runs, self.k, self.steps, self.progress = cfg, runs, k, steps, progress
         self.families = TEMPORAL_FAMILIES
-        d = cfg.data
-        self.sizes = ({"train": min(d.train_clips, QUICK_CLIPS["train"]),
+        d, train = cfg.data, train_clips or cfg.data.train_clips  # more clips than the config's: same scene model
+        self.sizes = ({"train": min(train, QUICK_CLIPS["train"]),
                        "heldout": min(d.heldout_clips, QUICK_CLIPS["heldout"])} if quick_mode()
-                      else {"train": d.train_clips, "heldout": d.heldout_clips})
+                      else {"train": train, "heldout": d.heldout_clips})
         self.scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=progress)
         self.scenes.setup()
         self.clips = VoCoDataModule(cfg, kind="clips", turns=cfg.train.turns, train_n=self.sizes["train"],
@@ -320,10 +321,12 @@ class TemporalStudy:
 
 def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/temporal", *, seed: int = 0,
                        k: int = K, steps: int | None = None, limit: int | None = None,
-                       overrides: dict | None = None, command: str = "vocolab temporal",
+                       train_clips: int | None = None, overrides: dict | None = None, command: str = "vocolab temporal",
                        progress: bool = True) -> dict:
     """Train (or resume) every cell, evaluate on held-out clips; write results.json, table.md
-    and the figures (accuracy_per_family.png, accuracy_vs_frames.png, streaming.png) to `out`."""
+    and the figures (accuracy_per_family.png, accuracy_vs_frames.png, streaming.png) to `out`.
+    `train_clips` draws more training clips than `data.train_clips` without changing the config,
+    so the shared scene model is the one the other studies use (generation is cheap)."""
     from vocolab.evaluation.heldout import add_retention
 
     start = time.perf_counter()
@@ -331,7 +334,10 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     steps = cell_steps(steps)
     check_settings(cfg, k, steps)  # before any data is generated or model trained
     out = Path(out)
-    study = TemporalStudy(cfg, runs_dir(cfg), k=k, steps=steps, limit=limit, progress=progress)
+    if train_clips is not None and train_clips < 1:
+        raise ValueError(f"temporal: train_clips must be >= 1, got {train_clips}")
+    study = TemporalStudy(cfg, runs_dir(cfg), k=k, steps=steps, limit=limit, progress=progress,
+                          train_clips=train_clips)
     refs, single_detail = study.references()
     perception = study.frame_perception()
     ran: list[str] = []
