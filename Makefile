@@ -8,8 +8,9 @@ STAMP  := $(VENV)/.installed
 CACHE  := $(CURDIR)/.cache
 PRESET ?= nano
 SEED   ?= 0
-# the temporal study's clip models: 1,600 steps on 8,000 clips each (400 steps on 2,000 left video unlearned)
+# the temporal and MoD studies' clip models: 1,600 steps on 8,000 clips each (400 steps on 2,000 left video unlearned)
 TEMPORAL ?= --steps 1600 --train-clips 8000
+MOD      ?= $(TEMPORAL)
 
 # Everything a run writes besides its results stays inside the ignored .cache folder.
 export VOCOLAB_CACHE           := $(CACHE)
@@ -59,7 +60,7 @@ temporal: $(STAMP)
 	$(VENV)/bin/vocolab temporal --preset $(PRESET) --seed $(SEED) $(TEMPORAL) --out figures/temporal
 
 mod: $(STAMP)
-	$(VENV)/bin/vocolab mod --preset $(PRESET) --seed $(SEED) --out figures/mod
+	$(VENV)/bin/vocolab mod --preset $(PRESET) --seed $(SEED) $(MOD) --out figures/mod
 
 scaling: $(STAMP)
 	$(VENV)/bin/vocolab scaling --preset $(PRESET) --seed $(SEED) --out figures/scaling
@@ -70,7 +71,7 @@ bench: $(STAMP)
 models: $(STAMP)
 	$(VENV)/bin/vocolab quickstart --preset nano --seed 0 --out figures/quickstart
 	$(VENV)/bin/vocolab temporal --preset nano --seed 0 $(TEMPORAL) --out figures/temporal
-	$(VENV)/bin/vocolab mod --preset nano --seed 0 --out figures/mod
+	$(VENV)/bin/vocolab mod --preset nano --seed 0 $(MOD) --out figures/mod
 	$(VENV)/bin/vocolab ship --preset nano --seed 0
 
 test: $(STAMP)

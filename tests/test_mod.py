@@ -439,3 +439,22 @@ def test_mod_study_runs_on_a_tiny_config(tmp_path, monkeypatch):
     monkeypatch.setattr(mod_study, "saved_activation_bytes", lambda *a, **k: never())
     again = mod_study.run_mod_study("nano", out, seed=0, steps=2, limit=6, overrides=overrides, progress=False)
     assert [r["accuracy"] for r in again["runs"]] == [r["accuracy"] for r in body["runs"]]
+    assert body["mod"]["train_clips"] == 8
+    # more training clips (`--train-clips`) are other cells, the config (and so the scene model) the same
+    more = mod_study.run_mod_study("nano", out, seed=0, steps=2, limit=6, overrides=overrides, progress=False,
+                                   variants=("full",), train_clips=5)
+    assert more["mod"]["train_clips"] == 5 and more["mod"]["failed"] == ["mod-full"]
+    assert more["config"] == body["config"]
+    with pytest.raises(ValueError, match="train_clips"):
+        mod_study.run_mod_study("nano", out, train_clips=0, overrides=overrides)
+
+
+def test_cli_mod_passes_the_training_clips(monkeypatch):
+    import vocolab.studies.mod as mod_study
+    from vocolab import cli
+
+    seen = {}
+    monkeypatch.setattr(mod_study, "run_mod_study", lambda *a, **kw: seen.update(args=a, kwargs=kw))
+    assert cli.main(["mod", "--out", "x", "--steps", "3", "--train-clips", "40", "--r", "0.5"]) == 0
+    assert seen["args"] == ("nano", "x")
+    assert {k: seen["kwargs"][k] for k in ("steps", "train_clips", "r")} == {"steps": 3, "train_clips": 40, "r": 0.5}

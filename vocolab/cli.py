@@ -45,6 +45,11 @@ def _overrides(args) -> dict:
     return out
 
 
+def _train_clips(study: argparse.ArgumentParser) -> None:
+    study.add_argument("--train-clips", type=int, default=None,
+                       help="training clips (default data.train_clips; the scene model stays the same)")
+
+
 def _study(sub, name: str, help_text: str, out: str) -> argparse.ArgumentParser:
     """A resumable study's subcommand with the options every study shares."""
     study = sub.add_parser(name, help=help_text)
@@ -92,13 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     temporal = _study(sub, "temporal", "temporal tuning: VoCo on video clips (video mask) against pooling, "
                                        "full tokens and one frame, resumable", "figures/temporal")
     temporal.add_argument("--k", type=int, default=2, help="VoCo (and pooled) tokens per frame")
-    temporal.add_argument("--train-clips", type=int, default=None,
-                          help="training clips (default data.train_clips; the scene model stays the same)")
+    _train_clips(temporal)
 
     mod = _study(sub, "mod", "VideoLLM-MoD mixture-of-depths on clip QA against full computation, resumable",
                  "figures/mod")
     mod.add_argument("--r", type=float, default=0.2, help="share of each frame's vision tokens a MoD layer computes")
     mod.add_argument("--layers", default="interleaved", help="all | interleaved | deep")
+    _train_clips(mod)
 
     bench = sub.add_parser("bench", help="step time, tokens/s, MFU and memory of every training stage and "
                                           "the evaluation on this machine")
@@ -174,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vocolab.studies.mod import run_mod_study
 
             run_mod_study(args.preset, args.out, seed=args.seed, r=args.r, layers=args.layers, steps=args.steps,
-                          limit=args.limit, overrides=_overrides(args), command=command)
+                          limit=args.limit, train_clips=args.train_clips, overrides=_overrides(args),
+                          command=command)
         elif args.command == "bench":
             from vocolab.studies.bench import STAGES, run_bench
 

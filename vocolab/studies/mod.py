@@ -44,9 +44,11 @@ QUICK_CLIPS = {"data.train_clips": 48, "data.heldout_clips": 12}
 
 def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *, seed: int = 0, r: float = 0.2,
                   layers: str = "interleaved", variants=VARIANTS, steps: int | None = None,
-                  limit: int | None = None, overrides: dict | None = None, command: str = "vocolab mod",
-                  progress: bool = True) -> dict:
-    """Train and evaluate every variant on clip QA; write results.json, table.md and a figure."""
+                  limit: int | None = None, train_clips: int | None = None, overrides: dict | None = None,
+                  command: str = "vocolab mod", progress: bool = True) -> dict:
+    """Train and evaluate every variant on clip QA; write results.json, table.md and a figure.
+    `train_clips` draws more training clips than `data.train_clips` without changing the config,
+    so the shared scene model is the one the other studies use."""
     from vocolab.core.layout import assemble
     from vocolab.data.module import VoCoDataModule
     from vocolab.evaluation.heldout import Questions, blind_run, model_run
@@ -58,6 +60,8 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
     if bad:
         raise ValueError(f"mod study: unknown variant(s) {bad}; choose from {VARIANTS}")
     MoDConfig(r=r, layers=layers)  # bad r / layers fail before anything runs
+    if train_clips is not None and train_clips < 1:
+        raise ValueError(f"mod study: train_clips must be >= 1, got {train_clips}")
     base_cfg = study_config(preset_name, seed, overrides, QUICK)  # the sweep's: its base model is shared
     quick_clips = {k: v for k, v in QUICK_CLIPS.items() if k not in (overrides or {})}
     cfg = base_cfg.override(**quick_clips) if quick_mode() else base_cfg
@@ -67,7 +71,9 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
     out, runs = Path(out), runs_dir(base_cfg)
     scenes = VoCoDataModule(base_cfg, turns=base_cfg.train.turns, progress=progress)
     upper = base_model(base_cfg, runs, scenes, progress)
-    data = VoCoDataModule(cfg, kind="clips", turns=cfg.train.turns, progress=progress, tokenizer=scenes.tokenizer)
+    n_train = min(train_clips, cfg.data.train_clips) if train_clips and quick_mode() else train_clips
+    data = VoCoDataModule(cfg, kind="clips", turns=cfg.train.turns, train_n=n_train, progress=progress,
+                          tokenizer=scenes.tokenizer)
     data.setup()
     heldout, tok = data.splits["heldout"], data.tokenizer
     families = clip_families(heldout)
@@ -151,7 +157,8 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
                       "wall_s": round(time.perf_counter() - t0, 1)}
 
     cells = [(f"mod-{v}", key_of({"v": v, "r": r, "layers": layers, "cfg": cfg.to_dict(), "steps": steps,
-                                  "base": base_id, "architecture": base_architecture, "questions": len(qs)}),
+                                  "base": base_id, "architecture": base_architecture, "questions": len(qs),
+                                  **({"train_clips": n_train} if n_train else {})}),
               lambda v=v: train(v))
              for v in variants]
     ran: list[str] = []
@@ -167,7 +174,8 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
             if run.get("step_time_ms") and by["full"].get("step_time_ms"):
                 run["step_time_ratio"] = round(run["step_time_ms"] / by["full"]["step_time_ms"], 4)
     details = {"r": r, "k_per_frame": k, "layers": layers, "mod_layers": list(mod_layers),
-               "variants": list(variants), "steps": steps, "failed": failed,
+               "variants": list(variants), "steps": steps, "train_clips": len(data.splits["train"].captions),
+               "failed": failed,
                "memory": "peak_mem_bytes: CUDA max_memory_allocated over the fit (GPU only); rss_delta_kib: growth "
                          "of the process's max RSS during the fit (CPU; a high-water mark, not comparable across "
                          "cells); saved_activation_bytes: tensors autograd saved for one training batch (any "
