@@ -102,8 +102,6 @@ def sincos_frames(frames: int, dim: int, rms: float) -> torch.Tensor:
     mean square `rms`. The slow frequencies grow with t (an order the LLM can read off the
     values), the fast ones tell neighbouring frames apart; a zero start left *when* to be learned
     from nothing (nano video upper bound 0.424 / 0.449 against 0.505 / 0.561: RESULTS.md)."""
-    if rms == 0:
-        return torch.zeros(frames - 1, dim)
     code = sincos_axis(frames, dim)
     code = (code - code[0])[1:]
     return (code * rms / code.pow(2).mean().sqrt()).float()

@@ -54,6 +54,16 @@ def cell_steps(steps: int | None) -> int:
     return steps if steps is not None else (QUICK_STEPS if quick_mode() else SWEEP_STEPS)
 
 
+def train_clip_count(train_clips: int | None, default: int, quick_cap: int) -> int:
+    """A clip study's training clips: `train_clips` (more than `data.train_clips` without changing
+    the config, so the shared scene model stays the other studies'), else `default`; at most
+    `quick_cap` in quick mode. Checked before anything is generated or trained."""
+    if train_clips is not None and train_clips < 1:
+        raise ValueError(f"train_clips must be >= 1, got {train_clips}")
+    n = train_clips or default
+    return min(n, quick_cap) if quick_mode() else n
+
+
 def job_runs(job: str, preset: str, seed: int) -> Path:
     """`<cache>/runs/<job>-<preset>-seed<seed>` (with `-quick` in quick mode: a few-step
     model must never pass for a real one): where a job keeps its logs and checkpoints."""
@@ -181,4 +191,4 @@ def finish(name: str, out: Path, command: str, start: float, cfg: Config, eval_i
 
 
 __all__ = ["QUICK", "QUICK_STEPS", "SWEEP_STEPS", "Study", "base_model", "cell_steps", "finish", "runs_dir",
-           "study_config"]
+           "study_config", "train_clip_count"]

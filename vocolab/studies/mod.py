@@ -34,7 +34,7 @@ from vocolab.evaluation.clips import clip_families
 from vocolab.reporting.mod import write_mod_outputs
 from vocolab.shipped import save_trained
 from vocolab.studies.cells import architecture, key_of, model_id, run_cells
-from vocolab.studies.common import QUICK, base_model, cell_steps, finish, runs_dir, study_config
+from vocolab.studies.common import QUICK, base_model, cell_steps, finish, runs_dir, study_config, train_clip_count
 from vocolab.training.measure import StepStats, saved_activation_bytes
 
 VARIANTS = ("full", "learned", "random", "uniform")
@@ -60,18 +60,16 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
     if bad:
         raise ValueError(f"mod study: unknown variant(s) {bad}; choose from {VARIANTS}")
     MoDConfig(r=r, layers=layers)  # bad r / layers fail before anything runs
-    if train_clips is not None and train_clips < 1:
-        raise ValueError(f"mod study: train_clips must be >= 1, got {train_clips}")
     base_cfg = study_config(preset_name, seed, overrides, QUICK)  # the sweep's: its base model is shared
     quick_clips = {k: v for k, v in QUICK_CLIPS.items() if k not in (overrides or {})}
     cfg = base_cfg.override(**quick_clips) if quick_mode() else base_cfg
+    n_train = train_clip_count(train_clips, cfg.data.train_clips, cfg.data.train_clips)  # before any training
     mod_layers = mod_layer_indices(cfg.llm.layers, layers)
     k = selected_per_frame(r, cfg.image_slots)
     steps = cell_steps(steps)
     out, runs = Path(out), runs_dir(base_cfg)
     scenes = VoCoDataModule(base_cfg, turns=base_cfg.train.turns, progress=progress)
     upper = base_model(base_cfg, runs, scenes, progress)
-    n_train = min(train_clips, cfg.data.train_clips) if train_clips and quick_mode() else train_clips
     data = VoCoDataModule(cfg, kind="clips", turns=cfg.train.turns, train_n=n_train, progress=progress,
                           tokenizer=scenes.tokenizer)
     data.setup()
@@ -158,7 +156,7 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
 
     cells = [(f"mod-{v}", key_of({"v": v, "r": r, "layers": layers, "cfg": cfg.to_dict(), "steps": steps,
                                   "base": base_id, "architecture": base_architecture, "questions": len(qs),
-                                  **({"train_clips": n_train} if n_train else {})}),
+                                  **({"train_clips": n_train} if train_clips else {})}),
               lambda v=v: train(v))
              for v in variants]
     ran: list[str] = []
@@ -174,7 +172,7 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
             if run.get("step_time_ms") and by["full"].get("step_time_ms"):
                 run["step_time_ratio"] = round(run["step_time_ms"] / by["full"]["step_time_ms"], 4)
     details = {"r": r, "k_per_frame": k, "layers": layers, "mod_layers": list(mod_layers),
-               "variants": list(variants), "steps": steps, "train_clips": len(data.splits["train"].captions),
+               "variants": list(variants), "steps": steps, "train_clips": n_train,
                "failed": failed,
                "memory": "peak_mem_bytes: CUDA max_memory_allocated over the fit (GPU only); rss_delta_kib: growth "
                          "of the process's max RSS during the fit (CPU; a high-water mark, not comparable across "

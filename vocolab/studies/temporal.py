@@ -52,7 +52,7 @@ from vocolab.core.runtime import quick_mode
 from vocolab.evaluation.clips import clip_run
 from vocolab.reporting.temporal import write_temporal_outputs
 from vocolab.studies.cells import architecture, key_of, model_id, run_cells
-from vocolab.studies.common import QUICK, base_model, cell_steps, finish, runs_dir, study_config
+from vocolab.studies.common import QUICK, base_model, cell_steps, finish, runs_dir, study_config, train_clip_count
 from vocolab.zoo.costs import frame_costs
 
 K = 2
@@ -82,10 +82,9 @@ class TemporalStudy:
         check_settings(cfg, k, steps)
         self.cfg, self.runs, self.k, self.steps, self.progress = cfg, runs, k, steps, progress
         self.families = TEMPORAL_FAMILIES
-        d, train = cfg.data, train_clips or cfg.data.train_clips  # more clips than the config's: same scene model
-        self.sizes = ({"train": min(train, QUICK_CLIPS["train"]),
-                       "heldout": min(d.heldout_clips, QUICK_CLIPS["heldout"])} if quick_mode()
-                      else {"train": train, "heldout": d.heldout_clips})
+        d = cfg.data
+        self.sizes = {"train": train_clip_count(train_clips, d.train_clips, QUICK_CLIPS["train"]),
+                      "heldout": min(d.heldout_clips, QUICK_CLIPS["heldout"]) if quick_mode() else d.heldout_clips}
         self.scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=progress)
         self.scenes.setup()
         self.clips = VoCoDataModule(cfg, kind="clips", turns=cfg.train.turns, train_n=self.sizes["train"],
@@ -334,8 +333,6 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     steps = cell_steps(steps)
     check_settings(cfg, k, steps)  # before any data is generated or model trained
     out = Path(out)
-    if train_clips is not None and train_clips < 1:
-        raise ValueError(f"temporal: train_clips must be >= 1, got {train_clips}")
     study = TemporalStudy(cfg, runs_dir(cfg), k=k, steps=steps, limit=limit, progress=progress,
                           train_clips=train_clips)
     refs, single_detail = study.references()
