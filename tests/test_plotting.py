@@ -198,12 +198,32 @@ def test_setup_seeds_and_keeps_user_env(monkeypatch):
 
 def test_provenance_has_design_keys():
     prov = provenance.provenance("vocolab eval --preset nano", "nano", 0, 1.5)
-    for key in ("command", "commit", "dirty", "preset", "seed", "device", "versions", "wall_s"):
+    for key in ("command", "commit", "dirty", "preset", "seed", "device", "cpu", "versions", "wall_s"):
         assert key in prov
+    assert prov["cpu"] == provenance.cpu_name() and prov["cpu"]
     for pkg in ("python", "torch", "transformers", "lightning", "datasets", "vocolab"):
         assert prov["versions"][pkg]
     assert prov["preset"] == "nano" and prov["seed"] == 0 and prov["wall_s"] == 1.5
     assert isinstance(prov["commit"], str) and prov["commit"]
+
+
+def test_the_cpu_name_is_the_processor_model_else_platforms_else_unknown(monkeypatch):
+    import builtins
+    import platform
+
+    lines = [line for line in open("/proc/cpuinfo")] if os.path.exists("/proc/cpuinfo") else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("model name")]
+    if names:
+        assert provenance.cpu_name() == names[0]
+
+    def no_cpuinfo(*args, **kwargs):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(builtins, "open", no_cpuinfo)
+    monkeypatch.setattr(platform, "processor", lambda: "Intel64 Family 6")
+    assert provenance.cpu_name() == "Intel64 Family 6"
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    assert provenance.cpu_name() == "unknown"
 
 
 def test_a_runs_own_output_folder_does_not_make_the_checkout_dirty(tmp_path, monkeypatch):

@@ -2,6 +2,11 @@
 `figures/` traces back to the command, commit, device, package versions and wall time
 that made it (docs/architecture.md, results files).
 
+`cpu_name` names the processor: on the CPU the same code, seed and torch build repeat a run
+bit for bit on one processor model, but the math library picks its kernels by processor, so
+another model's rounding sends a seed-fragile training run elsewhere (RESULTS.md, the scaling
+rerun: the same commit gave other accuracies on an AMD EPYC than the committed run).
+
 `git_state` says whether the checkout was clean; a run's own output folder does not
 count as a change, or every run that writes results would mark itself dirty.
 """
@@ -57,6 +62,19 @@ def device_name(dev: torch.device | None = None) -> str:
     return dev.type
 
 
+def cpu_name() -> str:
+    """The processor's model name ("AMD EPYC", "Intel(R) Xeon(R) ..."): /proc/cpuinfo on Linux,
+    else `platform.processor()`, else "unknown"."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def provenance(command: str, preset: str, seed: int, wall_s: float,
                out: str | os.PathLike | None = None) -> dict:
     """The `provenance` block of a results file (docs/architecture.md, results files); `out`: the folder
@@ -71,9 +89,10 @@ def provenance(command: str, preset: str, seed: int, wall_s: float,
         "preset": preset,
         "seed": seed,
         "device": device_name(),
+        "cpu": cpu_name(),
         "versions": versions,
         "wall_s": round(float(wall_s), 3),
     }
 
 
-__all__ = ["device_name", "git_state", "provenance"]
+__all__ = ["cpu_name", "device_name", "git_state", "provenance"]
