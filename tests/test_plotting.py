@@ -5,6 +5,7 @@ the tests survive style tweaks but catch a figure that lost its labels.
 """
 
 import os
+from pathlib import Path
 
 import matplotlib
 
@@ -211,7 +212,8 @@ def test_the_cpu_name_is_the_processor_model_else_platforms_else_unknown(monkeyp
     import builtins
     import platform
 
-    lines = [line for line in open("/proc/cpuinfo")] if os.path.exists("/proc/cpuinfo") else []
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text(errors="replace").splitlines() if cpuinfo.exists() else []
     names = [line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("model name")]
     if names:
         assert provenance.cpu_name() == names[0]
