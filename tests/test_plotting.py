@@ -199,9 +199,11 @@ def test_setup_seeds_and_keeps_user_env(monkeypatch):
 
 def test_provenance_has_design_keys():
     prov = provenance.provenance("vocolab eval --preset nano", "nano", 0, 1.5)
-    for key in ("command", "commit", "dirty", "preset", "seed", "device", "cpu", "versions", "wall_s"):
+    for key in ("command", "commit", "dirty", "preset", "seed", "device", "cpu", "cpu_kernels", "versions",
+                "wall_s"):
         assert key in prov
     assert prov["cpu"] == provenance.cpu_name() and prov["cpu"]
+    assert prov["cpu_kernels"] == provenance.cpu_kernels()
     for pkg in ("python", "torch", "transformers", "lightning", "datasets", "vocolab"):
         assert prov["versions"][pkg]
     assert prov["preset"] == "nano" and prov["seed"] == 0 and prov["wall_s"] == 1.5
@@ -226,6 +228,18 @@ def test_the_cpu_name_is_the_processor_model_else_platforms_else_unknown(monkeyp
     assert provenance.cpu_name() == "Intel64 Family 6"
     monkeypatch.setattr(platform, "processor", lambda: "")
     assert provenance.cpu_name() == "unknown"
+
+
+def test_the_cpu_kernels_name_the_vector_level_threads_and_only_the_pinning_settings_set(monkeypatch):
+    for name in provenance.KERNEL_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    kernels = provenance.cpu_kernels()
+    assert kernels == {"capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+                       "settings": {}}
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "")  # set but empty: not a setting
+    monkeypatch.setenv("OMP_PROC_BIND", "true")  # not a kernel setting
+    assert provenance.cpu_kernels()["settings"] == {"MKL_CBWR": "COMPATIBLE"}
 
 
 def test_a_runs_own_output_folder_does_not_make_the_checkout_dirty(tmp_path, monkeypatch):

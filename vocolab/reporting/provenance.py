@@ -7,6 +7,12 @@ bit for bit on one processor model, but the math library picks its kernels by pr
 another model's rounding sends a seed-fragile training run elsewhere (RESULTS.md, the scaling
 rerun: the same commit gave other accuracies on an AMD EPYC than the committed run).
 
+`cpu_kernels` says what picked the kernels: torch's vector level, the thread count (MKL's
+sums depend on it) and the settings that pin a math library's choice when they are set.
+`MKL_CBWR=COMPATIBLE` is the one that MKL promises to give the same results on Intel and
+compatible processors (`AVX2` and the like hold for Intel only); it changed the losses of a
+quick-mode quickstart on an AMD EPYC and ran it 1.7x slower (RESULTS.md).
+
 `git_state` says whether the checkout was clean; a run's own output folder does not
 count as a change, or every run that writes results would mark itself dirty.
 """
@@ -75,6 +81,20 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+# settings that pin how MKL, oneDNN and ATen choose kernels; recorded when set
+KERNEL_SETTINGS = ("MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+                   "ATEN_CPU_CAPABILITY")
+
+
+def cpu_kernels() -> dict:
+    """{"capability": torch's CPU vector level ("AVX2", ...), "threads": torch's thread count,
+    "settings": the `KERNEL_SETTINGS` set in the environment}: with `cpu`, what a rerun must
+    match to repeat a CPU run bit for bit."""
+    settings = {name: os.environ[name] for name in KERNEL_SETTINGS if os.environ.get(name)}
+    return {"capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "settings": settings}
+
+
 def provenance(command: str, preset: str, seed: int, wall_s: float,
                out: str | os.PathLike | None = None) -> dict:
     """The `provenance` block of a results file (docs/architecture.md, results files); `out`: the folder
@@ -90,9 +110,10 @@ def provenance(command: str, preset: str, seed: int, wall_s: float,
         "seed": seed,
         "device": device_name(),
         "cpu": cpu_name(),
+        "cpu_kernels": cpu_kernels(),
         "versions": versions,
         "wall_s": round(float(wall_s), 3),
     }
 
 
-__all__ = ["cpu_name", "device_name", "git_state", "provenance"]
+__all__ = ["KERNEL_SETTINGS", "cpu_kernels", "cpu_name", "device_name", "git_state", "provenance"]
