@@ -345,6 +345,27 @@ def test_the_video_experiments_perception_questions_are_true_in_every_visible_fr
     assert all(len(a) == len(q) == len(f) for a, q, f in zip(clips.answers, clips.questions, clips.families))
 
 
+def test_the_video_experiments_caption_turn_comes_last_and_batches_as_answer_tokens(cache):
+    """`--caption`: the clip's caption is each training clip's last turn, after its own questions
+    (so no question can read its answer from it), and every caption word is a scored token."""
+    from vocolab.data.batching import make_batch
+
+    tool = video_tool()
+    cfg = study_config("nano", 0, STUDY, QUICK)
+    clips = VoCoDataModule(cfg, kind="clips", progress=False).split("train")
+    before = [list(q) for q in clips.questions]
+    tool.add_caption_turn(clips)
+    for q, a, b, caption in zip(clips.questions, clips.answers, before, clips.captions):
+        assert q[: len(b)] == b and q[-1] == tool.CAPTION_QUESTION and a[-1] == caption and len(a) == len(q)
+    tok = build_tokenizer(cfg.data)
+    ids = special_ids(tok)
+    batch = make_batch(tok, ids, clips.questions[:1], clips.answers[:1], clips.images[:1],
+                       image_tokens=cfg.data.image_tokens, voco_tokens=0)
+    scored = batch.labels[0][batch.labels[0] != -100].tolist()
+    caption_ids = tok(clips.captions[0], add_special_tokens=False)["input_ids"]
+    assert scored[-len(caption_ids) - 1: -1] == caption_ids  # the caption, then its end token
+
+
 def test_the_video_experiments_random_frame_code_starts_a_copy_and_leaves_the_scene_model_at_zero():
     """`--frame-init random`: the clip model starts from a copy whose frames carry distinct codes
     of the asked RMS, the same for the same seed; the scene model it copies keeps its zeros."""

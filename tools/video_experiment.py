@@ -32,7 +32,8 @@ instead of the scene model's own start: what it does depends on the draw (RESULT
 sincos` at the fixed code `models.projector.sincos_frames` of RMS `--frame-init-std`; `--frame-init
 zeros` at zero. The scene model's own start is that code at `llm.frame_positions_rms` since it became
 the package's default; the runs before it (no `--frame-init` in their command) started at zero.
-`--set data.train_min_objects=2`
+`--caption` adds each training clip's caption ("a small red circle moves left and turns green ,
+...") as a last turn after its questions: dense supervision of every object's motion. `--set data.train_min_objects=2`
 thins the training clips (2..max_objects objects; validation and held-out clips unchanged). Runs go under
 `$VOCOLAB_CACHE/runs/experiments/<name>`. Run one at a time: two training processes on two
 cores slow each other down.
@@ -68,6 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--train-clips", type=int, default=None, help="training clips (default data.train_clips)")
     ap.add_argument("--saved", default=None, help="score this saved model folder instead of training")
     ap.add_argument("--perception", type=int, default=0, help="perception questions added per training clip")
+    ap.add_argument("--caption", action="store_true", help="add the clip's caption as a last training turn")
     ap.add_argument("--frame-init", choices=("base", "zeros", "random", "sincos"), default="base",
                     help="the frame embeddings' start: the scene model's own, zeros, a random or a sine-cosine code")
     ap.add_argument("--frame-init-std", type=float, default=None, help="RMS of the code (default llm.init_std)")
@@ -92,6 +94,8 @@ def main(argv=None) -> int:
     clips = VoCoDataModule(cell, kind="clips", turns=cell.train.turns, train_n=n_train, progress=False, tokenizer=tok)
     if args.perception:
         add_perception_questions(clips.split("train"), cell, args.perception, n_train)
+    if args.caption:
+        add_caption_turn(clips.split("train"))
     t = time.perf_counter()
     if args.saved:
         model, saved_cfg, meta = load_checkpoint(args.saved)
@@ -106,6 +110,7 @@ def main(argv=None) -> int:
     command = "python tools/video_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
     body = {"name": args.name, "split": "val", "questions": len(qs), "steps": args.steps, "train_clips": n_train,
             **({"perception_questions": args.perception} if args.perception else {}),
+            **({"caption_turn": CAPTION_QUESTION} if args.caption else {}),
             "frame_init": args.frame_init, "frame_init_std": frame_rms,
             **({"frame_init_seed": args.frame_init_seed} if args.frame_init == "random" else {}),
             "overrides": overrides, "train_s": train_s, "s_per_step": round(train_s / max(1, args.steps), 3),
@@ -207,6 +212,20 @@ def add_perception_questions(split, cfg, n: int, count: int) -> None:
         split.answers[i] = [*split.answers[i], *(qa.answer for qa in qas)]
         split.families[i] = [*split.families[i], *(qa.family for qa in qas)]
         split.templates[i] = [*split.templates[i], *(qa.template for qa in qas)]
+
+
+CAPTION_QUESTION = "what moves ?"
+
+
+def add_caption_turn(split) -> None:
+    """Append ("what moves ?", the clip's caption) as the last turn of every training clip of
+    `split` (in place): every object's direction, its colour change and, in the caption's order,
+    when it enters, supervised at once. Last, so no question turn can read its answer from it."""
+    for i, text in enumerate(split.captions):
+        split.questions[i] = [*split.questions[i], CAPTION_QUESTION]
+        split.answers[i] = [*split.answers[i], text]
+        split.families[i] = [*split.families[i], "caption"]
+        split.templates[i] = [*split.templates[i], CAPTION_QUESTION]
 
 
 if __name__ == "__main__":
