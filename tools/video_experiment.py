@@ -13,6 +13,7 @@ step to `figures/video-experiments/<name>.json`:
     python tools/video_experiment.py VU1200_8k --steps 1200 --train-clips 8000
     python tools/video_experiment.py VU400_saved --saved RUNS/sweep-nano-seed0/temporal/models/video-upper
     python tools/video_experiment.py VU1600_8k_fp_p3 --steps 1600 --train-clips 8000 --perception 3
+    python tools/video_experiment.py VU800_8k_amd_cap --steps 800 --train-clips 8000 --caption
     python tools/video_experiment.py VU1600_8k_fp_fr --steps 1600 --train-clips 8000 --frame-init random
     python tools/video_experiment.py VU1600_8k_fp_sc32 --steps 1600 --train-clips 8000 \\
         --frame-init sincos --frame-init-std 0.32
