@@ -209,10 +209,7 @@ def add_perception_questions(split, cfg, n: int, count: int) -> None:
             raise ValueError(f"add_perception_questions: training clip {i} is not the split's")
         rng = np.random.default_rng([seed, 7, i])
         qas = perception_questions(Clip.from_json(row["objects"]), rng, n, cfg.data)
-        split.questions[i] = [*split.questions[i], *(qa.question for qa in qas)]
-        split.answers[i] = [*split.answers[i], *(qa.answer for qa in qas)]
-        split.families[i] = [*split.families[i], *(qa.family for qa in qas)]
-        split.templates[i] = [*split.templates[i], *(qa.template for qa in qas)]
+        append_turns(split, i, [(qa.question, qa.answer, qa.family, qa.template) for qa in qas])
 
 
 CAPTION_QUESTION = "what moves ?"
@@ -223,10 +220,14 @@ def add_caption_turn(split) -> None:
     `split` (in place): every object's direction, its colour change and, in the caption's order,
     when it enters, supervised at once. Last, so no question turn can read its answer from it."""
     for i, text in enumerate(split.captions):
-        split.questions[i] = [*split.questions[i], CAPTION_QUESTION]
-        split.answers[i] = [*split.answers[i], text]
-        split.families[i] = [*split.families[i], "caption"]
-        split.templates[i] = [*split.templates[i], CAPTION_QUESTION]
+        append_turns(split, i, [(CAPTION_QUESTION, text, "caption", CAPTION_QUESTION)])
+
+
+def append_turns(split, i: int, turns) -> None:
+    """Append (question, answer, family, template) turns after item i's own, keeping the
+    split's four parallel lists in step."""
+    for column, values in zip((split.questions, split.answers, split.families, split.templates), zip(*turns)):
+        column[i] = [*column[i], *values]
 
 
 if __name__ == "__main__":
