@@ -62,7 +62,7 @@ def test_a_committed_study_renders_its_table_and_figures(study):
                                     "quickstart-sincos-seed2", "quickstart-voco2100/seed0",
                                     "quickstart-voco2100/seed1", "quickstart-voco2100/seed2",
                                     "quickstart-10min/seed0", "quickstart-amd-epyc/seed0",
-                                    "quickstart-amd-epyc/seed2"])
+                                    "quickstart-amd-epyc/seed1", "quickstart-amd-epyc/seed2"])
 def test_a_committed_quickstart_renders_table_1(folder):
     body = _body(folder)
     rendered = table1_markdown(body["runs"], body["eval"]["families"])
@@ -71,7 +71,8 @@ def test_a_committed_quickstart_renders_table_1(folder):
 
 
 @pytest.mark.parametrize("folder", ["quickstart", "quickstart-seeds/seed1", "quickstart-seeds/seed2",
-                                    "quickstart-amd-epyc/seed0", "quickstart-amd-epyc/seed2"])
+                                    "quickstart-amd-epyc/seed0", "quickstart-amd-epyc/seed1",
+                                    "quickstart-amd-epyc/seed2"])
 def test_a_committed_quickstart_ran_second_cycles_only_when_validation_asked(folder):
     body = _body(folder)
     seen, train = body.get("validation", body.get("upper_validation")), body["config"]["train"]
