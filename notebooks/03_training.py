@@ -54,7 +54,8 @@ from IPython.display import Markdown, display
 import vocolab
 from vocolab.data import FAMILIES
 from vocolab.evaluation import standard_runs
-from vocolab.reporting import plot_family_accuracy, plot_mask_modes, plot_training_curves, stage_losses, table1_markdown
+from vocolab.reporting import (plot_confusion, plot_family_accuracy, plot_mask_modes, plot_training_curves,
+                               stage_losses, table1_markdown)
 
 
 # %% [markdown]
@@ -286,7 +287,7 @@ if lo - hi > 1e-3:
 # %%
 K = cfg.voco.tokens
 runs, qs = standard_runs(upper, {f"voco-k{K}": trained.voco.model}, tok, train, heldout, FAMILIES,
-                         limit=300 if info.quick else None, progress=not info.quick)
+                         limit=300 if info.quick else None, progress=not info.quick, confusion=("spatial",))
 print(f"{len(qs)} held-out questions about {len(set(qs.item.tolist()))} scenes")
 display(Markdown(table1_markdown(runs, FAMILIES)))
 
@@ -295,7 +296,8 @@ if lab.use_shipped(info):
     shipped_upper, shipped_voco = lab.shipped("upper")[0], lab.shipped("voco")[0]
     shipped_k = shipped_voco.cfg.voco.tokens
     shipped_runs, _ = standard_runs(shipped_upper, {f"voco-k{shipped_k}": shipped_voco}, tok, train, heldout,
-                                    FAMILIES, limit=300 if info.quick else None, progress=not info.quick)
+                                    FAMILIES, limit=300 if info.quick else None, progress=not info.quick,
+                                    confusion=("spatial",))
     display(Markdown("**The shipped models**, same questions:\n\n" + table1_markdown(shipped_runs, FAMILIES)))
 
 # %%
@@ -327,6 +329,34 @@ if results.exists():
     display(Markdown(table1_markdown(body["runs"], body["eval"]["families"])))
 else:
     print(f"no {results} yet: run `make quickstart` (without VOCOLAB_QUICK) to produce the real numbers")
+
+# %% [markdown]
+# ### How `spatial` goes wrong
+#
+# `spatial` is the family the recipe learns last, and the one that moves most between seeds
+# and processors (RESULTS.md). Its accuracy hides *how* a model fails. A spatial question
+# names two objects that share a row or a column, and the answer is a direction. A wrong
+# answer can pick the wrong axis ("above" for two objects in one row) or the right axis in
+# the wrong order ("right" for "left"). The two call for different fixes: the first model
+# has not found which line the objects share, the second has found it but not which end
+# each object sits at.
+#
+# `standard_runs(..., confusion=("spatial",))` (above) counts, for each gold direction, which
+# answer each model gave (`vocolab.evaluation.confusion`; `vocolab eval --confusion spatial`
+# on the command line). A cell's colour is the share of its row. Each panel's title splits
+# the accuracy into the axis (share of answers on the gold answer's axis) and the order (of
+# those, the share exactly right). Guessing gets 50% on each.
+
+# %%
+shown = shipped_runs if lab.use_shipped(info) else runs
+plot_confusion({r["name"]: r["confusion"]["spatial"] for r in shown if "confusion" in r}, "spatial")
+
+# %% [markdown]
+# Read `upper` first: where its errors sit is what the recipe failed to teach. Then `lower`:
+# the upper-bound model with the image hidden behind one VoCo token it never learned to
+# fill. Then `voco-k1`: what the one trained token keeps. An axis near 100% with the order
+# near 50% means the compressed token keeps which line the two objects share but not
+# which end each sits at. RESULTS.md gives these figures for the full runs on three seeds.
 
 # %% [markdown]
 # ## Exercises

@@ -13,6 +13,7 @@ import pytest
 
 from vocolab import cli
 from vocolab.data.scenes import FAMILIES
+from vocolab.studies.common import job_runs
 
 # a model of a few thousand parameters on 32 px images (V = 16): seconds, not minutes
 TINY = ["data.image_size=32", "llm.hidden_size=32", "llm.layers=1", "llm.heads=2", "llm.kv_heads=2",
@@ -161,3 +162,37 @@ def test_failing_run_keeps_the_previous_folder(tmp_path, capsys, quick, monkeypa
     assert [p.name for p in out.iterdir()] == ["quickstart.json"]
     assert (out / "quickstart.json").read_text() == "{}\n"
     assert _leftovers(tmp_path) == []
+
+
+def test_eval_rescores_the_saved_checkpoints_and_counts_spatial_answers(tmp_path, capsys, quick):
+    """`vocolab eval` on the checkpoints a quickstart saved gives that quickstart's Table 1
+    again (same held-out questions, same greedy answers), and `--confusion spatial` adds
+    which direction each model answered for each gold direction, with its figure."""
+    first = tmp_path / "quickstart"
+    assert cli.main(["quickstart", "--seed", "5", "--out", str(first), "--set", *TINY]) == 0
+    saved = job_runs("quickstart", "nano", 5) / "checkpoints"  # where quickstart saved them
+    out = tmp_path / "eval"
+    argv = ["eval", "--upper", str(saved / "upper"), "--voco", str(saved / "voco"), "--out", str(out),
+            "--confusion", "spatial"]
+    assert cli.main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["confusion_spatial.png", "results.json", "table1.md"]
+    before = {r["name"]: r for r in json.loads((first / "results.json").read_text())["runs"]}
+    after = {r["name"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert set(after) == set(before) == {"upper", "lower", "blind", "voco-k1"}
+    for name, run in after.items():
+        assert run["accuracy"] == before[name]["accuracy"] and run["per_family"] == before[name]["per_family"], name
+    asked = set()
+    for name in ("upper", "lower", "voco-k1"):
+        conf = after[name]["confusion"]["spatial"]
+        assert conf["labels"] == ["above", "below", "left", "right", "(other)"]
+        counts = conf["counts"]
+        asked.add(sum(map(sum, counts)))  # at most one spatial question per held-out scene (100 in quick mode)
+        assert sum(counts[i][i] for i in range(4)) / sum(map(sum, counts)) == pytest.approx(
+            after[name]["per_family"]["spatial"])
+        assert set(conf["groups"]) == {"group", "within_group", "examples"}
+    assert len(asked) == 1 and 0 < asked.pop() <= 100  # every model answered the same spatial questions
+    assert "confusion" not in after["blind"]
+    capsys.readouterr()  # the runs' progress bars
+    assert cli.main(["eval", "--upper", str(saved / "upper"), "--out", str(tmp_path / "bad"),
+                     "--confusion", "spatiall"]) == 2
+    assert "spatiall" in _one_error_line(capsys) and not (tmp_path / "bad").exists()

@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--voco", nargs="*", default=[], help="checkpoints of VoCo models to evaluate")
     ev.add_argument("--out", required=True, help="results folder (results.json is written there)")
     ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out questions")
+    ev.add_argument("--confusion", nargs="*", default=[], metavar="FAMILY",
+                    help="also count which answer each model gave per gold answer in these families (e.g. spatial)")
 
     sweep = _study(sub, "sweep", "every compression method at every token count (resumable)", "figures/sweep")
     sweep.add_argument("--methods", nargs="*", default=None, help="subset of methods (default: all)")
@@ -154,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "eval":
             from vocolab.studies.evaluate import run_eval
 
-            run_eval(args.upper, args.voco, args.out, limit=args.limit, command=command)
+            run_eval(args.upper, args.voco, args.out, limit=args.limit, command=command,
+                     confusion=tuple(args.confusion))
         elif args.command == "sweep":
             from vocolab.studies.sweep import KS, METHODS, run_sweep
 

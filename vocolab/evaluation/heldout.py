@@ -17,6 +17,7 @@ retention = (acc - lower) / (upper - lower), with both bounds from the same run.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 from vocolab.data.scenes import QA
 from vocolab.data.split import Split
 from vocolab.evaluation.baselines import BlindAnswerer
+from vocolab.evaluation.confusion import answer_confusion
 from vocolab.evaluation.metrics import FamilyExactMatch, retention
 from vocolab.inference.answering import answer
 from vocolab.inference.compression import compress
@@ -87,11 +89,15 @@ def score(preds: list[str], qs: Questions, families) -> dict:
 
 
 def model_run(model, tokenizer, split: Split, qs: Questions, families, *, name: str, method: str,
-              mask: str, k: int, progress: bool = True) -> dict:
-    """One results-file run: the model's held-out accuracy under `mask` with K VoCo tokens."""
+              mask: str, k: int, progress: bool = True, confusion: Sequence[str] = ()) -> dict:
+    """One results-file run: the model's held-out accuracy under `mask` with K VoCo tokens,
+    and for each family of `confusion` which answers it gave (`evaluation.confusion`)."""
     preds = predict(model, tokenizer, split.images, qs, mask, k, progress=progress, desc=name)
     tokens = k if mask == "voco" and k > 0 else model.cfg.image_slots
-    return {"name": name, "method": method, "tokens": tokens, "mask": mask} | score(preds, qs, families)
+    run = {"name": name, "method": method, "tokens": tokens, "mask": mask} | score(preds, qs, families)
+    if confusion:
+        run["confusion"] = {f: answer_confusion(preds, qs.answers, qs.families, f) for f in confusion}
+    return run
 
 
 def blind_run(train: Split, qs: Questions, families) -> dict:
@@ -117,25 +123,26 @@ def add_retention(runs: list[dict], upper: str = "upper", lower: str = "lower") 
 
 
 def bound_runs(upper, tokenizer, train: Split, heldout: Split, qs: Questions, families, k_lower: int,
-               progress: bool = True) -> list[dict]:
+               progress: bool = True, confusion: Sequence[str] = ()) -> list[dict]:
     """The reference runs every table needs: upper (all image tokens, causal), lower (the
     upper-bound model under the `voco` mask with `k_lower` VoCo tokens) and blind."""
     return [
         model_run(upper, tokenizer, heldout, qs, families, name="upper", method="full", mask="causal",
-                  k=upper.cfg.voco.tokens, progress=progress),
+                  k=upper.cfg.voco.tokens, progress=progress, confusion=confusion),
         model_run(upper, tokenizer, heldout, qs, families, name="lower", method="voco", mask="voco",
-                  k=k_lower, progress=progress),
+                  k=k_lower, progress=progress, confusion=confusion),
         blind_run(train, qs, families),
     ]
 
 
 def standard_runs(upper, voco_models: dict[str, object], tokenizer, train: Split, heldout: Split,
-                  families, limit: int | None = None, progress: bool = True) -> tuple[list[dict], Questions]:
+                  families, limit: int | None = None, progress: bool = True,
+                  confusion: Sequence[str] = ()) -> tuple[list[dict], Questions]:
     """Table 1 in miniature: upper, lower, blind and every VoCo model, same questions."""
     qs = Questions.of(heldout, limit)
     k_lower = min((m.cfg.voco.tokens for m in voco_models.values()), default=upper.cfg.voco.tokens)
-    runs = bound_runs(upper, tokenizer, train, heldout, qs, families, k_lower, progress)
+    runs = bound_runs(upper, tokenizer, train, heldout, qs, families, k_lower, progress, confusion)
     for name, model in voco_models.items():
         runs.append(model_run(model, tokenizer, heldout, qs, families, name=name, method="voco", mask="voco",
-                              k=model.cfg.voco.tokens, progress=progress))
+                              k=model.cfg.voco.tokens, progress=progress, confusion=confusion))
     return add_retention(runs), qs
