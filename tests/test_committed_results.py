@@ -85,3 +85,21 @@ def test_a_committed_quickstart_ran_second_cycles_only_when_validation_asked(fol
         kept = retention(seen["voco"], seen["lower"], seen.get("upper-retry", seen["upper"]))
         retried = kept is not None and kept < train["voco_retry_below"]
         assert retried == ("voco-retry" in body["stage_seconds"]) == ("voco-retry" in seen)
+
+
+@pytest.mark.parametrize("folder", ["shipped-nano", "amd-epyc-seed0", "amd-epyc-seed1", "amd-epyc-seed2"])
+def test_a_committed_spatial_confusion_agrees_with_its_accuracy(folder):
+    """RESULTS.md's axis/order table: each run's confusion counts give its `spatial`
+    accuracy and its stored axis/order split."""
+    from vocolab.evaluation.confusion import SPATIAL_AXES, grouped_accuracy
+
+    body = _body(f"spatial-confusion/{folder}")
+    counted = [r for r in body["runs"] if "confusion" in r]
+    assert {r["name"] for r in counted} == {"upper", "lower", "voco-k1"}
+    for run in counted:
+        conf = run["confusion"]["spatial"]
+        counts = conf["counts"]
+        right = sum(counts[i][i] for i in range(len(counts)))
+        assert right / sum(map(sum, counts)) == pytest.approx(run["per_family"]["spatial"])
+        assert grouped_accuracy(conf, SPATIAL_AXES) == conf["groups"]
+    assert (FIGURES / "spatial-confusion" / folder / "confusion_spatial.png").exists()
