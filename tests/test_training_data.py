@@ -56,6 +56,28 @@ def test_an_extra_spatial_question_is_a_new_true_relation():
     assert asked >= 5
 
 
+def test_an_axis_question_names_the_line_two_objects_share_and_only_it_adds_words():
+    cfg = DataConfig(train_scenes=40, heldout_scenes=20, train_extra_families=("row", "column", "spatial", "axis"))
+    answers = []
+    for plain, knobs in zip(_rows(PLAIN, "train"), _rows(cfg, "train")):
+        n = len(plain["question"])
+        extra = [(q, a) for q, a, f in zip(knobs["question"][n:], knobs["answer"][n:], knobs["family"][n:])
+                 if f == "axis"]
+        assert len(extra) <= 1
+        scene = Scene.from_json(knobs["objects"])
+        for question, answer in extra:
+            a, b = (tuple(p.split()[-2:]) for p in question.split(" in one row")[0][4:].split(" and "))
+            (oa,), (ob,) = ([o for o in scene.objects if (o.color, o.shape) == key] for key in (a, b))
+            assert answer == {"left": "row", "right": "row", "above": "column", "below": "column"}[
+                spatial_relation(oa, ob)]
+            assert set(question.split()) <= set(words(cfg))
+            answers.append(answer)
+    assert answers.count("row") >= 5 and answers.count("column") >= 5  # both asked, balanced per scene
+    # the default vocabulary (and so every trained stage's key) is the one without the family
+    assert "or" in words(cfg) and "or" not in words(preset("nano").data)
+    assert set(words(cfg)) - set(words(preset("nano").data)) == {"or"}
+
+
 def test_exact_captions_name_the_lattice_row_and_column():
     row = _rows(KNOBS, "train")[0]
     scene = Scene.from_json(row["objects"])

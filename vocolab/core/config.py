@@ -60,7 +60,8 @@ class DataConfig:
     # and column); captions are training text only, the held-out questions never change
     captions: str = "exact"
     # training scenes only: extra question families ("row", "column": where an object named by
-    # colour and shape is; "spatial": one more relation), a random offset of every object of up to
+    # colour and shape is; "spatial": one more relation; "axis": whether two objects share a row
+    # or a column), a random offset of every object of up to
     # `train_jitter` cells when drawn (clip objects sit between cells), and fewer-object scenes
     train_extra_families: tuple[str, ...] = ("row", "column", "spatial")
     train_jitter: float = 0.0

@@ -289,16 +289,20 @@ def spatial_relation(a: Obj, b: Obj) -> str | None:
     return None
 
 
-def _spatial_q(scene, rng, cfg, asked):
+def related_pairs(scene: Scene):
+    """(a, b, relation) for every ordered pair of objects, each named by a colour and shape
+    no other object has, that share a row or a column: what `spatial` can ask about."""
     keys = Counter((o.color, o.shape) for o in scene.objects)
     named = [o for o in scene.objects if keys[(o.color, o.shape)] == 1]
+    return [(a, b, rel) for a in named for b in named if a is not b and (rel := spatial_relation(a, b))]
+
+
+def _spatial_q(scene, rng, cfg, asked):
     by_answer: dict[str, list] = {}
-    for a in named:
-        for b in named:
-            rel = spatial_relation(a, b) if a is not b else None
-            q = f"where is the {a.color} {a.shape} relative to the {b.color} {b.shape} ?"
-            if rel and q not in asked:
-                by_answer.setdefault(rel, []).append(q)
+    for a, b, rel in related_pairs(scene):
+        q = f"where is the {a.color} {a.shape} relative to the {b.color} {b.shape} ?"
+        if q not in asked:
+            by_answer.setdefault(rel, []).append(q)
     got = pick_balanced(rng, by_answer)
     return got and QA(got[1], got[0], "spatial",
                       "where is the {color} {shape} relative to the {color} {shape} ?")
@@ -318,6 +322,19 @@ def _position_q(scene, rng, axis: str) -> QA | None:
     return got and QA(got[1], got[0], axis, f"which {axis} is the {{color}} {{shape}} in ?")
 
 
+def _axis_q(scene, rng) -> QA | None:
+    """Whether two objects named by colour and shape share a row or a column: the axis half
+    of a `spatial` answer (left/right or above/below) without its order, asked of the pairs
+    that `spatial` asks about."""
+    by_answer: dict[str, list] = {}
+    for a, b, rel in related_pairs(scene):
+        by_answer.setdefault("row" if rel in ("left", "right") else "column", []).append(
+            f"are the {a.color} {a.shape} and the {b.color} {b.shape} in one row or one column ?")
+    got = pick_balanced(rng, by_answer)
+    template = "are the {color} {shape} and the {color} {shape} in one row or one column ?"
+    return got and QA(got[1], got[0], "axis", template)
+
+
 _FAMILY_FNS: dict[str, Callable] = {"color": _color_q, "shape": _shape_q, "count": _count_q,
                                     "exist": _exist_q, "spatial": _spatial_q}
 
@@ -332,7 +349,9 @@ def extra_questions(scene: Scene, rng: np.random.Generator, families: tuple[str,
     seen = {qa.question for qa in asked}
 
     def one(family: str) -> QA | None:
-        return _spatial_q(scene, rng, None, seen) if family == "spatial" else _position_q(scene, rng, family)
+        if family == "spatial":
+            return _spatial_q(scene, rng, None, seen)
+        return _axis_q(scene, rng) if family == "axis" else _position_q(scene, rng, family)
 
     return [qa for f in families if (qa := one(f)) is not None]
 

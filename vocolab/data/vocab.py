@@ -12,8 +12,12 @@ from __future__ import annotations
 from vocolab.core.config import DataConfig
 
 # question families asked about training scenes only (`data.train_extra_families`): where an
-# object is ("row", "column"), and "spatial" once more than the scene's round robin asks it
-TRAINING_FAMILIES = ("row", "column", "spatial")
+# object is ("row", "column"), "spatial" once more than the scene's round robin asks it, and
+# which line two objects share ("axis": the half of `spatial` its upper bounds miss most)
+TRAINING_FAMILIES = ("row", "column", "spatial", "axis")
+# words only the "axis" family asks with: added to the vocabulary only when it is asked, so
+# that every other config keeps its token ids (and its trained stages their keys)
+AXIS_WORDS = ("or",)
 
 NUMBER_WORDS = (
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
@@ -92,4 +96,6 @@ def words(cfg: DataConfig) -> list[str]:
     vocab |= set(VERTICAL_WORDS) | set(HORIZONTAL_WORDS)
     vocab |= set(cfg.shapes) | {plural(s) for s in cfg.shapes} | set(cfg.colors) | set(cfg.sizes)
     vocab |= set(NUMBER_WORDS[: top + 1])
+    if "axis" in cfg.train_extra_families:
+        vocab |= set(AXIS_WORDS)
     return sorted(vocab)
