@@ -107,7 +107,7 @@ def test_a_committed_spatial_confusion_agrees_with_its_accuracy(folder):
     assert (FIGURES / "spatial-confusion" / folder / "confusion_spatial.png").exists()
 
 
-@pytest.mark.parametrize("seed", [0, 2])
+@pytest.mark.parametrize("seed", [2])
 def test_an_axis_question_run_differs_from_its_recipe_run_in_training_data_only(seed):
     """RESULTS.md's axis-question table sets each run beside the recipe's run of the same seed
     on the same processor: same held-out task and config but for the training-only family."""
