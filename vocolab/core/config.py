@@ -59,10 +59,9 @@ class DataConfig:
     # how captions name positions: "coarse" (a 3x3 grid of words) or "exact" (the lattice row
     # and column); captions are training text only, the held-out questions never change
     captions: str = "exact"
-    # training scenes only: extra question families ("row", "column": where an object named by
-    # colour and shape is; "spatial": one more relation; "axis": whether two objects share a row
-    # or a column), a random offset of every object of up to
-    # `train_jitter` cells when drawn (clip objects sit between cells), and fewer-object scenes
+    # training scenes only: extra question families ("row"/"column": where a named object is; "spatial":
+    # one more relation; "axis": do two share a row or a column), a random offset of every object of up
+    # to `train_jitter` cells when drawn (clip objects sit between cells), and fewer-object scenes
     train_extra_families: tuple[str, ...] = ("row", "column", "spatial")
     train_jitter: float = 0.0
     train_min_objects: int = 0  # > 0: training scenes and clips hold train_min_objects..max_objects objects
