@@ -63,7 +63,7 @@ def test_a_committed_study_renders_its_table_and_figures(study):
                                     "quickstart-voco2100/seed1", "quickstart-voco2100/seed2",
                                     "quickstart-10min/seed0", "quickstart-amd-epyc/seed0",
                                     "quickstart-amd-epyc/seed1", "quickstart-amd-epyc/seed2",
-                                    "axis-question/seed2"])
+                                    "axis-question/seed0", "axis-question/seed1", "axis-question/seed2"])
 def test_a_committed_quickstart_renders_table_1(folder):
     body = _body(folder)
     rendered = table1_markdown(body["runs"], body["eval"]["families"])
@@ -73,7 +73,8 @@ def test_a_committed_quickstart_renders_table_1(folder):
 
 @pytest.mark.parametrize("folder", ["quickstart", "quickstart-seeds/seed1", "quickstart-seeds/seed2",
                                     "quickstart-amd-epyc/seed0", "quickstart-amd-epyc/seed1",
-                                    "quickstart-amd-epyc/seed2", "axis-question/seed2"])
+                                    "quickstart-amd-epyc/seed2", "axis-question/seed0", "axis-question/seed1",
+                                    "axis-question/seed2"])
 def test_a_committed_quickstart_ran_second_cycles_only_when_validation_asked(folder):
     body = _body(folder)
     seen, train = body.get("validation", body.get("upper_validation")), body["config"]["train"]
@@ -89,7 +90,7 @@ def test_a_committed_quickstart_ran_second_cycles_only_when_validation_asked(fol
 
 
 @pytest.mark.parametrize("folder", ["shipped-nano", "amd-epyc-seed0", "amd-epyc-seed1", "amd-epyc-seed2",
-                                    "amd-epyc-seed2-axis"])
+                                    "amd-epyc-seed0-axis", "amd-epyc-seed1-axis", "amd-epyc-seed2-axis"])
 def test_a_committed_spatial_confusion_agrees_with_its_accuracy(folder):
     """RESULTS.md's axis/order table: each run's confusion counts give its `spatial`
     accuracy and its stored axis/order split."""
@@ -107,7 +108,7 @@ def test_a_committed_spatial_confusion_agrees_with_its_accuracy(folder):
     assert (FIGURES / "spatial-confusion" / folder / "confusion_spatial.png").exists()
 
 
-@pytest.mark.parametrize("seed", [2])
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_an_axis_question_run_differs_from_its_recipe_run_in_training_data_only(seed):
     """RESULTS.md's axis-question table sets each run beside the recipe's run of the same seed
     on the same processor: same held-out task and config but for the training-only family."""
