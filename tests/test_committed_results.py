@@ -63,7 +63,8 @@ def test_a_committed_study_renders_its_table_and_figures(study):
                                     "quickstart-voco2100/seed1", "quickstart-voco2100/seed2",
                                     "quickstart-10min/seed0", "quickstart-amd-epyc/seed0",
                                     "quickstart-amd-epyc/seed1", "quickstart-amd-epyc/seed2",
-                                    "axis-question/seed0", "axis-question/seed1", "axis-question/seed2"])
+                                    "axis-question/seed0", "axis-question/seed1", "axis-question/seed2",
+                                    "axis-question/seed0-uninterrupted"])
 def test_a_committed_quickstart_renders_table_1(folder):
     body = _body(folder)
     rendered = table1_markdown(body["runs"], body["eval"]["families"])
@@ -74,7 +75,7 @@ def test_a_committed_quickstart_renders_table_1(folder):
 @pytest.mark.parametrize("folder", ["quickstart", "quickstart-seeds/seed1", "quickstart-seeds/seed2",
                                     "quickstart-amd-epyc/seed0", "quickstart-amd-epyc/seed1",
                                     "quickstart-amd-epyc/seed2", "axis-question/seed0", "axis-question/seed1",
-                                    "axis-question/seed2"])
+                                    "axis-question/seed2", "axis-question/seed0-uninterrupted"])
 def test_a_committed_quickstart_ran_second_cycles_only_when_validation_asked(folder):
     body = _body(folder)
     seen, train = body.get("validation", body.get("upper_validation")), body["config"]["train"]
@@ -90,7 +91,8 @@ def test_a_committed_quickstart_ran_second_cycles_only_when_validation_asked(fol
 
 
 @pytest.mark.parametrize("folder", ["shipped-nano", "amd-epyc-seed0", "amd-epyc-seed1", "amd-epyc-seed2",
-                                    "amd-epyc-seed0-axis", "amd-epyc-seed1-axis", "amd-epyc-seed2-axis"])
+                                    "amd-epyc-seed0-axis", "amd-epyc-seed1-axis", "amd-epyc-seed2-axis",
+                                    "avx512-seed0-axis"])
 def test_a_committed_spatial_confusion_agrees_with_its_accuracy(folder):
     """RESULTS.md's axis/order table: each run's confusion counts give its `spatial`
     accuracy and its stored axis/order split."""
@@ -114,6 +116,8 @@ def test_an_axis_question_run_differs_from_its_recipe_run_in_training_data_only(
     on the same processor: same held-out task and config but for the training-only family."""
     axis, recipe = _body(f"axis-question/seed{seed}"), _body(f"quickstart-amd-epyc/seed{seed}")
     assert axis["eval"] == recipe["eval"] and axis["provenance"]["cpu"] == recipe["provenance"]["cpu"]
+    kernels = [body["provenance"].get("cpu_kernels", {}).get("capability") for body in (axis, recipe)]
+    assert None in kernels or kernels[0] == kernels[1]  # one processor's kernels (seed 0's recipe run predates them)
     families = axis["config"]["data"].pop("train_extra_families")
     assert families == recipe["config"]["data"].pop("train_extra_families") + ["axis"]
     assert axis["config"] == recipe["config"]
