@@ -64,7 +64,7 @@ def test_a_committed_study_renders_its_table_and_figures(study):
                                     "quickstart-10min/seed0", "quickstart-amd-epyc/seed0",
                                     "quickstart-amd-epyc/seed1", "quickstart-amd-epyc/seed2",
                                     "axis-question/seed0", "axis-question/seed1", "axis-question/seed2",
-                                    "axis-question/seed0-uninterrupted"])
+                                    "axis-question/seed0-uninterrupted", "quickstart-avx512/seed2"])
 def test_a_committed_quickstart_renders_table_1(folder):
     body = _body(folder)
     rendered = table1_markdown(body["runs"], body["eval"]["families"])
@@ -75,7 +75,8 @@ def test_a_committed_quickstart_renders_table_1(folder):
 @pytest.mark.parametrize("folder", ["quickstart", "quickstart-seeds/seed1", "quickstart-seeds/seed2",
                                     "quickstart-amd-epyc/seed0", "quickstart-amd-epyc/seed1",
                                     "quickstart-amd-epyc/seed2", "axis-question/seed0", "axis-question/seed1",
-                                    "axis-question/seed2", "axis-question/seed0-uninterrupted"])
+                                    "axis-question/seed2", "axis-question/seed0-uninterrupted",
+                                    "quickstart-avx512/seed2"])
 def test_a_committed_quickstart_ran_second_cycles_only_when_validation_asked(folder):
     body = _body(folder)
     seen, train = body.get("validation", body.get("upper_validation")), body["config"]["train"]
@@ -121,3 +122,16 @@ def test_an_axis_question_run_differs_from_its_recipe_run_in_training_data_only(
     families = axis["config"]["data"].pop("train_extra_families")
     assert families == recipe["config"]["data"].pop("train_extra_families") + ["axis"]
     assert axis["config"] == recipe["config"]
+
+
+def test_the_avx512_seed_2_run_repeats_the_first_seed_2_run():
+    """RESULTS.md: seed 2 on an AVX-512 AMD EPYC gives the first seed-2 run's figures to every
+    stored digit (the processor whose kernels were not recorded then), where the AVX2 EPYC does not."""
+    first, avx512, avx2 = (_body(f) for f in ("quickstart-seeds/seed2", "quickstart-avx512/seed2",
+                                                "quickstart-amd-epyc/seed2"))
+    assert avx512["provenance"]["cpu_kernels"]["capability"] == "AVX512"
+    assert avx2["provenance"]["cpu_kernels"]["capability"] == "AVX2"
+    assert avx512["runs"] == first["runs"] and avx512["validation"] == first["validation"]
+    assert avx512["eval"] == first["eval"] == avx2["eval"] and avx2["runs"] != first["runs"]
+    first["config"]["llm"].pop("frame_positions_rms", None)
+    assert avx512["config"]["llm"].pop("frame_positions_rms") == 0.32 and avx512["config"] == first["config"]
