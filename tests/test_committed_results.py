@@ -135,3 +135,15 @@ def test_the_avx512_seed_2_run_repeats_the_first_seed_2_run():
     assert avx512["eval"] == first["eval"] == avx2["eval"] and avx2["runs"] != first["runs"]
     first["config"]["llm"].pop("frame_positions_rms", None)
     assert avx512["config"]["llm"].pop("frame_positions_rms") == 0.32 and avx512["config"] == first["config"]
+
+
+@pytest.mark.parametrize("path", sorted((FIGURES / "video-experiments").glob("*.json")), ids=lambda p: p.stem)
+def test_a_committed_video_experiment_was_scored_on_validation_with_provenance(path):
+    """RESULTS.md's video experiments choose levers; they are scored on the validation clips,
+    never the held-out ones, and each file names the command and code that made it."""
+    body = json.loads(path.read_text())
+    assert body["split"] == "val" and body["name"] == path.stem
+    assert PROVENANCE_KEYS <= set(body["provenance"]) and body["name"] in body["provenance"]["command"]
+    upper = body["video_upper"]
+    assert 0.0 <= upper["accuracy"] <= 1.0 and set(upper["per_family"]) == {
+        "direction", "order", "color_change", "visible_count"}
