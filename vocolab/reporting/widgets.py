@@ -7,7 +7,8 @@ shows is exactly what the tested code computes.
 
 from __future__ import annotations
 
-import ipywidgets as W
+import typing
+
 import matplotlib.pyplot as plt
 import torch
 
@@ -15,6 +16,9 @@ from vocolab.core.config import MASK_MODES
 from vocolab.core.layout import Layout, build_layout
 from vocolab.core.masks import build_mask
 from vocolab.reporting.masks import MODE_CAPTIONS, plot_mask
+
+if typing.TYPE_CHECKING:
+    import ipywidgets as W
 
 
 def explorer_state_mask(image_tokens: int, voco_tokens: int, question_len: int, answer_len: int,
@@ -43,12 +47,14 @@ def _summary(layout: Layout, mask: torch.Tensor, mode: str) -> str:
 
 
 def mask_explorer(max_image_tokens: int = 64, max_voco: int = 8, max_text: int = 12,
-                  max_frames: int = 4) -> W.Widget:
+                  max_frames: int = 4) -> "W.Widget":
     """Sliders for V, K, question/answer length and frames, a mode toggle, and the mask.
 
     Move one knob at a time and watch which blocks appear or vanish: that is the
     fastest way to internalise what each mask mode hides from whom.
     """
+    import ipywidgets as W  # here, not at the top: the CLI and a GPU job run without Jupyter's packages
+
     style = {"description_width": "130px"}  # wide enough for the longest label
     knobs = {
         "image_tokens": W.IntSlider(value=min(16, max_image_tokens), min=0, max=max_image_tokens,
