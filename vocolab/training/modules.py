@@ -52,7 +52,9 @@ class _Optimised(L.LightningModule):
             if param.requires_grad:
                 (where if name.endswith("projector.positions") else rest).append(param)
         groups = [{"params": rest}, {"params": where, "lr": self.lr * self.cfg.train.positions_lr_scale}]
-        fused = any(p.is_cuda for p in rest + where)  # one kernel for every parameter on a GPU
+        # one kernel for every parameter on a GPU, unless gradients are clipped: Lightning's mixed
+        # precision refuses to clip for an optimizer that unscales inside its step (a fused one)
+        fused = any(p.is_cuda for p in rest + where) and not self.cfg.train.grad_clip
         opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr,
                                 weight_decay=self.cfg.train.weight_decay, betas=(0.9, 0.98), fused=fused or None)
         trainer = self._trainer  # the schedule follows the trainer's max_steps when it sets one
