@@ -306,9 +306,9 @@ def test_mod_module_trains_llm_and_routers():
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (2, 2, 16, 16, 3), generator=g, dtype=torch.uint8).numpy()
 
-    class Tok:  # the two-word "tokenizer" make_batch needs
-        def __call__(self, text, add_special_tokens=False):
-            return {"input_ids": [6 + (sum(map(ord, w)) % 30) for w in text.split()]}
+    class Tok:  # the word-hashing "tokenizer" make_batch needs: a list of texts in, their ids out
+        def __call__(self, texts, add_special_tokens=False):
+            return {"input_ids": [[6 + (sum(map(ord, w)) % 30) for w in text.split()] for text in texts]}
 
     data = make_batch(Tok(), tok, ["what moved", "which colour"], ["left", "red"], images,
                       image_tokens=V, voco_tokens=1)

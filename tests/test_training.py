@@ -1,5 +1,6 @@
 """Training stages on a tiny config: resume equivalence, the recipe chain, the fit command."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -116,6 +117,8 @@ def test_a_slow_upper_stage_gets_a_second_cycle_judged_on_validation(cache):
     assert slow.upper.stage == "upper-retry" and set(slow.validation) == {"upper", "upper-retry"}
     assert slow.validation["upper"] < cfg.train.instruct_retry_below and "upper-retry" in slow.seconds
     assert (cache / "slow" / "upper-retry" / "finished.json").is_file()
+    # the figures a run cut short would otherwise take with it
+    assert json.loads((cache / "slow" / "validation.json").read_text()) == slow.validation
     passed = run_recipe(cfg.override(**{"train.instruct_retry_below": 0.0}), cache / "pass", data=data,
                         progress=False, stages=("upper",))
     assert passed.upper.stage == "upper" and passed.validation == {"upper": slow.validation["upper"]}

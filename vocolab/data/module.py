@@ -156,10 +156,12 @@ class VoCoDataModule(L.LightningDataModule):
             answers = [split.answers[i][j] for i, j in pairs]
         else:
             questions, answers = [""] * len(pairs), [split.captions[i] for i in items]
-        batch = make_batch(self.tokenizer, self.ids, questions, answers, split.images[items],
-                           image_tokens=self.image_slots, voco_tokens=self.batch_voco_tokens(items))
-        if split.features is not None:
-            batch.features, batch.pixels = split.features[items], None
+        cached = split.features is not None  # frozen CLIP features replace the pixels: none are drawn
+        batch = make_batch(self.tokenizer, self.ids, questions, answers, None if cached else split.images[items],
+                           image_tokens=self.image_slots, voco_tokens=self.batch_voco_tokens(items),
+                           frames=split.frames if cached else None)
+        if cached:
+            batch.features = split.features[items]
         return batch
 
     def _world(self) -> tuple[int, int]:

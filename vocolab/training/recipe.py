@@ -185,6 +185,7 @@ def retried(cfg: Config, data: VoCoDataModule, out: Path, stage: VLMModule, resu
             steps: int, passed: bool, progress: bool, resume: bool, **how) -> VLMModule:
     """`stage` again from where it ended, as `name` (one cosine cycle of `steps`), unless it
     `passed` its check; records the time, the retry's own validation accuracy and a resume."""
+    tell(out, result, "passed" if passed else f"below the bar: {name}, {steps:,} more steps", progress)
     if passed:
         return stage
     start = time.perf_counter()
@@ -192,9 +193,23 @@ def retried(cfg: Config, data: VoCoDataModule, out: Path, stage: VLMModule, resu
                       **how)
     result.seconds[name] = round(time.perf_counter() - start, 1)
     result.validation[name] = validation_accuracy(retry, data, how["mask"])
+    tell(out, result, f"after {name}", progress)
     if getattr(retry, "resumed", False):
         result.resumed.append(name)
     return retry
+
+
+def tell(out: Path, result: Trained, verdict: str, progress: bool) -> None:
+    """What a retry check saw, in `out/validation.json` and (with progress) on the console, so a
+    run cut short (a lab's time limit; the H200 run that ended in its upper-retry) still says
+    how far its model had got before the results file is written."""
+    if not is_main_process():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "validation.json").write_text(json.dumps(result.validation, indent=2) + "\n")
+    if progress:
+        seen = ", ".join(f"{name} {accuracy:.3f}" for name, accuracy in result.validation.items())
+        print(f"validation: {seen} ({verdict})", flush=True)
 
 
 def retry_upper(cfg: Config, data: VoCoDataModule, out: Path, upper: VLMModule, result: Trained,
