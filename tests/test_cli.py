@@ -196,3 +196,20 @@ def test_eval_rescores_the_saved_checkpoints_and_counts_spatial_answers(tmp_path
     assert cli.main(["eval", "--upper", str(saved / "upper"), "--out", str(tmp_path / "bad"),
                      "--confusion", "spatiall"]) == 2
     assert "spatiall" in _one_error_line(capsys) and not (tmp_path / "bad").exists()
+
+
+def test_every_command_imports_without_the_notebook_packages():
+    """A GPU image has torch and Lightning but no Jupyter: the first `small` run on an H200
+    stopped at import because the reporting package pulled in `ipywidgets`. In a fresh
+    interpreter that cannot import ipywidgets or IPython, every module a command runs imports."""
+    import subprocess
+    import sys
+
+    blocker = ("import sys\n"
+               "sys.modules.update(ipywidgets=None, IPython=None)\n"  # as if not installed: imports fail
+               "import importlib, pkgutil, vocolab\n"
+               "for m in pkgutil.walk_packages(vocolab.__path__, 'vocolab.'):\n"
+               "    importlib.import_module(m.name)\n"
+               "print('imported')\n")
+    out = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True)
+    assert out.returncode == 0 and "imported" in out.stdout, out.stderr[-2000:]
