@@ -47,7 +47,7 @@ def _summary(layout: Layout, mask: torch.Tensor, mode: str) -> str:
 
 
 def mask_explorer(max_image_tokens: int = 64, max_voco: int = 8, max_text: int = 12,
-                  max_frames: int = 4) -> "W.Widget":
+                  max_frames: int = 4) -> W.Widget:
     """Sliders for V, K, question/answer length and frames, a mode toggle, and the mask.
 
     Move one knob at a time and watch which blocks appear or vanish: that is the
