@@ -53,3 +53,33 @@ def test_the_distilled_stage_moves_its_batch_for_student_and_teacher():
     ids, layouts, pixels, labels = _inputs()
     losses = student.distill_losses(Batch(ids, layouts, pixels, labels))
     assert {value.device.type for value in losses.values()} == {"meta"}
+
+
+def test_evaluation_answers_on_the_runtime_device(monkeypatch):
+    """`predict` moves a model handed over on the CPU (as `Trainer.fit` and `load_model` return
+    it) to the runtime's device: on the H200 the validation checks and `vocolab eval` had
+    answered on its CPU. `meta` stands in for the GPU; generation is replaced by a probe."""
+    import numpy as np
+
+    from vocolab.evaluation import heldout
+    from vocolab.models.inputs import model_device
+
+    seen = {}
+
+    def probe(model, special, q_ids, *, features, **_):
+        seen["model"], seen["features"] = model_device(model).type, features.device.type
+        return [[] for _ in q_ids]
+
+    class Tokenizer:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [7, 8]}
+
+        def decode(self, tokens, skip_special_tokens=True):
+            return ""
+
+    monkeypatch.setattr(heldout, "runtime_device", lambda: torch.device("meta"))
+    monkeypatch.setattr(heldout, "greedy_generate", probe)
+    vlm = tiny_vlm()
+    qs = heldout.Questions(np.array([0, 1]), ["q", "q"], ["a", "a"], ["color", "color"])
+    heldout.predict(vlm, Tokenizer(), np.zeros((2, 16, 16, 3), np.uint8), qs, "causal", 1, progress=False)
+    assert seen == {"model": "meta", "features": "meta"}

@@ -106,6 +106,29 @@ def test_a_voco_stage_can_draw_its_k_per_batch(cache):
     assert voco.trainer.global_step == 2
 
 
+def test_the_clip_stage_trains_to_a_validation_retrieval_target_under_a_cap(cache):
+    """With `train.clip_target` the clip stage measures retrieval on the validation split every
+    `train.clip_check_every` steps and stops once past the target, `clip_steps` being the cap;
+    the checks leave the training itself as it was. Without a target no check runs."""
+    from vocolab.training.recipe import run_recipe
+
+    cfg = preset("nano", **TINY, **{"train.clip_steps": 12, "train.clip_batch_size": 8, "train.clip_check_every": 2,
+                                    "data.val_scenes": 16})
+    data = VoCoDataModule(cfg, train_n=48, heldout_n=8, turns=True, progress=False)
+    runs = {name: run_recipe(cfg.override(**{"train.clip_target": target}), cache / name, data=data,
+                             progress=False, stages=("clip",))
+            for name, target in (("low", 1e-6), ("never", 1.0), ("off", 0.0))}
+    low, never, off = runs["low"], runs["never"], runs["off"]
+    assert low.clip.trainer.global_step < 12 and low.clip.trainer.global_step % 2 == 0
+    assert low.validation["clip"] > 1e-6
+    assert never.clip.trainer.global_step == 12 and 0 <= never.validation["clip"] < 1
+    assert off.clip.trainer.global_step == 12 and off.validation == {} and off.clip.val_retrieval is None
+    logged = (cache / "never" / "clip" / "metrics.csv").read_text().splitlines()
+    assert logged[0].endswith("val/retrieval_acc") and sum(1 for line in logged if line[-1] != ",") == 1 + 6
+    for name, value in off.clip.state_dict().items():
+        assert torch.equal(value, never.clip.state_dict()[name]), name
+
+
 def test_a_slow_upper_stage_gets_a_second_cycle_judged_on_validation(cache):
     """Under `train.instruct_retry_below` on the validation split the upper stage goes on from
     where it ended (`upper-retry`); a run that passes the check trains exactly as without it."""

@@ -1,16 +1,14 @@
 """Typed configuration for every vocolab run.
 
-One nested dataclass tree (`Config`) describes data, vision tower, LLM, VoCo
-settings and training. Presets (`nano`, `small`, `base`) are plain functions
-returning a `Config`; overrides are validated so that a typo or a wrong type
-fails loudly with the offending field's dotted name instead of being silently
-ignored, and a config survives a JSON round trip unchanged (it is stored beside
-every checkpoint and results file).
+One nested dataclass tree (`Config`) describes data, vision tower, LLM, VoCo settings and training.
+Presets (`nano`, `small`, `base`) are plain functions returning a `Config`; overrides are validated so
+that a typo or a wrong type fails loudly with the offending field's dotted name instead of being
+silently ignored, and a config survives a JSON round trip unchanged (it is stored beside every
+checkpoint and results file).
 
-This module is a leaf: it imports nothing of vocolab, so validating a config is cheap
-and nothing can import it back in a cycle. It checks each field on its own terms
-(ranges, divisibility, known modes and backends); checks that need the word list or the
-compression zoo run where those are built (`data.vocab.check_data_config`,
+This module is a leaf (it imports nothing of vocolab: validating is cheap, no import cycles). It checks
+each field on its own terms (ranges, divisibility, known modes and backends); checks that need the word
+list or the compression zoo run where those are built (`data.vocab.check_data_config`,
 `zoo.registry.check_compressor_config`, both gathered in `studies.common.study_config`).
 """
 
@@ -43,30 +41,28 @@ class DataConfig:
     colors: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "cyan", "white")
     sizes: tuple[str, ...] = ("small", "large")
     frames: int = 4  # frames per clip
-    # 40k training scenes: at 4k the nano upper bound overfit before it bound colours to shapes
-    # (train loss 0.005, validation 0.65); generation is cheap (render storage: ~0.5 ms a scene)
+    # 40k training scenes: at 4k nano's upper bound overfit before it bound colours to shapes (train loss
+    # 0.005, validation 0.65); generation is cheap (render storage: ~0.5 ms a scene)
     train_scenes: int = 40_000
     heldout_scenes: int = 500
     train_clips: int = 2000
     heldout_clips: int = 300
-    # a validation split of its own (another seed) for stopping rules and model selection
-    val_scenes: int = 300
+    val_scenes: int = 300  # a validation split of its own (another seed): stopping rules, model selection
     val_clips: int = 150
     questions_per_scene: int = 5
-    # questions per training scene/clip when > 0 (held-out items keep `questions_per_scene`):
-    # more supervised answers per image forward, the image tokens being most of a sequence
+    # > 0: questions per training scene/clip (held-out ones keep `questions_per_scene`), more answers per image
     train_questions_per_scene: int = 0
-    # how captions name positions: "coarse" (a 3x3 grid of words) or "exact" (the lattice row
-    # and column); captions are training text only, the held-out questions never change
+    # how captions name positions: "coarse" (a 3x3 grid of words) or "exact" (the lattice row and column);
+    # captions are training text only, the held-out questions never change
     captions: str = "exact"
-    # training scenes only: extra question families ("row"/"column": where a named object is; "spatial":
-    # one more relation; "axis": do two share a row or a column), a random offset of every object of up
-    # to `train_jitter` cells when drawn (clip objects sit between cells), and fewer-object scenes
+    # training scenes only: extra question families ("row"/"column": where a named object is; "spatial": one more
+    # relation; "axis": do two share a row or a column), a random offset of every object of up to `train_jitter`
+    # cells when drawn (clip objects sit between cells), and fewer-object scenes
     train_extra_families: tuple[str, ...] = ("row", "column", "spatial")
     train_jitter: float = 0.0
     train_min_objects: int = 0  # > 0: training scenes and clips hold train_min_objects..max_objects objects
-    # the training split's pixels: "arrays" (stored in the cached dataset) or "render" (drawn again
-    # from each row's seed when read: the same pixels); validation and held-out keep theirs
+    # the training split's pixels: "arrays" (stored in the cached dataset) or "render" (drawn again from each
+    # row's seed when read: the same pixels); validation and held-out keep theirs
     storage: str = "render"
     train_seed: int = 0
     heldout_seed: int = 10_007  # a different seed: held-out scenes never appear in training
@@ -107,13 +103,11 @@ class LLMConfig:
     intermediate_size: int = 384
     max_positions: int = 512
     rope_theta: float = 10_000.0
-    # std of the LLM's initial weights (LlamaConfig.initializer_range). ~1/sqrt(hidden)
-    # rather than Llama's 0.02: at width 128 the larger init shortened the plateau
-    # before the model starts reading the image (nano held-out 0.34 -> 0.44, same steps)
+    # std of the LLM's initial weights (LlamaConfig.initializer_range): ~1/sqrt(hidden), not Llama's 0.02; at
+    # width 128 it shortened the plateau before the model reads the image (nano held-out 0.34 -> 0.44, same steps)
     init_std: float = 0.08
-    # a learned embedding per patch position added to the projected image tokens
-    # (`models.projector`): rotary positions reach queries and keys, never the values. Nano
-    # validation 0.699 -> 0.872, spatial 0.33 -> 0.50 (RESULTS.md, "What the recipe learned")
+    # a learned embedding per patch position added to the projected image tokens (`models.projector`): rotary
+    # positions reach queries and keys, never the values. Nano validation 0.699 -> 0.872, spatial 0.33 -> 0.50
     image_positions: bool = True
     # its start: "sincos", the 2-D sine-cosine code of the patch's row and column (RMS init_std), so
     # "where" is in the values from the first step (nano held-out 0.925 / 0.976 at seeds 0 / 1), or "zeros"
@@ -128,8 +122,8 @@ class VoCoConfig:
 
     tokens: int = 1  # K
     mask: str = "voco"
-    # a learned embedding per VoCo slot (added to the one `<voco>` token embedding), so the
-    # K tokens of an image can differ from the start instead of only by their positions
+    # a learned embedding per VoCo slot (added to the one `<voco>` token embedding): the K tokens of an image
+    # differ from the start, not only by their positions
     distinct: bool = True
 
 
@@ -157,8 +151,12 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
     warmup_frac: float = 0.03
     steps: int = 1000  # default for a stage run on its own
-    clip_steps: int = 150
+    clip_steps: int = 150  # with `clip_target`: the cap
     clip_batch_size: int = 64
+    # > 0: the clip stage ends once retrieval on the validation split (checked every `clip_check_every` steps)
+    # passes this. Nano's 150 steps reach 0.72 on a training batch; small's got 0.16-0.19 on the H200 (RESULTS.md)
+    clip_target: float = 0.0
+    clip_check_every: int = 50
     pretrain_steps: int = 400
     instruct_steps: int = 2200  # nano binds colour and shape to objects after ~600-2,000 steps
     # a slow seed ends the upper stage on its plateau: below this validation accuracy a second
@@ -254,7 +252,7 @@ def _gpu(name: str, *, image: int, patch: int, grid: int, frames: int, scenes: t
                             text_hidden_size=v_width, text_layers=text_layers, projection_dim=v_width),
         llm=LLMConfig(hidden_size=width, layers=layers, heads=heads, kv_heads=heads, intermediate_size=4 * width,
                       max_positions=positions, init_std=init_std),
-        train=TrainConfig(batch_size=64, lr=lr, steps=steps))
+        train=TrainConfig(batch_size=64, lr=lr, steps=steps, clip_steps=3000, clip_target=0.9, clip_check_every=100))
 
 
 def _small() -> Config:
@@ -340,6 +338,8 @@ def validate(cfg: Config) -> None:
     if t.devices < 1 or t.batch_size % t.devices or t.clip_batch_size % t.devices:
         raise ValueError(f"train.devices: {t.devices} devices must be >= 1 and divide the global batches "
                          f"(train.batch_size {t.batch_size}, train.clip_batch_size {t.clip_batch_size})")
+    if not 0 <= t.clip_target <= 1 or t.clip_check_every < 1:
+        raise ValueError(f"train.clip_target/clip_check_every: need 0..1, >= 1: {t.clip_target}, {t.clip_check_every}")
     for stage in ("instruct", "voco"):
         if not 0 <= getattr(t, f"{stage}_retry_below") <= 1 or getattr(t, f"{stage}_retry") < 0:
             raise ValueError(f"train.{stage}_retry_below/{stage}_retry: need a figure in 0..1 and a fraction >= 0")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vocolab.core.runtime import device as runtime_device
 from vocolab.data.scenes import QA
 from vocolab.data.split import Split
 from vocolab.evaluation.baselines import BlindAnswerer
@@ -58,8 +59,12 @@ class Questions:
 @torch.no_grad()
 def predict(model, tokenizer, images: np.ndarray, qs: Questions, mask: str, k: int,
             batch_images: int = 64, progress: bool = True, desc: str = "eval") -> list[str]:
-    """Greedy answers (decoded text) to every question, `batch_images` images at a time."""
-    model.eval()
+    """Greedy answers (decoded text) to every question, `batch_images` images at a time, on the
+    runtime's device: a model fresh from `Trainer.fit` (which hands it back on the CPU) or from a
+    checkpoint is moved there first. On the H200 the recipe's validation checks and `vocolab
+    eval` otherwise answered on its CPU: ~11 s per 64 `small` images, the 1,000-image held-out
+    split over 3 minutes per run."""
+    model.to(runtime_device()).eval()
     device = model_device(model)
     preds: list[str] = [""] * len(qs)
     items = np.unique(qs.item)

@@ -92,6 +92,7 @@ class ClipModule(_Optimised):
         self.lr = lr or cfg.train.lr
         tokenizer, _ = vocabulary(cfg, tokenizer)
         self.clip = build_clip(cfg, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+        self.val_retrieval: float | None = None  # the last validation check's, when there was one
         self.save_hyperparameters({"cfg": cfg.to_dict(), "steps": self.steps, "lr": self.lr})
 
     def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +112,13 @@ class ClipModule(_Optimised):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, acc = self._loss(batch)
-        self.log_dict({"val/loss": loss, "val/retrieval_acc": acc}, prog_bar=True, batch_size=len(batch["input_ids"]))
+        self.log_dict({"val/loss": loss, "val/retrieval_acc": acc}, prog_bar=True, batch_size=len(batch["input_ids"]),
+                      sync_dist=self.distributed)
+
+    def on_validation_end(self) -> None:
+        """Keep the check's retrieval (mean over the validation batches; reduced by now, as the
+        stopping rule reads it here too): the recipe records where a clip stage stopped."""
+        self.val_retrieval = round(float(self.trainer.callback_metrics["val/retrieval_acc"]), 4)
 
 
 class VLMModule(_Optimised):
