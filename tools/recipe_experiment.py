@@ -7,6 +7,7 @@ stage ran) with the stage seconds and provenance to `figures/recipe-experiments/
 
     python tools/recipe_experiment.py F2 --seed 0 --stages clip,pretrain,upper \\
         --set llm.image_positions=true
+    python tools/recipe_experiment.py SMALL_CLIP --preset small --stages clip,pretrain,upper
     python tools/recipe_experiment.py U2200 --pretrain RUNS/A/pretrain/checkpoints/last.ckpt \\
         --set train.instruct_steps=2200
     python tools/recipe_experiment.py V2100 --upper RUNS/A/upper/checkpoints/last.ckpt \\
@@ -53,6 +54,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("name")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--preset", default="nano", help="the preset trained from scratch (nano; small on a GPU)")
     ap.add_argument("--stages", default="clip,pretrain,upper,voco")
     ap.add_argument("--pretrain", default=None, help="a pretrain stage's last.ckpt: train only the upper stage from it")
     ap.add_argument("--upper", default=None, help="an upper stage's last.ckpt: train only the voco stage from it")
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
         ap.error("--train-ks needs --upper (it trains only the voco stage)")
     overrides = _parse_overrides(args.set)
     clip_overrides = None if args.clip_set is None else _parse_overrides(args.clip_set)
-    start = time.perf_counter()
+    start, checks = time.perf_counter(), {}  # the recipe's own checks (clip retrieval, retries), when it ran
     runs = cache_root() / "runs" / "experiments" / args.name
     if args.upper:
         from lightning import seed_everything
@@ -115,13 +117,13 @@ def main(argv=None) -> int:
                           init=pre, progress=False).model
         seconds, voco = {"upper": round(time.perf_counter() - t, 1)}, None
     elif clip_overrides is not None:
-        cfg = preset("nano", seed=args.seed).override(**overrides)
+        cfg = preset(args.preset, seed=args.seed).override(**overrides)
         data, upper, seconds = clip_apart(cfg, cfg.override(**clip_overrides), runs)
         voco = None
     else:
-        cfg = preset("nano", seed=args.seed).override(**overrides)
+        cfg = preset(args.preset, seed=args.seed).override(**overrides)
         trained = run_recipe(cfg, runs, progress=False, stages=tuple(args.stages.split(",")))
-        data, seconds = trained.data, trained.seconds
+        data, seconds, checks = trained.data, trained.seconds, trained.validation
         upper = trained.upper.model if trained.upper else None
         voco = trained.voco.model if trained.voco else None
     val = data.split("val")
@@ -146,7 +148,7 @@ def main(argv=None) -> int:
     command = "python tools/recipe_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
     body = {"name": args.name, "split": "val", "questions": len(qs), "overrides": overrides, "stage_seconds": seconds,
             **({"clip_overrides": clip_overrides} if clip_overrides is not None else {}),
-            **({"voco_checkpoints": curve} if curve else {}),
+            **({"voco_checkpoints": curve} if curve else {}), **({"recipe_checks": checks} if checks else {}),
             **({"clip_frames": clip_frames(upper, cfg, data.tokenizer)} if args.clip_frames else {}),
             **({"init": {"scenes": _brief(init["scenes"]), "clip_frames": init["clip_frames"]}}
                if args.clip_frames and args.pretrain else {}),
