@@ -47,7 +47,8 @@ class Trained:
     voco: VLMModule | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     resumed: list[str] = field(default_factory=list)  # stages loaded or continued from an interrupted run
-    validation: dict[str, float] = field(default_factory=dict)  # the retry checks' validation accuracies
+    # on the validation split: the retry checks' accuracies and the clip stage's last retrieval check
+    validation: dict[str, float] = field(default_factory=dict)
 
 
 def fit(module, data, cfg: Config, out: Path, name: str, steps: int, *, progress: bool = True,
