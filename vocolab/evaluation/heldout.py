@@ -60,11 +60,13 @@ class Questions:
 def predict(model, tokenizer, images: np.ndarray, qs: Questions, mask: str, k: int,
             batch_images: int = 64, progress: bool = True, desc: str = "eval") -> list[str]:
     """Greedy answers (decoded text) to every question, `batch_images` images at a time, on the
-    runtime's device: a model fresh from `Trainer.fit` (which hands it back on the CPU) or from a
-    checkpoint is moved there first. On the H200 the recipe's validation checks and `vocolab
-    eval` otherwise answered on its CPU: ~11 s per 64 `small` images, the 1,000-image held-out
-    split over 3 minutes per run."""
-    model.to(runtime_device()).eval()
+    runtime's device when it comes on the CPU, as `Trainer.fit` hands it back and `load_model`
+    loads it (one placed elsewhere on purpose stays there). On the H200 the recipe's validation
+    checks and `vocolab eval` otherwise answered on its CPU: ~11 s per 64 `small` images, the
+    1,000-image held-out split over 3 minutes per run."""
+    if model_device(model).type == "cpu":
+        model.to(runtime_device())
+    model.eval()
     device = model_device(model)
     preds: list[str] = [""] * len(qs)
     items = np.unique(qs.item)

@@ -302,7 +302,7 @@ def run_recipe(cfg: Config, out: str | Path, data: VoCoDataModule | None = None,
         module = plan[name]()
         setattr(result, name, module)
         result.seconds[name] = round(time.perf_counter() - start, 1)
-        if getattr(module, "val_retrieval", None) is not None:  # the clip stage's last check
+        if name == "clip" and module.val_retrieval is not None:  # trained to a retrieval target
             result.validation["clip"] = module.val_retrieval
         if getattr(module, "resumed", False):
             result.resumed.append(name)
