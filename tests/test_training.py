@@ -129,19 +129,35 @@ def test_the_clip_stage_trains_to_a_validation_retrieval_target_under_a_cap(cach
         assert torch.equal(value, never.clip.state_dict()[name]), name
 
 
-def test_a_slow_upper_stage_gets_a_second_cycle_judged_on_validation(cache):
-    """Under `train.instruct_retry_below` on the validation split the upper stage goes on from
-    where it ended (`upper-retry`); a run that passes the check trains exactly as without it."""
+def test_a_slow_upper_stage_gets_more_cycles_judged_on_validation(cache, monkeypatch):
+    """While under `train.instruct_retry_below` on the validation split the upper stage goes on
+    from where it ended (`upper-retry`, `upper-retry2`), `train.instruct_retries` cycles at most;
+    a run that passes a check trains exactly as without the later cycles."""
+    from vocolab.training import recipe
     from vocolab.training.recipe import run_recipe
 
-    cfg = preset("nano", **TINY, **{"train.instruct_steps": 4, "data.val_scenes": 8})
+    cfg = preset("nano", **TINY, **{"train.instruct_steps": 4, "data.val_scenes": 8, "train.instruct_retry_below": 1.0})
     data = VoCoDataModule(cfg, train_n=48, heldout_n=8, turns=True, progress=False)
     slow = run_recipe(cfg, cache / "slow", data=data, progress=False, stages=("upper",))
-    assert slow.upper.stage == "upper-retry" and set(slow.validation) == {"upper", "upper-retry"}
-    assert slow.validation["upper"] < cfg.train.instruct_retry_below and "upper-retry" in slow.seconds
-    assert (cache / "slow" / "upper-retry" / "finished.json").is_file()
+    assert cfg.train.instruct_retries == 2 and slow.upper.stage == "upper-retry2"  # capped: 1.0 is never passed
+    assert list(slow.validation) == ["upper", "upper-retry", "upper-retry2"]
+    assert [name for name in slow.seconds if "retry" in name] == ["upper-retry", "upper-retry2"]
+    assert (cache / "slow" / "upper-retry2" / "finished.json").is_file()
     # the figures a run cut short would otherwise take with it
     assert json.loads((cache / "slow" / "validation.json").read_text()) == slow.validation
+    once = run_recipe(cfg.override(**{"train.instruct_retries": 1}), cache / "once", data=data, progress=False,
+                      stages=("upper",))
+    assert once.upper.stage == "upper-retry" and list(once.validation) == ["upper", "upper-retry"]
+    # a first retry that passes the bar ends the cycles, with its weights: those of a one-cycle cap
+    seen = iter([0.5, 0.95])  # tiny models score 0 everywhere: the checks' figures are scripted here
+    with monkeypatch.context() as patch:
+        patch.setattr(recipe, "validation_accuracy", lambda *args, **kwargs: next(seen))
+        early = run_recipe(cfg.override(**{"train.instruct_retry_below": 0.9}), cache / "early", data=data,
+                           progress=False, stages=("upper",))
+    assert early.upper.stage == "upper-retry" and early.validation == {"upper": 0.5, "upper-retry": 0.95}
+    assert "upper-retry2" not in early.seconds
+    for name, value in early.upper.model.state_dict().items():
+        assert torch.equal(value, once.upper.model.state_dict()[name]), name
     passed = run_recipe(cfg.override(**{"train.instruct_retry_below": 0.0}), cache / "pass", data=data,
                         progress=False, stages=("upper",))
     assert passed.upper.stage == "upper" and passed.validation == {"upper": slow.validation["upper"]}
