@@ -247,17 +247,12 @@ def retry_upper(cfg: Config, data: VoCoDataModule, out: Path, upper: VLMModule, 
         return upper
     result.validation["upper"] = validation_accuracy(upper, data)
     for cycle in range(1, t.instruct_retries + 1):
-        passed = last_upper_check(result.validation) >= t.instruct_retry_below
+        passed = result.validation[upper.stage] >= t.instruct_retry_below  # the last cycle's check
         upper = retried(cfg, data, out, upper, result, name="upper-retry" + (str(cycle) if cycle > 1 else ""),
                         steps=steps, mask="causal", passed=passed, progress=progress, resume=resume)
         if passed:
             break
     return upper
-
-
-def last_upper_check(seen: dict[str, float]) -> float:
-    """The upper bound's latest validation accuracy: after its last retry cycle, if one ran."""
-    return [accuracy for name, accuracy in seen.items() if name.split("-retry")[0] == "upper"][-1]
 
 
 def retry_voco(cfg: Config, data: VoCoDataModule, out: Path, voco: VLMModule, result: Trained,
@@ -281,7 +276,7 @@ def retry_voco(cfg: Config, data: VoCoDataModule, out: Path, voco: VLMModule, re
         seen["upper"] = validation_accuracy(result.upper, data)
     seen["lower"] = validation_accuracy(result.upper, data, "voco")
     seen["voco"] = validation_accuracy(voco, data, "voco")
-    kept = retention(seen["voco"], seen["lower"], last_upper_check(seen))
+    kept = retention(seen["voco"], seen["lower"], seen[result.upper.stage])  # after its last cycle
     return retried(cfg, data, out, voco, result, name="voco-retry", steps=steps, mask="voco", teacher=result.upper,
                    passed=kept is None or kept >= t.voco_retry_below, progress=progress, resume=resume)
 
