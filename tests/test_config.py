@@ -39,6 +39,7 @@ def test_json_round_trip(name, tmp_path):
         ({"llm.heads": 3}, "llm.hidden_size"),
         ({"train.instruct_retry_below": 1.5}, "train.instruct_retry_below"),  # an accuracy
         ({"train.instruct_retry": -0.5}, "train.instruct_retry"),
+        ({"train.voco_retries": -1}, "train.voco_retries"),
     ],
 )
 def test_bad_overrides_name_the_field(overrides, field):

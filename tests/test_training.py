@@ -169,10 +169,11 @@ def test_a_slow_upper_stage_gets_more_cycles_judged_on_validation(cache, monkeyp
     assert any(not torch.equal(v, slow.upper.model.state_dict()[n]) for n, v in off.upper.model.state_dict().items())
 
 
-def test_a_slow_voco_stage_gets_a_second_cycle_judged_by_validation_retention(cache, monkeypatch):
-    """Under `train.voco_retry_below` retention on the validation split (lower -> upper bound),
-    the voco stage goes on from where it ended (`voco-retry`), against the same teacher; one
-    that passes, or whose bounds do not separate, is kept."""
+def test_a_slow_voco_stage_gets_more_cycles_judged_by_validation_retention(cache, monkeypatch):
+    """While under `train.voco_retry_below` retention on the validation split (lower -> upper
+    bound) the voco stage goes on from where it ended (`voco-retry`, `voco-retry2`), against the
+    same teacher, `train.voco_retries` cycles at most; one that passes, or whose bounds do not
+    separate, is kept."""
     from vocolab.training import recipe
     from vocolab.training.distill import DistillModule
 
@@ -185,21 +186,35 @@ def test_a_slow_voco_stage_gets_a_second_cycle_judged_by_validation_retention(ca
     assert set(passed.validation) == {"upper", "lower", "voco"}
     assert all(0 <= a <= 1 for a in passed.validation.values())
 
-    def judged(module, data, mask="causal"):  # upper 0.9, lower 0.1, VoCo 0.7: retention 0.75 < 0.80
-        return 0.9 if mask == "causal" else 0.7 if module.stage.startswith("voco") else 0.1
+    def judged(voco_accuracy):  # upper 0.9, lower 0.1: VoCo at 0.7 keeps 0.75 < 0.80, at 0.9 all of it
+        return lambda module, data, mask="causal": (0.9 if mask == "causal" else
+                                                    voco_accuracy(module.stage) if module.stage.startswith("voco")
+                                                    else 0.1)
 
-    monkeypatch.setattr(recipe, "validation_accuracy", judged)
-    slow = recipe.run_recipe(cfg, cache / "slow", data=data, progress=False, stages=("upper", "voco"))
-    assert slow.voco.stage == "voco-retry" and isinstance(slow.voco, DistillModule)
+    with monkeypatch.context() as patch:
+        patch.setattr(recipe, "validation_accuracy", judged(lambda stage: 0.7))
+        slow = recipe.run_recipe(cfg, cache / "slow", data=data, progress=False, stages=("upper", "voco"))
+        once = recipe.run_recipe(cfg.override(**{"train.voco_retries": 1}), cache / "once", data=data,
+                                 progress=False, stages=("upper", "voco"))
+        patch.setattr(recipe, "validation_accuracy", judged(lambda stage: 0.9 if stage == "voco-retry" else 0.7))
+        early = recipe.run_recipe(cfg, cache / "early", data=data, progress=False, stages=("upper", "voco"))
+    assert cfg.train.voco_retries == 2 and slow.voco.stage == "voco-retry2" and isinstance(slow.voco, DistillModule)
     assert slow.voco.trainer.global_step == round(cfg.train.voco_retry * cfg.train.voco_steps)
-    assert slow.validation == {"upper": 0.9, "lower": 0.1, "voco": 0.7, "voco-retry": 0.7}
-    assert "voco-retry" in slow.seconds
-    assert (cache / "slow" / "voco-retry" / "finished.json").is_file()
-    kept = passed.voco.model.state_dict()  # the same first voco stage: the retry went on from it
+    assert slow.validation == {"upper": 0.9, "lower": 0.1, "voco": 0.7, "voco-retry": 0.7, "voco-retry2": 0.7}
+    assert [name for name in slow.seconds if name.startswith("voco")] == ["voco", "voco-retry", "voco-retry2"]
+    assert (cache / "slow" / "voco-retry2" / "finished.json").is_file()
+    kept = passed.voco.model.state_dict()  # the same first voco stage: the retries went on from it
     assert any(not torch.equal(v, kept[n]) for n, v in slow.voco.model.state_dict().items())
-    off = recipe.run_recipe(cfg.override(**{"train.voco_retry": 0.0}), cache / "off", data=data, progress=False,
-                            stages=("upper", "voco"))
-    assert off.voco.stage == "voco" and off.validation == {}
+    assert once.voco.stage == "voco-retry" and "voco-retry2" not in once.validation
+    # a first retry that passes ends the cycles, with its weights: those of a one-cycle cap
+    assert early.voco.stage == "voco-retry" and early.validation["voco-retry"] == 0.9
+    assert "voco-retry2" not in early.seconds
+    for name, value in early.voco.model.state_dict().items():
+        assert torch.equal(value, once.voco.model.state_dict()[name]), name
+    for off in ({"train.voco_retry": 0.0}, {"train.voco_retries": 0}):
+        unchecked = recipe.run_recipe(cfg.override(**off), cache / "off", data=data, progress=False,
+                                      stages=("upper", "voco"))
+        assert unchecked.voco.stage == "voco" and unchecked.validation == {}
     monkeypatch.setattr(recipe, "validation_accuracy", lambda module, data, mask="causal": 0.5)  # no gap
     level = recipe.run_recipe(cfg, cache / "level", data=data, progress=False, stages=("upper", "voco"))
     assert level.voco.stage == "voco" and "voco-retry" not in level.seconds

@@ -22,9 +22,10 @@ LLM stages (pretrain, upper) on the data without them, in the recipe's order and
 (without overrides it reproduces the recipe's upper bound): for instance a CLIP tower
 that sees off-lattice (jittered) scenes under an LLM that learns on lattice scenes.
 
-`--upper` trains only the voco stage from a saved upper bound (its teacher too) and also
-scores the stage's quarter checkpoints, so one long run shows how VoCo's accuracy grows
-with steps (the schedule is the whole stage's: a quarter checkpoint is not a shorter stage).
+`--upper` trains only the voco stage from a saved upper bound (its teacher too; with `--voco`,
+from a saved voco stage: one more cycle of it, as the recipe's voco retry runs it) and also
+scores the stage's quarter checkpoints, so one long run shows how VoCo's accuracy grows with
+steps (the schedule is the whole stage's: a quarter checkpoint is not a shorter stage).
 With `--train-ks 1,2,4,...` each of its batches draws K from those, and the one model is
 scored at every one of them: a curriculum over K instead of one model per K.
 
@@ -58,6 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--stages", default="clip,pretrain,upper,voco")
     ap.add_argument("--pretrain", default=None, help="a pretrain stage's last.ckpt: train only the upper stage from it")
     ap.add_argument("--upper", default=None, help="an upper stage's last.ckpt: train only the voco stage from it")
+    ap.add_argument("--voco", default=None,
+                    help="with --upper: a voco stage's last.ckpt to go on from (one more cycle, as a voco retry)")
     ap.add_argument("--clip-frames", action="store_true", help="also score on validation clips' middle frames")
     ap.add_argument("--train-ks", default=None, metavar="K,K,...",
                     help="with --upper: each voco batch draws its K from these; the model is scored at each")
@@ -66,8 +69,8 @@ def main(argv=None) -> int:
                     help="overrides for the clip stage's data only (trains clip, pretrain, upper)")
     args = ap.parse_args(argv)
     train_ks = tuple(int(k) for k in args.train_ks.split(",")) if args.train_ks else None
-    if train_ks and not args.upper:
-        ap.error("--train-ks needs --upper (it trains only the voco stage)")
+    if (train_ks or args.voco) and not args.upper:
+        ap.error("--train-ks and --voco need --upper (they train only the voco stage)")
     overrides = _parse_overrides(args.set)
     clip_overrides = None if args.clip_set is None else _parse_overrides(args.clip_set)
     start, checks = time.perf_counter(), {}  # the recipe's own checks (clip retrieval, retries), when it ran
@@ -86,9 +89,12 @@ def main(argv=None) -> int:
         seed_everything(cfg.seed, verbose=False)
         teacher = VLMModule(cfg, mask="causal", stage="upper", tokenizer=data.tokenizer)  # vlm_stage's init and teacher
         teacher.model.load_state_dict(saved.state_dict())
-        upper = teacher.model
+        upper, init = teacher.model, teacher
+        if args.voco:  # a further cycle of a trained voco stage, as the recipe's voco retry runs it
+            init = VLMModule(cfg, mask="voco", stage="voco", tokenizer=data.tokenizer)
+            init.model.load_state_dict(load_model(args.voco).state_dict())
         t = time.perf_counter()
-        voco = vlm_stage(cfg, data, runs, "voco", task="qa", mask="voco", steps=cfg.train.voco_steps, init=teacher,
+        voco = vlm_stage(cfg, data, runs, "voco", task="qa", mask="voco", steps=cfg.train.voco_steps, init=init,
                          k=train_ks, progress=False, teacher=teacher).model
         seconds = {"voco": round(time.perf_counter() - t, 1)}
     elif args.pretrain:

@@ -152,22 +152,21 @@ class TrainConfig:
     steps: int = 1000  # default for a stage run on its own
     clip_steps: int = 150  # with `clip_target`: the cap
     clip_batch_size: int = 64
-    # > 0: the clip stage ends once validation retrieval (checked every `clip_check_every` steps) passes this
-    clip_target: float = 0.0
+    clip_target: float = 0.0  # > 0: clip ends once validation retrieval (every `clip_check_every` steps) passes it
     clip_check_every: int = 50
     pretrain_steps: int = 400
     instruct_steps: int = 2200  # nano binds colour and shape to objects after ~600-2,000 steps
-    # a slow seed ends the upper stage on its plateau: while under this validation accuracy another cosine cycle
-    # of `instruct_retry` x its steps goes on (`upper-retry`, `upper-retry2`; 0: never), `instruct_retries` at most;
-    # seed 2 at 0.87 still answered `spatial` at 0.42, a third cycle took it to 0.95 / 0.76 (RESULTS.md)
+    # while under this validation accuracy (a slow seed on its plateau) the upper stage goes on for `instruct_retry`
+    # x its steps (0: never), `instruct_retries` cycles at most; seed 2: 0.87 -> 0.95, `spatial` 0.42 -> 0.76
     instruct_retry_below: float = 0.90
     instruct_retry: float = 0.75
     instruct_retries: int = 2
-    # 2100: at nano, VoCo at K=1 was under-trained at 700 (validation 0.58 -> 0.74 at 2100)
-    voco_steps: int = 2100
-    # validation retention (lower -> upper bound) under which voco goes on for `voco_retry` x its steps (0: never)
+    voco_steps: int = 2100  # at nano, VoCo at K=1 was under-trained at 700 (validation 0.58 -> 0.74 at 2100)
+    # validation retention (lower -> upper bound) under which voco goes on for `voco_retry` x its steps (0: never),
+    # `voco_retries` cycles at most (`voco-retry`, `voco-retry2`)
     voco_retry_below: float = 0.80
     voco_retry: float = 1.0
+    voco_retries: int = 2
     # the voco stage's objective (`training.distill`): KL to the frozen upper bound's answer logits plus
     # MSE to its text hidden states; at seed 0, validation 0.779 against 0.727 for "attention" (RESULTS.md)
     voco_objective: str = "logits+attention"
@@ -332,7 +331,8 @@ def validate(cfg: Config) -> None:
     t = cfg.train
     if t.batch_size < 1 or t.clip_batch_size < 1 or t.lr <= 0 or t.positions_lr_scale <= 0:
         raise ValueError("train.batch_size/lr/positions_lr_scale: batch sizes >= 1, lr and its scale > 0 are required")
-    for name in ("steps", "clip_steps", "pretrain_steps", "instruct_steps", "voco_steps", "instruct_retries"):
+    for name in ("steps", "clip_steps", "pretrain_steps", "instruct_steps", "voco_steps", "instruct_retries",
+                 "voco_retries"):
         if getattr(t, name) < 0:
             raise ValueError(f"train.{name}: must be >= 0, got {getattr(t, name)}")
     if t.devices < 1 or t.batch_size % t.devices or t.clip_batch_size % t.devices:
