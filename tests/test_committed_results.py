@@ -45,7 +45,7 @@ RETRY_RULE_QUICKSTARTS = ["quickstart", "quickstart-seeds/seed1", "quickstart-se
                           "axis-question/seed0", "axis-question/seed1", "axis-question/seed2",
                           "axis-question/seed0-uninterrupted", "quickstart-avx512/seed0", "quickstart-avx512/seed1",
                           "quickstart-avx512/seed2", "quickstart-retries/seed2-avx2",
-                          "quickstart-voco-retries/seed2-avx2"]
+                          "quickstart-voco-retries/seed2-avx2", "quickstart-voco-retries/seed2-avx512"]
 EARLIER_QUICKSTARTS = ["quickstart-seed1", "quickstart-sincos-seed0", "quickstart-sincos-seed1",
                        "quickstart-sincos-seed2", "quickstart-voco2100/seed0", "quickstart-voco2100/seed1",
                        "quickstart-voco2100/seed2", "quickstart-10min/seed0"]

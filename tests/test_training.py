@@ -187,9 +187,11 @@ def test_a_slow_voco_stage_gets_more_cycles_judged_by_validation_retention(cache
     assert all(0 <= a <= 1 for a in passed.validation.values())
 
     def judged(voco_accuracy):  # upper 0.9, lower 0.1: VoCo at 0.7 keeps 0.75 < 0.80, at 0.9 all of it
-        return lambda module, data, mask="causal": (0.9 if mask == "causal" else
-                                                    voco_accuracy(module.stage) if module.stage.startswith("voco")
-                                                    else 0.1)
+        def accuracy(module, data, mask="causal"):
+            if mask == "causal":
+                return 0.9
+            return voco_accuracy(module.stage) if module.stage.startswith("voco") else 0.1
+        return accuracy
 
     with monkeypatch.context() as patch:
         patch.setattr(recipe, "validation_accuracy", judged(lambda stage: 0.7))
