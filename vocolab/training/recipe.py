@@ -246,13 +246,23 @@ def retry_upper(cfg: Config, data: VoCoDataModule, out: Path, upper: VLMModule, 
     if not steps or not t.instruct_retries:  # no retry configured, or no upper stage to continue
         return upper
     result.validation["upper"] = validation_accuracy(upper, data)
-    for cycle in range(1, t.instruct_retries + 1):
-        passed = result.validation[upper.stage] >= t.instruct_retry_below  # the last cycle's check
-        upper = retried(cfg, data, out, upper, result, name="upper-retry" + (str(cycle) if cycle > 1 else ""),
-                        steps=steps, mask="causal", passed=passed, progress=progress, resume=resume)
-        if passed:
+    return cycles(cfg, data, out, upper, result, retries=t.instruct_retries, steps=steps, progress=progress,
+                  resume=resume, passed=lambda stage: result.validation[stage.stage] >= t.instruct_retry_below,
+                  mask="causal")
+
+
+def cycles(cfg: Config, data: VoCoDataModule, out: Path, stage: VLMModule, result: Trained, *, retries: int,
+           passed, **retry) -> VLMModule:
+    """`retried` again and again (`<stage>-retry`, `<stage>-retry2`, ...) while `passed(last
+    cycle)` says no, `retries` cycles at most: one loop for the upper and the voco rules."""
+    base = stage.stage
+    for cycle in range(1, retries + 1):
+        ok = passed(stage)  # judged on the last cycle's validation figure
+        stage = retried(cfg, data, out, stage, result, name=f"{base}-retry" + (str(cycle) if cycle > 1 else ""),
+                        passed=ok, **retry)
+        if ok:
             break
-    return upper
+    return stage
 
 
 def retry_voco(cfg: Config, data: VoCoDataModule, out: Path, voco: VLMModule, result: Trained,
@@ -278,15 +288,13 @@ def retry_voco(cfg: Config, data: VoCoDataModule, out: Path, voco: VLMModule, re
         seen["upper"] = validation_accuracy(result.upper, data)
     seen["lower"] = validation_accuracy(result.upper, data, "voco")
     seen["voco"] = validation_accuracy(voco, data, "voco")
-    for cycle in range(1, t.voco_retries + 1):
-        kept = retention(seen[voco.stage], seen["lower"], seen[result.upper.stage])  # after its last cycle
-        passed = kept is None or kept >= t.voco_retry_below
-        voco = retried(cfg, data, out, voco, result, name="voco-retry" + (str(cycle) if cycle > 1 else ""),
-                       steps=steps, mask="voco", teacher=result.upper, passed=passed, progress=progress,
-                       resume=resume)
-        if passed:
-            break
-    return voco
+
+    def passed(stage: VLMModule) -> bool:
+        kept = retention(seen[stage.stage], seen["lower"], seen[result.upper.stage])
+        return kept is None or kept >= t.voco_retry_below
+
+    return cycles(cfg, data, out, voco, result, retries=t.voco_retries, steps=steps, progress=progress,
+                  resume=resume, passed=passed, mask="voco", teacher=result.upper)
 
 
 def run_recipe(cfg: Config, out: str | Path, data: VoCoDataModule | None = None, progress: bool = True,
