@@ -391,3 +391,39 @@ def test_the_video_experiments_frame_code_starts_a_copy_and_leaves_the_scene_mod
     clip = tool.with_frame_embeddings(scene, code)
     assert torch.equal(clip.frame_positions.detach(), code)
     assert torch.equal(scene.frame_positions.detach(), sincos_frames(4, 256, 0.32))
+
+
+def test_shared_frame_positions_put_every_frame_where_frame_one_sits_and_the_text_after_one_frame():
+    from vocolab.core.layout import Frame, Layout, Span
+
+    frames = (Frame(Span(1, 3), Span(4, 1)), Frame(Span(5, 3), Span(8, 1)), Frame(Span(9, 3), Span(12, 1)))
+    layout = Layout(length=16, frames=frames, text=Span(13, 3), answer=Span(15, 1))
+    pos = video_tool().shared_frame_positions([layout, layout], 18)
+    assert pos.shape == (2, 18)
+    assert pos[0].tolist() == [0, 1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+
+
+def test_the_video_experiments_teacher_forced_score_is_the_streaming_answerers(finished):
+    """Runs under shared positions are scored teacher-forced; under the package's positions that
+    score must be the streaming answerer's, question for question, or the two cannot be compared."""
+    from vocolab.data.clips import TEMPORAL_FAMILIES
+    from vocolab.evaluation.clips import clip_run
+    from vocolab.evaluation.heldout import Questions
+    from vocolab.models.checkpoint import load_checkpoint
+
+    tool = video_tool()
+    cfg = study_config("nano", 0, STUDY, QUICK)
+    scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
+    scenes.setup()
+    model = load_checkpoint(runs_dir(cfg) / "temporal" / "models" / "video-upper")[0].eval()
+    clips = VoCoDataModule(cfg, kind="clips", turns=cfg.train.turns, train_n=cfg.data.train_clips, progress=False,
+                           tokenizer=scenes.tokenizer, batch_size=8)
+    val = clips.split("val")
+    streamed = clip_run(model, scenes.tokenizer, val.images, Questions.of(val), TEMPORAL_FAMILIES, name="u",
+                        method="full", mask="causal", k=cfg.voco.tokens, tokens=cfg.data.image_tokens, progress=False)
+    forced = tool.teacher_forced_run(model, clips)
+    assert forced["questions"] == len(Questions.of(val))
+    assert forced["accuracy"] == round(streamed["accuracy"], 4)
+    assert forced["per_family"] == {f: round(v, 4) for f, v in streamed["per_family"].items()}
+    shared = tool.teacher_forced_run(model, clips, shared=True)
+    assert shared["questions"] == forced["questions"] and 0.0 <= shared["accuracy"] <= 1.0

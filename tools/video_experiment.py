@@ -33,11 +33,15 @@ instead of the scene model's own start: what it does depends on the draw (RESULT
 sincos` at the fixed code `models.projector.sincos_frames` of RMS `--frame-init-std`; `--frame-init
 zeros` at zero. The scene model's own start is that code at `llm.frame_positions_rms` since it became
 the package's default; the runs before it (no `--frame-init` in their command) started at zero.
-`--caption` adds each training clip's caption ("a small red circle moves left and turns green ,
-...") as a last turn after its questions: dense supervision of every object's motion. `--set data.train_min_objects=2`
-thins the training clips (2..max_objects objects; validation and held-out clips unchanged). Runs go under
-`$VOCOLAB_CACHE/runs/experiments/<name>`. Run one at a time: two training processes on two
-cores slow each other down.
+`--positions shared` gives frames 2..T frame 1's LLM positions (`shared_frame_positions`: to RoPE every
+frame sits where a scene's image sat) in training and scoring; the streaming answerer knows only the
+package's positions, so such a run is scored by one teacher-forced forward per question (`teacher_forced_run`,
+equal to greedy exact match; every run records it beside the streaming score). `--caption` adds each
+training clip's caption ("a small red circle moves left and turns green , ...") as a last turn after its
+questions: dense supervision of every object's motion. `--set data.train_min_objects=2` thins the
+training clips (2..max_objects objects; validation and held-out clips unchanged). Runs go under
+`$VOCOLAB_CACHE/runs/experiments/<name>`. Run one at a time: two training processes on two cores slow
+each other down.
 """
 
 import argparse
@@ -75,6 +79,8 @@ def main(argv=None) -> int:
                     help="the frame embeddings' start: the scene model's own, zeros, a random or a sine-cosine code")
     ap.add_argument("--frame-init-std", type=float, default=None, help="RMS of the code (default llm.init_std)")
     ap.add_argument("--frame-init-seed", type=int, default=0, help="which random code (another draw at the same RMS)")
+    ap.add_argument("--positions", choices=("sequential", "shared"), default="sequential",
+                    help="the LLM positions of frames 2..T: after frame 1's (the package's) or frame 1's own")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the clip model only")
     args = ap.parse_args(argv)
     overrides = _parse_overrides(args.set)
@@ -102,21 +108,27 @@ def main(argv=None) -> int:
         model, saved_cfg, meta = load_checkpoint(args.saved)
         args.steps, n_train, train_s = meta.get("steps", 0), saved_cfg.data.train_clips, meta.get("train_s", 0.0)
     else:
-        model = train_video_upper(cell, clips, base, args.steps, cache_root() / "runs" / "experiments" / args.name)
+        model = train_video_upper(cell, clips, base, args.steps, cache_root() / "runs" / "experiments" / args.name,
+                                  shared=args.positions == "shared")
         train_s = round(time.perf_counter() - t, 1)
     val = clips.split("val")
     qs = Questions.of(val)
-    run = clip_run(model, tok, val.images, qs, TEMPORAL_FAMILIES, name="video-upper", method="full", mask="causal",
-                   k=cell.voco.tokens, tokens=cell.data.image_tokens, progress=False)
+    forced = teacher_forced_run(model, clips, shared=args.positions == "shared")
+    if args.positions == "shared":  # the streaming answerer knows only the package's positions
+        run = forced
+    else:
+        run = clip_run(model, tok, val.images, qs, TEMPORAL_FAMILIES, name="video-upper", method="full",
+                       mask="causal", k=cell.voco.tokens, tokens=cell.data.image_tokens, progress=False)
     command = "python tools/video_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
     body = {"name": args.name, "split": "val", "questions": len(qs), "steps": args.steps, "train_clips": n_train,
             **({"perception_questions": args.perception} if args.perception else {}),
             **({"caption_turn": CAPTION_QUESTION} if args.caption else {}),
-            "frame_init": args.frame_init, "frame_init_std": frame_rms,
+            "frame_init": args.frame_init, "frame_init_std": frame_rms, "positions": args.positions,
             **({"frame_init_seed": args.frame_init_seed} if args.frame_init == "random" else {}),
             "overrides": overrides, "train_s": train_s, "s_per_step": round(train_s / max(1, args.steps), 3),
             **({"saved": args.saved} if args.saved else {}),
             "video_upper": _brief(run) | {"accuracy_vs_frames": run.get("accuracy_vs_frames")},
+            "teacher_forced": forced,
             "clip_frames": {"scene_model": clip_frames(base, cfg, tok), "video_model": clip_frames(model, cfg, tok)},
             "provenance": provenance(command, cfg.preset, cfg.seed, time.perf_counter() - start, OUT)}
     OUT.mkdir(parents=True, exist_ok=True)
@@ -125,16 +137,67 @@ def main(argv=None) -> int:
     return 0
 
 
-def train_video_upper(cell, clips, base, steps: int, out: Path, progress: bool = True):
+def train_video_upper(cell, clips, base, steps: int, out: Path, progress: bool = True, shared: bool = False):
     """The study's `video-upper` cell (`TemporalStudy.model`): clip QA under the causal mask
-    from the scene model `base`, seeded as the study seeds it; `cell` and `clips` may differ."""
+    from the scene model `base`, seeded as the study seeds it; `cell` and `clips` may differ.
+    `shared`: every frame's patches at frame 1's LLM positions (`shared_frame_positions`)."""
     from lightning import seed_everything
 
+    from vocolab.training.modules import VLMModule
     from vocolab.training.recipe import fine_tune, stage_module
 
+    class SharedPositions(VLMModule):
+        def forward(self, batch, mask=None):
+            pos = shared_frame_positions(batch.layouts, batch.input_ids.shape[1]).to(batch.input_ids.device)
+            return self.model(batch.input_ids, batch.layouts, pixels=batch.pixels, features=batch.features,
+                              mask=mask or self.mask, labels=batch.labels, position_ids=pos)
+
     seed_everything(cell.seed, verbose=False)
-    module = stage_module(cell, "video-upper", "causal", steps, tokenizer=clips.tokenizer)
+    if shared:
+        module = SharedPositions(cell, mask="causal", stage="video-upper", steps=max(1, steps),
+                                 tokenizer=clips.tokenizer)
+    else:
+        module = stage_module(cell, "video-upper", "causal", steps, tokenizer=clips.tokenizer)
     return fine_tune(module, clips, cell, out, "video-upper", steps, init=base, progress=progress)
+
+
+def shared_frame_positions(layouts, length: int):
+    """`[B, L]` LLM positions in which frames 2..T repeat frame 1's patch positions and the text
+    follows as if one frame came before it: to RoPE every frame sits where a scene's image sat
+    (the question as far from each frame as from a scene), and only the frame embeddings say
+    which frame a patch is from. The package's positions (`core.layout.position_ids`) count on."""
+    import torch
+
+    pos = torch.arange(length).repeat(len(layouts), 1)
+    for b, layout in enumerate(layouts):
+        first = layout.frames[0] if layout.frames else None
+        for frame in layout.frames[1:]:
+            pos[b, frame.image.start:frame.image.stop] = torch.arange(first.image.start, first.image.stop)
+            pos[b, frame.voco.start:frame.voco.stop] = torch.arange(first.voco.start, first.voco.stop)
+        pos[b, layout.text.start:] -= sum(f.image.length + f.voco.length for f in layout.frames[1:])
+    return pos
+
+
+def teacher_forced_run(model, clips, shared: bool = False) -> dict:
+    """Validation accuracy per family from one teacher-forced forward per question (every answer
+    token and EOS the argmax: what greedy decoding's exact match is), under the package's
+    positions or `shared_frame_positions`: the check the streaming answerer cannot make for the latter."""
+    import torch
+
+    from vocolab.core.layout import IGNORE_INDEX
+
+    split, hits = clips.split("val"), []
+    with torch.no_grad():
+        for batch in clips.val_dataloader():
+            pos = shared_frame_positions(batch.layouts, batch.input_ids.shape[1]) if shared else None
+            logits = model(batch.input_ids, batch.layouts, pixels=batch.pixels, features=batch.features,
+                           mask="causal", position_ids=pos).logits
+            pred, gold = logits[:, :-1].argmax(-1), batch.labels[:, 1:]
+            hits += ((pred == gold) | (gold == IGNORE_INDEX)).all(-1).tolist()
+    families = [split.families[i][j] for i, j in split.examples("qa")]
+    per_family = {f: round(sum(h for h, g in zip(hits, families) if g == f) / families.count(f), 4)
+                  for f in dict.fromkeys(families)}
+    return {"accuracy": round(sum(hits) / len(hits), 4), "per_family": per_family, "questions": len(hits)}
 
 
 def with_random_frame_embeddings(base, std: float, seed: int, draw: int = 0):
