@@ -21,6 +21,9 @@ step to `figures/video-experiments/<name>.json`:
 `--saved` scores a saved video model (a checkpoint folder, as the study keeps them) instead of
 training one: the committed study's cell, on validation, without training it again.
 
+`--scene CKPT` starts from another scene model: an upper stage's `last.ckpt`, say that of a
+`tools/recipe_experiment.py --pretrain` run on jittered scenes, instead of the study's.
+
 `--set` overrides the clip model's config (say, a trainable vision tower or another learning
 rate); `--train-clips` draws more training clips (generation is cheap; the validation and
 held-out clips do not change). `--perception N` adds N questions per training clip that
@@ -66,6 +69,7 @@ def main(argv=None) -> int:
     from vocolab.models.projector import sincos_frames
     from vocolab.reporting.provenance import provenance
     from vocolab.studies.common import QUICK, base_model, runs_dir, study_config
+    from vocolab.training.loading import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("name")
@@ -79,6 +83,8 @@ def main(argv=None) -> int:
                     help="the frame embeddings' start: the scene model's own, zeros, a random or a sine-cosine code")
     ap.add_argument("--frame-init-std", type=float, default=None, help="RMS of the code (default llm.init_std)")
     ap.add_argument("--frame-init-seed", type=int, default=0, help="which random code (another draw at the same RMS)")
+    ap.add_argument("--scene", default=None, metavar="CKPT",
+                    help="start from this upper stage's last.ckpt (say, a recipe experiment's) instead of the study's")
     ap.add_argument("--positions", choices=("sequential", "shared"), default="sequential",
                     help="the LLM positions of frames 2..T: after frame 1's (the package's) or frame 1's own")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the clip model only")
@@ -88,7 +94,7 @@ def main(argv=None) -> int:
     cfg = study_config("nano", args.seed, None, QUICK)  # the scene model's config: the study's
     scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
     scenes.setup()
-    base = base_model(cfg, runs_dir(cfg), scenes, progress=False)
+    base = load_model(args.scene).cpu().eval() if args.scene else base_model(cfg, runs_dir(cfg), scenes, progress=False)
     tok = scenes.tokenizer
     frame_std = args.frame_init_std or cfg.llm.init_std
     frame_rms = {"base": cfg.llm.frame_positions_rms, "zeros": 0.0}.get(args.frame_init, frame_std)  # the start's RMS
@@ -127,6 +133,7 @@ def main(argv=None) -> int:
             **({"frame_init_seed": args.frame_init_seed} if args.frame_init == "random" else {}),
             "overrides": overrides, "train_s": train_s, "s_per_step": round(train_s / max(1, args.steps), 3),
             **({"saved": args.saved} if args.saved else {}),
+            **({"scene": args.scene} if args.scene else {}),
             "video_upper": _brief(run) | {"accuracy_vs_frames": run.get("accuracy_vs_frames")},
             "teacher_forced": forced,
             "clip_frames": {"scene_model": clip_frames(base, cfg, tok), "video_model": clip_frames(model, cfg, tok)},
