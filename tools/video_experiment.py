@@ -177,11 +177,11 @@ def shared_frame_positions(layouts, length: int):
 
     pos = torch.arange(length).repeat(len(layouts), 1)
     for b, layout in enumerate(layouts):
-        first = layout.frames[0] if layout.frames else None
-        for frame in layout.frames[1:]:
-            pos[b, frame.image.start:frame.image.stop] = torch.arange(first.image.start, first.image.stop)
-            pos[b, frame.voco.start:frame.voco.stop] = torch.arange(first.voco.start, first.voco.stop)
-        pos[b, layout.text.start:] -= sum(f.image.length + f.voco.length for f in layout.frames[1:])
+        first, later = layout.frames[:1], layout.frames[1:]
+        for frame in later:
+            pos[b, frame.image.start:frame.image.stop] = torch.arange(first[0].image.start, first[0].image.stop)
+            pos[b, frame.voco.start:frame.voco.stop] = torch.arange(first[0].voco.start, first[0].voco.stop)
+        pos[b, layout.text.start:] -= sum(f.image.length + f.voco.length for f in later)
     return pos
 
 
@@ -191,7 +191,7 @@ def teacher_forced_run(model, clips, shared: bool = False) -> dict:
     positions or `shared_frame_positions`: the check the streaming answerer cannot make for the latter."""
     import torch
 
-    from vocolab.core.layout import IGNORE_INDEX
+    from vocolab.evaluation.metrics import teacher_forced_hits
 
     split, hits = clips.split("val"), []
     with torch.no_grad():
@@ -199,8 +199,7 @@ def teacher_forced_run(model, clips, shared: bool = False) -> dict:
             pos = shared_frame_positions(batch.layouts, batch.input_ids.shape[1]) if shared else None
             logits = model(batch.input_ids, batch.layouts, pixels=batch.pixels, features=batch.features,
                            mask="causal", position_ids=pos).logits
-            pred, gold = logits[:, :-1].argmax(-1), batch.labels[:, 1:]
-            hits += ((pred == gold) | (gold == IGNORE_INDEX)).all(-1).tolist()
+            hits += teacher_forced_hits(logits, batch.labels).tolist()
     families = [split.families[i][j] for i, j in split.examples("qa")]
     per_family = {f: round(sum(h for h, g in zip(hits, families) if g == f) / families.count(f), 4)
                   for f in dict.fromkeys(families)}

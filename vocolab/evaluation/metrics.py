@@ -54,12 +54,17 @@ class FamilyExactMatch(Metric):
                 "examples": int(self.total.sum().item())}
 
 
-def teacher_forced_exact_match(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Share of samples whose every answer token (and EOS) is the argmax under teacher
-    forcing: for greedy decoding this equals exact match of the generated answer."""
+def teacher_forced_hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`bool [B]`: is every answer token (and EOS) of the sample the argmax under teacher
+    forcing? For greedy decoding this equals exact match of the generated answer."""
     pred, gold = logits[:, :-1].argmax(-1), labels[:, 1:]
     scored = gold != IGNORE_INDEX
-    return ((pred == gold) | ~scored).all(-1).float().mean()
+    return ((pred == gold) | ~scored).all(-1)
+
+
+def teacher_forced_exact_match(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Share of samples `teacher_forced_hits` counts."""
+    return teacher_forced_hits(logits, labels).float().mean()
 
 
 def retention(accuracy: float, lower: float, upper: float) -> float | None:
