@@ -455,6 +455,8 @@ def test_cli_mod_passes_the_training_clips(monkeypatch):
 
     seen = {}
     monkeypatch.setattr(mod_study, "run_mod_study", lambda *a, **kw: seen.update(args=a, kwargs=kw))
-    assert cli.main(["mod", "--out", "x", "--steps", "3", "--train-clips", "40", "--r", "0.5"]) == 0
+    assert cli.main(["mod", "--out", "x", "--steps", "3", "--train-clips", "40", "--r", "0.5",
+                     "--off-lattice-steps", "6"]) == 0
     assert seen["args"] == ("nano", "x")
-    assert {k: seen["kwargs"][k] for k in ("steps", "train_clips", "r")} == {"steps": 3, "train_clips": 40, "r": 0.5}
+    assert {k: seen["kwargs"][k] for k in ("steps", "train_clips", "r", "off_lattice_steps")} == \
+        {"steps": 3, "train_clips": 40, "r": 0.5, "off_lattice_steps": 6}

@@ -270,14 +270,44 @@ def test_more_training_clips_are_other_cells_on_the_same_scene_model(finished, t
         study(tmp_path, train_clips=0)
 
 
+def test_the_off_lattice_scene_model_is_tuned_once_on_jittered_scenes(finished, tmp_path, monkeypatch):
+    """`--off-lattice-steps`: the base model continued on jittered scenes, vision tower included,
+    saved and reused; a study on it keys every clip cell anew (none of the base model's is reused)."""
+    from vocolab.studies.common import base_model
+    from vocolab.studies.off_lattice import JITTER, off_lattice_model
+
+    cfg = study_config("nano", 0, STUDY, QUICK)
+    scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
+    base = base_model(cfg, runs_dir(cfg), scenes, progress=False)  # the study's, saved by the fixture
+    tuned = off_lattice_model(cfg, runs_dir(cfg), base, scenes.tokenizer, 2, progress=False)
+    before, after = base.state_dict(), tuned.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("vision.") for k in changed) and any(k.startswith("llm.") for k in changed)
+    log = runs_dir(cfg) / "off-lattice-2-logs" / "upper" / "hparams.yaml"
+    assert f"train_jitter: {JITTER}" in log.read_text() and "train_vision: true" in log.read_text()
+    with pytest.raises(ValueError, match="steps"):
+        off_lattice_model(cfg, runs_dir(cfg), base, scenes.tokenizer, 0)
+
+    def never(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr("vocolab.training.recipe.vlm_stage", never)
+    again = off_lattice_model(cfg, runs_dir(cfg), base, scenes.tokenizer, 2, progress=False)
+    assert all(torch.equal(after[k], v) for k, v in again.state_dict().items())
+    monkeypatch.setattr(TemporalStudy, "run_cell", never)
+    body = study(tmp_path, off_lattice_steps=2)
+    assert body["temporal"]["off_lattice_steps"] == 2 and sorted(body["temporal"]["failed"]) == sorted(CELLS)
+
+
 def test_cli_temporal(monkeypatch, capsys):
     seen = {}
     monkeypatch.setattr(temporal_mod, "run_temporal_study", lambda *a, **kw: seen.update(args=a, kwargs=kw))
     assert cli.main(["temporal", "--preset", "nano", "--seed", "1", "--out", "x", "--k", "4", "--steps", "3",
-                     "--limit", "5", "--train-clips", "40", "--set", "data.frames=3"]) == 0
+                     "--limit", "5", "--train-clips", "40", "--off-lattice-steps", "6", "--set", "data.frames=3"]) == 0
     assert seen["args"] == ("nano", "x")
     assert seen["kwargs"] | {"command": None} == {"seed": 1, "k": 4, "steps": 3, "limit": 5, "train_clips": 40,
-                                                   "overrides": {"data.frames": 3}, "command": None}
+                                                   "overrides": {"data.frames": 3}, "command": None,
+                                                   "off_lattice_steps": 6}
     monkeypatch.undo()
     assert cli.main(["temporal", "--k", "0", "--out", "y"]) == 2
     assert "k=0" in capsys.readouterr().err

@@ -46,8 +46,11 @@ def _overrides(args) -> dict:
 
 
 def _train_clips(study: argparse.ArgumentParser) -> None:
+    """The options of the video studies."""
     study.add_argument("--train-clips", type=int, default=None,
                        help="training clips (default data.train_clips; the scene model stays the same)")
+    study.add_argument("--off-lattice-steps", type=int, default=0, metavar="N",
+                       help="start the clip models from the scene model tuned N steps on off-lattice scenes")
 
 
 def _study(sub, name: str, help_text: str, out: str) -> argparse.ArgumentParser:
@@ -177,13 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_temporal_study(args.preset, args.out, seed=args.seed, k=args.k, steps=args.steps,
                                limit=args.limit, train_clips=args.train_clips, overrides=_overrides(args),
-                               command=command)
+                               command=command, off_lattice_steps=args.off_lattice_steps)
         elif args.command == "mod":
             from vocolab.studies.mod import run_mod_study
 
             run_mod_study(args.preset, args.out, seed=args.seed, r=args.r, layers=args.layers, steps=args.steps,
                           limit=args.limit, train_clips=args.train_clips, overrides=_overrides(args),
-                          command=command)
+                          command=command, off_lattice_steps=args.off_lattice_steps)
         elif args.command == "bench":
             from vocolab.studies.bench import STAGES, run_bench
 

@@ -35,6 +35,7 @@ from vocolab.reporting.mod import write_mod_outputs
 from vocolab.shipped import save_trained
 from vocolab.studies.cells import architecture, key_of, model_id, run_cells
 from vocolab.studies.common import QUICK, base_model, cell_steps, finish, runs_dir, study_config, train_clip_count
+from vocolab.studies.off_lattice import off_lattice_model
 from vocolab.training.measure import StepStats, saved_activation_bytes
 
 VARIANTS = ("full", "learned", "random", "uniform")
@@ -45,10 +46,11 @@ QUICK_CLIPS = {"data.train_clips": 48, "data.heldout_clips": 12}
 def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *, seed: int = 0, r: float = 0.2,
                   layers: str = "interleaved", variants=VARIANTS, steps: int | None = None,
                   limit: int | None = None, train_clips: int | None = None, overrides: dict | None = None,
-                  command: str = "vocolab mod", progress: bool = True) -> dict:
+                  command: str = "vocolab mod", progress: bool = True, off_lattice_steps: int = 0) -> dict:
     """Train and evaluate every variant on clip QA; write results.json, table.md and a figure.
     `train_clips` draws more training clips than `data.train_clips` without changing the config,
-    so the shared scene model is the one the other studies use."""
+    so the shared scene model is the one the other studies use; with `off_lattice_steps`, the
+    variants start from it tuned on off-lattice scenes (`studies.off_lattice`)."""
     from vocolab.core.layout import assemble
     from vocolab.data.module import VoCoDataModule
     from vocolab.evaluation.heldout import Questions, blind_run, model_run
@@ -70,6 +72,8 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
     out, runs = Path(out), runs_dir(base_cfg)
     scenes = VoCoDataModule(base_cfg, turns=base_cfg.train.turns, progress=progress)
     upper = base_model(base_cfg, runs, scenes, progress)
+    if off_lattice_steps:
+        upper = off_lattice_model(base_cfg, runs, upper, scenes.tokenizer, off_lattice_steps, progress)
     data = VoCoDataModule(cfg, kind="clips", turns=cfg.train.turns, train_n=n_train, progress=progress,
                           tokenizer=scenes.tokenizer)
     data.setup()
@@ -173,7 +177,7 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
                 run["step_time_ratio"] = round(run["step_time_ms"] / by["full"]["step_time_ms"], 4)
     details = {"r": r, "k_per_frame": k, "layers": layers, "mod_layers": list(mod_layers),
                "variants": list(variants), "steps": steps, "train_clips": n_train,
-               "failed": failed,
+               "off_lattice_steps": off_lattice_steps, "failed": failed,
                "memory": "peak_mem_bytes: CUDA max_memory_allocated over the fit (GPU only); rss_delta_kib: growth "
                          "of the process's max RSS during the fit (CPU; a high-water mark, not comparable across "
                          "cells); saved_activation_bytes: tensors autograd saved for one training batch (any "

@@ -53,6 +53,7 @@ from vocolab.evaluation.clips import clip_run
 from vocolab.reporting.temporal import write_temporal_outputs
 from vocolab.studies.cells import architecture, key_of, model_id, run_cells
 from vocolab.studies.common import QUICK, base_model, cell_steps, finish, runs_dir, study_config, train_clip_count
+from vocolab.studies.off_lattice import off_lattice_model
 from vocolab.zoo.costs import frame_costs
 
 K = 2
@@ -74,7 +75,7 @@ class TemporalStudy:
     """State shared by the cells: config, scene and clip data, the base model, held-out questions."""
 
     def __init__(self, cfg: Config, runs: Path, *, k: int, steps: int, limit: int | None, progress: bool,
-                 train_clips: int | None = None):
+                 train_clips: int | None = None, off_lattice_steps: int = 0):
         from vocolab.data.clips import TEMPORAL_FAMILIES
         from vocolab.data.module import VoCoDataModule
         from vocolab.evaluation.heldout import Questions
@@ -95,6 +96,8 @@ class TemporalStudy:
         self.tokenizer = self.clips.tokenizer
         self.qs = Questions.of(self.heldout, limit)
         self.upper = base_model(cfg, runs, self.scenes, progress)
+        if off_lattice_steps:  # the clip cells start from the base model tuned on off-lattice scenes
+            self.upper = off_lattice_model(cfg, runs, self.upper, self.tokenizer, off_lattice_steps, progress)
         self.base_id, self.base_architecture = model_id(self.upper), architecture(self.upper)
         self._models: dict[str, object] = {}
 
@@ -321,11 +324,13 @@ class TemporalStudy:
 def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/temporal", *, seed: int = 0,
                        k: int = K, steps: int | None = None, limit: int | None = None,
                        train_clips: int | None = None, overrides: dict | None = None, command: str = "vocolab temporal",
-                       progress: bool = True) -> dict:
+                       progress: bool = True, off_lattice_steps: int = 0) -> dict:
     """Train (or resume) every cell, evaluate on held-out clips; write results.json, table.md
     and the figures (accuracy_per_family.png, accuracy_vs_frames.png, streaming.png) to `out`.
     `train_clips` draws more training clips than `data.train_clips` without changing the config,
-    so the shared scene model is the one the other studies use (generation is cheap)."""
+    so the shared scene model is the one the other studies use (generation is cheap). With
+    `off_lattice_steps`, every cell starts from that scene model tuned so many steps on off-lattice
+    scenes (`studies.off_lattice`); the held-out clips stay the same."""
     from vocolab.evaluation.heldout import add_retention
 
     start = time.perf_counter()
@@ -334,7 +339,7 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     check_settings(cfg, k, steps)  # before any data is generated or model trained
     out = Path(out)
     study = TemporalStudy(cfg, runs_dir(cfg), k=k, steps=steps, limit=limit, progress=progress,
-                          train_clips=train_clips)
+                          train_clips=train_clips, off_lattice_steps=off_lattice_steps)
     refs, single_detail = study.references()
     perception = study.frame_perception()
     ran: list[str] = []
@@ -345,7 +350,8 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     if {"video-upper", "lower"} <= names:
         runs = add_retention(runs, upper="video-upper", lower="lower")
     example = study.streaming_example() if "temporal" in names else None
-    details = {"k": k, "steps": steps, "clips": study.sizes, "middle_frame": study.middle, "failed": failed,
+    details = {"k": k, "steps": steps, "clips": study.sizes, "off_lattice_steps": off_lattice_steps,
+               "middle_frame": study.middle, "failed": failed,
                "upper": "video-upper", "lower": "lower", "single_frame": single_detail,
                "frame_perception": perception, "example": example,
                "cells_wall_s": round(sum(r.get("wall_s", 0) for r in done), 1),
