@@ -311,6 +311,8 @@ def test_cli_temporal(monkeypatch, capsys):
     monkeypatch.undo()
     assert cli.main(["temporal", "--k", "0", "--out", "y"]) == 2
     assert "k=0" in capsys.readouterr().err
+    assert cli.main(["temporal", "--off-lattice-steps", "-1", "--out", "y"]) == 2
+    assert "off-lattice tuning: steps must be >= 0" in capsys.readouterr().err
 
 
 def video_tool():

@@ -35,7 +35,7 @@ from vocolab.reporting.mod import write_mod_outputs
 from vocolab.shipped import save_trained
 from vocolab.studies.cells import architecture, key_of, model_id, run_cells
 from vocolab.studies.common import QUICK, base_model, cell_steps, finish, runs_dir, study_config, train_clip_count
-from vocolab.studies.off_lattice import off_lattice_model
+from vocolab.studies.off_lattice import check_steps, off_lattice_model
 from vocolab.training.measure import StepStats, saved_activation_bytes
 
 VARIANTS = ("full", "learned", "random", "uniform")
@@ -62,6 +62,7 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
     if bad:
         raise ValueError(f"mod study: unknown variant(s) {bad}; choose from {VARIANTS}")
     MoDConfig(r=r, layers=layers)  # bad r / layers fail before anything runs
+    check_steps(off_lattice_steps)
     base_cfg = study_config(preset_name, seed, overrides, QUICK)  # the sweep's: its base model is shared
     quick_clips = {k: v for k, v in QUICK_CLIPS.items() if k not in (overrides or {})}
     cfg = base_cfg.override(**quick_clips) if quick_mode() else base_cfg

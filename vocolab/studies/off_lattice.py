@@ -24,6 +24,12 @@ def tuned_config(cfg: Config, steps: int) -> Config:
     return cfg.override(**{"data.train_jitter": JITTER, "train.train_vision": True, "train.instruct_steps": steps})
 
 
+def check_steps(steps: int) -> None:
+    """Refuse a negative `--off-lattice-steps` before any data is generated or model trained (0: off)."""
+    if steps < 0:
+        raise ValueError(f"off-lattice tuning: steps must be >= 0 (0: the base model as it is), got {steps}")
+
+
 def off_lattice_model(cfg: Config, runs: Path, base, tokenizer, steps: int, progress: bool = True):
     """`base` (the study's scene model) after `steps` upper steps on jittered scenes; trained once per
     config, seed, base weights and steps, kept under `runs/off-lattice-<steps>` (its logs beside it)."""

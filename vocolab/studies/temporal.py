@@ -1,8 +1,9 @@
 """`vocolab temporal`: temporal tuning of a VoCo model on video clips (training stage `temporal`).
 
 Every model starts from the shared upper-bound *scene* model (the sweep's base
-model, trained once per preset and seed) and is trained for the same steps with the
-same seed; all are evaluated on the same held-out clips (T = `data.frames` frames):
+model, trained once per preset and seed; with `--off-lattice-steps N` that model tuned N
+steps on off-lattice scenes, `studies.off_lattice`) and is trained for the same steps with
+the same seed; all are evaluated on the same held-out clips (T = `data.frames` frames):
 
     voco-image    the image VoCo model: the base model fine-tuned on scene QA under
                   the `voco` mask with K tokens (with the recipe's `train.voco_objective`,
@@ -53,7 +54,7 @@ from vocolab.evaluation.clips import clip_run
 from vocolab.reporting.temporal import write_temporal_outputs
 from vocolab.studies.cells import architecture, key_of, model_id, run_cells
 from vocolab.studies.common import QUICK, base_model, cell_steps, finish, runs_dir, study_config, train_clip_count
-from vocolab.studies.off_lattice import off_lattice_model
+from vocolab.studies.off_lattice import check_steps, off_lattice_model
 from vocolab.zoo.costs import frame_costs
 
 K = 2
@@ -337,6 +338,7 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     cfg = study_config(preset_name, seed, overrides, QUICK)
     steps = cell_steps(steps)
     check_settings(cfg, k, steps)  # before any data is generated or model trained
+    check_steps(off_lattice_steps)
     out = Path(out)
     study = TemporalStudy(cfg, runs_dir(cfg), k=k, steps=steps, limit=limit, progress=progress,
                           train_clips=train_clips, off_lattice_steps=off_lattice_steps)
