@@ -34,6 +34,7 @@ REPORTS = {
     "distill": (distill_markdown, (plot_distill,)),
     "temporal": (temporal_markdown, (plot_accuracy_vs_frames, plot_temporal_families)),
     "temporal-jitter": (temporal_markdown, (plot_accuracy_vs_frames, plot_temporal_families)),
+    "temporal-off-lattice": (temporal_markdown, (plot_accuracy_vs_frames, plot_temporal_families)),
     "mod": (mod_markdown, (plot_mod,)),
     "scaling": (scaling_markdown, (plot_error_vs_flops, plot_fit_residuals)),
 }
