@@ -162,3 +162,10 @@ def test_a_committed_video_experiment_was_scored_on_validation_with_provenance(p
     upper = body["video_upper"]
     assert 0.0 <= upper["accuracy"] <= 1.0 and set(upper["per_family"]) == {
         "direction", "order", "color_change", "visible_count"}
+
+
+def test_a_temporal_table_says_which_scene_model_it_asked():
+    """The perception line names the off-lattice tuning when the clip models started from it."""
+    tuned, base = temporal_markdown(_body("temporal-off-lattice")), temporal_markdown(_body("temporal"))
+    assert "(tuned 550 steps on off-lattice scenes) asked" in tuned
+    assert "off-lattice" not in base and "The shared scene model asked" in base

@@ -39,7 +39,9 @@ def temporal_markdown(body: dict) -> str:
                   f"video-upper, lower bound = video-upper under the video mask with K VoCo tokens per frame."]
     seen = t.get("frame_perception")
     if seen:
-        lines.append(f"The shared scene model asked the scene families: {pct(seen['scenes']['accuracy'], '')}% on "
+        tuned = t.get("off_lattice_steps")
+        model = f"shared scene model (tuned {tuned} steps on off-lattice scenes)" if tuned else "shared scene model"
+        lines.append(f"The {model} asked the scene families: {pct(seen['scenes']['accuracy'], '')}% on "
                      f"held-out scenes, {pct(seen['clip_frames']['accuracy'], '')}% on the clips' middle frames "
                      f"(objects between lattice cells; {seen['clip_frames']['questions']} questions each).")
     if t.get("failed"):
