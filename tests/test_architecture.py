@@ -122,7 +122,8 @@ def test_every_module_is_small(name):
 def test_the_package_cites_only_documents_in_the_repository():
     """The package, its notebooks and its documents name only documents a clone has."""
     cited = set()
-    texts = [*PACKAGE.rglob("*.py"), *(ROOT / "notebooks").glob("*.py"), *ROOT.glob("*.md"), *(ROOT / "docs").glob("*.md")]
+    texts = [*PACKAGE.rglob("*.py"), *(ROOT / "notebooks").glob("*.py"),
+             *ROOT.glob("*.md"), *(ROOT / "docs").glob("*.md")]
     for path in texts:
         # documents: CAPITALISED.md or anything under docs/ (lower-case names are output files)
         cited |= set(re.findall(r"\b(?:docs/[\w./-]+|[A-Z][A-Z_]*)\.md\b", path.read_text()))

@@ -22,7 +22,8 @@ TINY = ["data.image_size=32", "llm.hidden_size=32", "llm.layers=1", "llm.heads=2
 FIGURES = ("masks.png", "masks_video.png", "data_sample.png", "clip_sample.png", "table1_accuracy.png",
            "table7_costs.png", "training_curves.png")
 TABLES = ("results.json", "table1.md", "table7.md")
-PROVENANCE_KEYS = ("command", "commit", "preset", "seed", "device", "versions", "wall_s")  # docs/architecture.md, results files
+# docs/architecture.md, results files
+PROVENANCE_KEYS = ("command", "commit", "preset", "seed", "device", "versions", "wall_s")
 
 
 @pytest.fixture(scope="module")

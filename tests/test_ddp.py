@@ -28,7 +28,8 @@ def _fit(folder: Path, devices: int, batch: int = 8) -> dict:
     folder.mkdir(parents=True)
     argv = [sys.executable, "-m", "vocolab.cli", "fit", "--config", str(CONFIGS / "upper.yaml"),
             "--model.init_args.init_from", "null", "--model.init_args.overrides", TINY, "--data.overrides", TINY,
-            "--data.train_n", "32", "--data.heldout_n", "4", "--data.batch_size", str(batch), "--data.progress", "false",
+            "--data.train_n", "32", "--data.heldout_n", "4", "--data.batch_size", str(batch),
+            "--data.progress", "false",
             "--trainer.max_steps", "4", "--trainer.accelerator", "cpu", "--trainer.devices", str(devices),
             "--trainer.enable_progress_bar", "false"]
     if devices > 1:

@@ -142,8 +142,8 @@ def main(argv=None) -> int:
             curve[ckpt.stem] = round(run["accuracy"], 4)
             print(f"{args.name} {ckpt.stem}: validation {curve[ckpt.stem]}", flush=True)
     if voco is not None:
-        runs_ = bound_runs(upper.eval(), data.tokenizer, data.splits["train"], val, qs, FAMILIES, k_lower=cfg.voco.tokens,
-                           progress=False)
+        runs_ = bound_runs(upper.eval(), data.tokenizer, data.splits["train"], val, qs, FAMILIES,
+                           k_lower=cfg.voco.tokens, progress=False)
         for k in train_ks or (cfg.voco.tokens,):  # one VoCo model trained at many K answers at each
             runs_.append(model_run(voco.eval(), data.tokenizer, val, qs, FAMILIES, method="voco", mask="voco", k=k,
                                    name=f"voco-k{k}" if train_ks else "voco", progress=False))

@@ -149,4 +149,7 @@ def setup(preset: str | None = None, seed: int = 0, *, verbose: bool = True) -> 
     return info
 
 
-__all__ = ["RunInfo", "choose_preset", "device", "is_main_process", "package_version", "quick_mode", "quiet_lightning", "setup"]
+__all__ = [
+    "RunInfo", "choose_preset", "device", "is_main_process", "package_version", "quick_mode", "quiet_lightning",
+    "setup",
+]

@@ -134,4 +134,7 @@ def analyse(runs: list[dict], q_tokens: float, image_tokens: int, methods, *, n_
     return {"fit": fit, "optimal": optimal, "frontier": frontier_section(runs, q_tokens)}
 
 
-__all__ = ["BETA_ZERO", "NOTE_N", "N_BOOT", "PAPER", "analyse", "fit_section", "frontier_section", "grid_cells", "law_from", "optimal_section"]
+__all__ = [
+    "BETA_ZERO", "NOTE_N", "N_BOOT", "PAPER", "analyse", "fit_section", "frontier_section", "grid_cells", "law_from",
+    "optimal_section",
+]

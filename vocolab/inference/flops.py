@@ -134,4 +134,7 @@ def training_flops(cfg, vocab: int, batch, *, teacher: bool = False) -> int:
     return step
 
 
-__all__ = ["training_flops", "analytic_flops", "config_flops", "measured_flops", "measured_training_flops", "cpu_sdpa_formulas", "vision_flops"]
+__all__ = [
+    "training_flops", "analytic_flops", "config_flops", "measured_flops", "measured_training_flops",
+    "cpu_sdpa_formulas", "vision_flops",
+]

@@ -119,7 +119,8 @@ def inference_costs(model, pixels, question_ids: list[int], k: int | None = None
     for row in out.values():
         row["flops_reduction"] = 1 - row["flops"] / base["flops"]
         row["latency_reduction"] = 1 - row["latency_ms"]["median"] / base["latency_ms"]["median"]
-    out["voco_caching"]["cache_bytes_reduction"] = 1 - out["voco_caching"]["cache_bytes"] / out["full_caching"]["cache_bytes"]
+    voco, full = out["voco_caching"], out["full_caching"]
+    voco["cache_bytes_reduction"] = 1 - voco["cache_bytes"] / full["cache_bytes"]
     return {
         "settings": out,
         "image_tokens": v,

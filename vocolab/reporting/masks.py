@@ -205,4 +205,7 @@ def plot_mask_modes(layout: Layout, modes: Sequence[str] = ("causal", "voco", "v
     return finish(fig)
 
 
-__all__ = ["ATTEND_COLOR", "BLOCKED_COLOR", "MASK_CMAP", "MODE_CAPTIONS", "SEPARATOR_COLOR", "describe_layout", "layout_segments", "plot_mask", "plot_mask_modes"]
+__all__ = [
+    "ATTEND_COLOR", "BLOCKED_COLOR", "MASK_CMAP", "MODE_CAPTIONS", "SEPARATOR_COLOR", "describe_layout",
+    "layout_segments", "plot_mask", "plot_mask_modes",
+]

@@ -178,4 +178,7 @@ def write_sweep_outputs(body: dict, out: Path) -> None:
                                                    "family_heatmap.png": lambda: plot_family_heatmap(body)})
 
 
-__all__ = ["BOUNDS", "cells", "pareto_front", "plot_accuracy_vs_flops", "plot_family_heatmap", "plot_retention_vs_tokens", "sweep_markdown", "write_sweep_outputs"]
+__all__ = [
+    "BOUNDS", "cells", "pareto_front", "plot_accuracy_vs_flops", "plot_family_heatmap", "plot_retention_vs_tokens",
+    "sweep_markdown", "write_sweep_outputs",
+]

@@ -118,4 +118,7 @@ def write_temporal_outputs(body: dict, out: str | Path, example_frames: np.ndarr
     write_report(out, body, temporal_markdown(body), figures)
 
 
-__all__ = ["plot_accuracy_vs_frames", "plot_streaming", "plot_temporal_families", "temporal_markdown", "write_temporal_outputs"]
+__all__ = [
+    "plot_accuracy_vs_frames", "plot_streaming", "plot_temporal_families", "temporal_markdown",
+    "write_temporal_outputs",
+]

@@ -333,4 +333,7 @@ def with_flops(run: dict, q_tokens: float) -> dict:
                   "measured_flops": cost.get("prefill_flops"), "question_flops": cost.get("question_flops")}
 
 
-__all__ = ["KS", "LLMSize", "METHODS", "QUICK_KS", "QUICK_SIZES", "SCALING_STEPS", "SIZES", "ScalingGrid", "as_size", "plan", "run_scaling", "with_flops"]
+__all__ = [
+    "KS", "LLMSize", "METHODS", "QUICK_KS", "QUICK_SIZES", "SCALING_STEPS", "SIZES", "ScalingGrid", "as_size", "plan",
+    "run_scaling", "with_flops",
+]

@@ -116,4 +116,7 @@ def uniform_offsets(image_tokens: int, k: int) -> torch.Tensor:
     return (torch.arange(k) * 2 + 1) * image_tokens // (2 * k)
 
 
-__all__ = ["LAYER_CHOICES", "MoDConfig", "SELECTIONS", "check_r", "check_selection", "mod_layer_indices", "selected_per_frame", "uniform_offsets"]
+__all__ = [
+    "LAYER_CHOICES", "MoDConfig", "SELECTIONS", "check_r", "check_selection", "mod_layer_indices", "selected_per_frame",
+    "uniform_offsets",
+]
