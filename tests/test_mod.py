@@ -405,7 +405,7 @@ def test_mod_study_runs_on_a_tiny_config(tmp_path, monkeypatch):
         tok = build_tokenizer(cfg.data)
         return VoCoVLM(cfg, special_ids(tok), len(tok)).eval()
 
-    monkeypatch.setattr(mod_study, "base_model", fake_base)
+    monkeypatch.setattr("vocolab.studies.common.base_model", fake_base)  # called by clip_start_model
     overrides = {"data.image_size": 16, "data.patch_size": 4, "data.grid": 2, "data.max_objects": 4,
                  "data.frames": 2, "data.train_clips": 8, "data.heldout_clips": 3, "llm.hidden_size": 32,
                  "llm.layers": 4, "llm.heads": 2, "llm.kv_heads": 2, "llm.intermediate_size": 64,

@@ -34,8 +34,8 @@ from vocolab.evaluation.clips import clip_families
 from vocolab.reporting.mod import write_mod_outputs
 from vocolab.shipped import save_trained
 from vocolab.studies.cells import architecture, key_of, model_id, run_cells
-from vocolab.studies.common import QUICK, base_model, cell_steps, finish, runs_dir, study_config, train_clip_count
-from vocolab.studies.off_lattice import check_steps, off_lattice_model
+from vocolab.studies.common import QUICK, cell_steps, finish, runs_dir, study_config, train_clip_count
+from vocolab.studies.off_lattice import check_steps, clip_start_model
 from vocolab.training.measure import StepStats, saved_activation_bytes
 
 VARIANTS = ("full", "learned", "random", "uniform")
@@ -72,9 +72,7 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
     steps = cell_steps(steps)
     out, runs = Path(out), runs_dir(base_cfg)
     scenes = VoCoDataModule(base_cfg, turns=base_cfg.train.turns, progress=progress)
-    upper = base_model(base_cfg, runs, scenes, progress)
-    if off_lattice_steps:
-        upper = off_lattice_model(base_cfg, runs, upper, scenes.tokenizer, off_lattice_steps, progress)
+    upper = clip_start_model(base_cfg, runs, scenes, off_lattice_steps, progress)
     data = VoCoDataModule(cfg, kind="clips", turns=cfg.train.turns, train_n=n_train, progress=progress,
                           tokenizer=scenes.tokenizer)
     data.setup()

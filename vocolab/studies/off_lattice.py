@@ -30,6 +30,15 @@ def check_steps(steps: int) -> None:
         raise ValueError(f"off-lattice tuning: steps must be >= 0 (0: the base model as it is), got {steps}")
 
 
+def clip_start_model(cfg: Config, runs: Path, scenes, steps: int = 0, progress: bool = True):
+    """The scene model a video study's clip models start from: the study's base model
+    (`studies.common.base_model`), or with `steps` > 0 that model tuned off the lattice."""
+    from vocolab.studies.common import base_model
+
+    upper = base_model(cfg, runs, scenes, progress)
+    return off_lattice_model(cfg, runs, upper, scenes.tokenizer, steps, progress) if steps else upper
+
+
 def off_lattice_model(cfg: Config, runs: Path, base, tokenizer, steps: int, progress: bool = True):
     """`base` (the study's scene model) after `steps` upper steps on jittered scenes; trained once per
     config, seed, base weights and steps, kept under `runs/off-lattice-<steps>` (its logs beside it)."""

@@ -53,8 +53,8 @@ from vocolab.core.runtime import quick_mode
 from vocolab.evaluation.clips import clip_run
 from vocolab.reporting.temporal import write_temporal_outputs
 from vocolab.studies.cells import architecture, key_of, model_id, run_cells
-from vocolab.studies.common import QUICK, base_model, cell_steps, finish, runs_dir, study_config, train_clip_count
-from vocolab.studies.off_lattice import check_steps, off_lattice_model
+from vocolab.studies.common import QUICK, cell_steps, finish, runs_dir, study_config, train_clip_count
+from vocolab.studies.off_lattice import check_steps, clip_start_model
 from vocolab.zoo.costs import frame_costs
 
 K = 2
@@ -96,9 +96,7 @@ class TemporalStudy:
         self.heldout = self.clips.splits["heldout"]
         self.tokenizer = self.clips.tokenizer
         self.qs = Questions.of(self.heldout, limit)
-        self.upper = base_model(cfg, runs, self.scenes, progress)
-        if off_lattice_steps:  # the clip cells start from the base model tuned on off-lattice scenes
-            self.upper = off_lattice_model(cfg, runs, self.upper, self.tokenizer, off_lattice_steps, progress)
+        self.upper = clip_start_model(cfg, runs, self.scenes, off_lattice_steps, progress)
         self.base_id, self.base_architecture = model_id(self.upper), architecture(self.upper)
         self._models: dict[str, object] = {}
 
