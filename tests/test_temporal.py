@@ -459,3 +459,32 @@ def test_the_video_experiments_teacher_forced_score_is_the_streaming_answerers(f
     assert forced["per_family"] == {f: round(v, 4) for f, v in streamed["per_family"].items()}
     shared = tool.teacher_forced_run(model, clips, shared=True)
     assert shared["questions"] == forced["questions"] and 0.0 <= shared["accuracy"] <= 1.0
+
+
+def test_frame_deltas_start_as_the_model_and_learn_from_clip_loss(finished):
+    """`tools/frame_deltas.py` (the `--deltas` video experiment): zero-initialised, a model with
+    frame deltas scores exactly as the model does; one clip loss gives their projection a gradient."""
+    import copy
+    import importlib.util
+    from pathlib import Path
+
+    from vocolab.models.checkpoint import load_checkpoint
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "frame_deltas.py"
+    spec = importlib.util.spec_from_file_location("frame_deltas", path)
+    deltas = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(deltas)
+    cfg = study_config("nano", 0, STUDY, QUICK)
+    scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
+    scenes.setup()
+    model = load_checkpoint(runs_dir(cfg) / "temporal" / "models" / "video-upper")[0].eval()
+    clips = VoCoDataModule(cfg, kind="clips", turns=cfg.train.turns, train_n=cfg.data.train_clips, progress=False,
+                           tokenizer=scenes.tokenizer, batch_size=8)
+    tool = video_tool()
+    wrapped = deltas.WithDeltas(copy.deepcopy(model))
+    assert tool.teacher_forced_run(wrapped, clips) == tool.teacher_forced_run(model, clips)
+    batch = next(iter(clips.val_dataloader()))
+    loss = wrapped(batch.input_ids, batch.layouts, pixels=batch.pixels, features=batch.features,
+                   labels=batch.labels).loss
+    loss.backward()
+    assert wrapped.vlm.frame_deltas.proj.weight.grad.abs().sum() > 0

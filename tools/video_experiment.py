@@ -57,6 +57,7 @@ OUT = Path(__file__).resolve().parents[1] / "figures" / "video-experiments"
 
 
 def main(argv=None) -> int:
+    from frame_deltas import WithDeltas
     from recipe_experiment import _brief, clip_frames
 
     from vocolab.cli import _parse_overrides
@@ -87,6 +88,8 @@ def main(argv=None) -> int:
                     help="start from this upper stage's last.ckpt (say, a recipe experiment's) instead of the study's")
     ap.add_argument("--positions", choices=("sequential", "shared"), default="sequential",
                     help="the LLM positions of frames 2..T: after frame 1's (the package's) or frame 1's own")
+    ap.add_argument("--deltas", action="store_true",
+                    help="add each patch's feature change since the previous frame (tools/frame_deltas.py)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the clip model only")
     args = ap.parse_args(argv)
     overrides = _parse_overrides(args.set)
@@ -115,12 +118,12 @@ def main(argv=None) -> int:
         args.steps, n_train, train_s = meta.get("steps", 0), saved_cfg.data.train_clips, meta.get("train_s", 0.0)
     else:
         model = train_video_upper(cell, clips, base, args.steps, cache_root() / "runs" / "experiments" / args.name,
-                                  shared=args.positions == "shared")
+                                  shared=args.positions == "shared", deltas=args.deltas)
         train_s = round(time.perf_counter() - t, 1)
     val = clips.split("val")
     qs = Questions.of(val)
-    forced = teacher_forced_run(model, clips, shared=args.positions == "shared")
-    if args.positions == "shared":  # the streaming answerer knows only the package's positions
+    forced = teacher_forced_run(WithDeltas(model) if args.deltas else model, clips, shared=args.positions == "shared")
+    if args.positions == "shared" or args.deltas:  # the streaming answerer knows neither
         run = forced
     else:
         run = clip_run(model, tok, val.images, qs, TEMPORAL_FAMILIES, name="video-upper", method="full",
@@ -129,6 +132,7 @@ def main(argv=None) -> int:
     body = {"name": args.name, "split": "val", "questions": len(qs), "steps": args.steps, "train_clips": n_train,
             **({"perception_questions": args.perception} if args.perception else {}),
             **({"caption_turn": CAPTION_QUESTION} if args.caption else {}),
+            **({"frame_deltas": True} if args.deltas else {}),
             "frame_init": args.frame_init, "frame_init_std": frame_rms, "positions": args.positions,
             **({"frame_init_seed": args.frame_init_seed} if args.frame_init == "random" else {}),
             "overrides": overrides, "train_s": train_s, "s_per_step": round(train_s / max(1, args.steps), 3),
@@ -144,11 +148,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def train_video_upper(cell, clips, base, steps: int, out: Path, progress: bool = True, shared: bool = False):
+def train_video_upper(cell, clips, base, steps: int, out: Path, progress: bool = True, shared: bool = False,
+                      deltas: bool = False):
     """The study's `video-upper` cell (`TemporalStudy.model`): clip QA under the causal mask
     from the scene model `base`, seeded as the study seeds it; `cell` and `clips` may differ.
     `shared`: every frame's patches at frame 1's LLM positions (`shared_frame_positions`)."""
     from lightning import seed_everything
+
+    from frame_deltas import delta_module
 
     from vocolab.training.modules import VLMModule
     from vocolab.training.recipe import fine_tune, stage_module
@@ -160,7 +167,9 @@ def train_video_upper(cell, clips, base, steps: int, out: Path, progress: bool =
                               mask=mask or self.mask, labels=batch.labels, position_ids=pos)
 
     seed_everything(cell.seed, verbose=False)
-    if shared:
+    if deltas:
+        module = delta_module(cell, steps, clips.tokenizer)
+    elif shared:
         module = SharedPositions(cell, mask="causal", stage="video-upper", steps=max(1, steps),
                                  tokenizer=clips.tokenizer)
     else:
