@@ -17,6 +17,7 @@ step to `figures/video-experiments/<name>.json`:
     python tools/video_experiment.py VU1600_8k_fp_fr --steps 1600 --train-clips 8000 --frame-init random
     python tools/video_experiment.py VU1600_8k_fp_sc32 --steps 1600 --train-clips 8000 \\
         --frame-init sincos --frame-init-std 0.32
+    python tools/video_experiment.py VU1600_8k_deltas --steps 1600 --train-clips 8000 --deltas
 
 `--saved` scores a saved video model (a checkpoint folder, as the study keeps them) instead of
 training one: the committed study's cell, on validation, without training it again.
@@ -36,6 +37,8 @@ instead of the scene model's own start: what it does depends on the draw (RESULT
 sincos` at the fixed code `models.projector.sincos_frames` of RMS `--frame-init-std`; `--frame-init
 zeros` at zero. The scene model's own start is that code at `llm.frame_positions_rms` since it became
 the package's default; the runs before it (no `--frame-init` in their command) started at zero.
+`--deltas` adds to each patch token a learned, zero-initialised projection of how that patch's CLIP features
+changed since the previous frame (`tools/frame_deltas.py`), scored teacher-forced as `--positions shared` is.
 `--positions shared` gives frames 2..T frame 1's LLM positions (`shared_frame_positions`: to RoPE every
 frame sits where a scene's image sat) in training and scoring; the streaming answerer knows only the
 package's positions, so such a run is scored by one teacher-forced forward per question (`teacher_forced_run`,
