@@ -95,6 +95,9 @@ def main(argv=None) -> int:
                     help="add each patch's feature change since the previous frame (tools/frame_deltas.py)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the clip model only")
     args = ap.parse_args(argv)
+    if args.deltas and (args.saved or args.positions == "shared"):
+        ap.error("--deltas trains its own projection under the package's positions: not with --saved or "
+                 "--positions shared")
     overrides = _parse_overrides(args.set)
     start = time.perf_counter()
     cfg = study_config("nano", args.seed, None, QUICK)  # the scene model's config: the study's
@@ -155,10 +158,9 @@ def train_video_upper(cell, clips, base, steps: int, out: Path, progress: bool =
                       deltas: bool = False):
     """The study's `video-upper` cell (`TemporalStudy.model`): clip QA under the causal mask
     from the scene model `base`, seeded as the study seeds it; `cell` and `clips` may differ.
-    `shared`: every frame's patches at frame 1's LLM positions (`shared_frame_positions`)."""
+    `shared`: every frame's patches at frame 1's LLM positions (`shared_frame_positions`); `deltas`: each
+    patch token also gets its projected feature change since the previous frame (`frame_deltas`)."""
     from lightning import seed_everything
-
-    from frame_deltas import delta_module
 
     from vocolab.training.modules import VLMModule
     from vocolab.training.recipe import fine_tune, stage_module
@@ -170,7 +172,9 @@ def train_video_upper(cell, clips, base, steps: int, out: Path, progress: bool =
                               mask=mask or self.mask, labels=batch.labels, position_ids=pos)
 
     seed_everything(cell.seed, verbose=False)
-    if deltas:
+    if deltas:  # a sibling tool: importable where this one runs as a script (its folder on the path)
+        from frame_deltas import delta_module
+
         module = delta_module(cell, steps, clips.tokenizer)
     elif shared:
         module = SharedPositions(cell, mask="causal", stage="video-upper", steps=max(1, steps),
