@@ -315,16 +315,29 @@ def test_cli_temporal(monkeypatch, capsys):
     assert "off-lattice tuning: steps must be >= 0" in capsys.readouterr().err
 
 
-def video_tool():
-    """`tools/video_experiment.py`, imported from its path (the tools are not a package)."""
+def video_tool(name: str = "video_experiment"):
+    """`tools/<name>.py`, imported from its path (the tools are not a package)."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "tools" / "video_experiment.py"
-    spec = importlib.util.spec_from_file_location("video_experiment", path)
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     return tool
+
+
+def saved_video_upper():
+    """The finished quick study's config, tokenizer, saved video-upper model and clip data (batches of 8)."""
+    from vocolab.models.checkpoint import load_checkpoint
+
+    cfg = study_config("nano", 0, STUDY, QUICK)
+    scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
+    scenes.setup()
+    model = load_checkpoint(runs_dir(cfg) / "temporal" / "models" / "video-upper")[0].eval()
+    clips = VoCoDataModule(cfg, kind="clips", turns=cfg.train.turns, train_n=cfg.data.train_clips, progress=False,
+                           tokenizer=scenes.tokenizer, batch_size=8)
+    return cfg, scenes.tokenizer, model, clips
 
 
 def test_the_video_experiment_tool_trains_the_studys_video_upper_bound(finished, tmp_path):
@@ -441,17 +454,11 @@ def test_the_video_experiments_teacher_forced_score_is_the_streaming_answerers(f
     from vocolab.data.clips import TEMPORAL_FAMILIES
     from vocolab.evaluation.clips import clip_run
     from vocolab.evaluation.heldout import Questions
-    from vocolab.models.checkpoint import load_checkpoint
 
     tool = video_tool()
-    cfg = study_config("nano", 0, STUDY, QUICK)
-    scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
-    scenes.setup()
-    model = load_checkpoint(runs_dir(cfg) / "temporal" / "models" / "video-upper")[0].eval()
-    clips = VoCoDataModule(cfg, kind="clips", turns=cfg.train.turns, train_n=cfg.data.train_clips, progress=False,
-                           tokenizer=scenes.tokenizer, batch_size=8)
+    cfg, tokenizer, model, clips = saved_video_upper()
     val = clips.split("val")
-    streamed = clip_run(model, scenes.tokenizer, val.images, Questions.of(val), TEMPORAL_FAMILIES, name="u",
+    streamed = clip_run(model, tokenizer, val.images, Questions.of(val), TEMPORAL_FAMILIES, name="u",
                         method="full", mask="causal", k=cfg.voco.tokens, tokens=cfg.data.image_tokens, progress=False)
     forced = tool.teacher_forced_run(model, clips)
     assert forced["questions"] == len(Questions.of(val))
@@ -465,22 +472,9 @@ def test_frame_deltas_start_as_the_model_and_learn_from_clip_loss(finished):
     """`tools/frame_deltas.py` (the `--deltas` video experiment): zero-initialised, a model with
     frame deltas scores exactly as the model does; one clip loss gives their projection a gradient."""
     import copy
-    import importlib.util
-    from pathlib import Path
 
-    from vocolab.models.checkpoint import load_checkpoint
-
-    path = Path(__file__).resolve().parents[1] / "tools" / "frame_deltas.py"
-    spec = importlib.util.spec_from_file_location("frame_deltas", path)
-    deltas = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(deltas)
-    cfg = study_config("nano", 0, STUDY, QUICK)
-    scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
-    scenes.setup()
-    model = load_checkpoint(runs_dir(cfg) / "temporal" / "models" / "video-upper")[0].eval()
-    clips = VoCoDataModule(cfg, kind="clips", turns=cfg.train.turns, train_n=cfg.data.train_clips, progress=False,
-                           tokenizer=scenes.tokenizer, batch_size=8)
-    tool = video_tool()
+    deltas, tool = video_tool("frame_deltas"), video_tool()
+    _, _, model, clips = saved_video_upper()
     wrapped = deltas.WithDeltas(copy.deepcopy(model))
     assert tool.teacher_forced_run(wrapped, clips) == tool.teacher_forced_run(model, clips)
     batch = next(iter(clips.val_dataloader()))

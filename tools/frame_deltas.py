@@ -42,10 +42,11 @@ def attach(vlm) -> FrameDeltas:
 
 
 def embed_with_deltas(vlm, input_ids, layouts, pixels=None, features=None) -> torch.Tensor:
-    """`vlm.embed` plus, at every image slot, the projected feature change of its patch."""
-    embeds = vlm.embed(input_ids, pixels=pixels, features=features, layouts=layouts)
+    """`vlm.embed` plus, at every image slot, the projected feature change of its patch (pixels are
+    encoded once, here, and both read the features)."""
     if features is None:
-        features = torch.stack([vlm.encode_images(torch.as_tensor(p).to(embeds.device)) for p in pixels])
+        features = vlm.encode_images(torch.as_tensor(pixels).to(next(vlm.parameters()).device))
+    embeds = vlm.embed(input_ids, features=features, layouts=layouts)
     features = torch.as_tensor(features).to(embeds.device, embeds.dtype)
     if features.dim() != 4:  # lone images: no change to mark
         return embeds
