@@ -127,8 +127,9 @@ def test_text_mask_hides_padding_and_never_leaves_a_row_empty():
 def test_streaming_video_cache_equals_the_full_video_forward(backend, distinct):
     k, frames = 2, 3
     vlm = tiny_vlm(backend, layers=3, **{"voco.distinct": distinct})
-    with torch.no_grad():  # frames told apart, as a trained clip model's are (they start at zero)
+    with torch.no_grad():  # frames told apart and changes marked, as a trained clip model's are (zero at the start)
         vlm.frame_positions.normal_(generator=torch.Generator().manual_seed(14))
+        vlm.frame_deltas.weight.normal_(generator=torch.Generator().manual_seed(13))
     clips = images(2, seed=15, frames=frames)
     texts = [random_text(12, seed=16), random_text(21, seed=17)]
     with torch.no_grad():
@@ -147,8 +148,12 @@ def test_streaming_video_cache_equals_the_full_video_forward(backend, distinct):
     for t in range(frames):
         streamed = compress_frame(vlm, streamed, clips[:, t], t, k)
     assert all(torch.equal(a, b) for a, b in zip(streamed.keys, cache.keys))
+    assert torch.equal(streamed.last_frame, vlm.encode_images(clips[:, -1]))  # the next frame's change: from it
     with pytest.raises(ValueError, match="order"):
         compress_frame(vlm, streamed, clips[:, 0], 1, k)
+    forgetful = VoCoCache(streamed.keys, streamed.values, streamed.positions, streamed.next_position, k, frames)
+    with pytest.raises(ValueError, match="last frame"):
+        compress_frame(vlm, forgetful, clips[:, 0], frames, k)
 
 
 def test_video_greedy_decoding_through_the_cache_matches_the_full_video_forward():
@@ -172,8 +177,15 @@ def test_cache_bytes_and_safetensors_round_trip(tmp_path):
     assert (back.k, back.frames, back.next_position, back.nbytes) == (cache.k, cache.frames,
                                                                       cache.next_position, cache.nbytes)
     assert torch.equal(back.positions, cache.positions)
-    for a, b in zip((*back.keys, *back.values), (*cache.keys, *cache.values)):
+    for a, b in zip((*back.keys, *back.values, back.last_frame), (*cache.keys, *cache.values, cache.last_frame)):
         assert torch.equal(a, b)
+    # a stream saved mid-clip goes on from the file as from the cache in memory
+    clip3 = images(2, seed=25, frames=3)
+    half = compress_video(vlm, clip3[:, :2], 2)
+    resumed = compress_frame(vlm, VoCoCache.load(half.save(tmp_path / "half.safetensors")), clip3[:, 2])
+    assert all(torch.equal(a, b) for a, b in zip(resumed.keys, compress_video(vlm, clip3, 2).keys))
+    assert torch.equal(cache.repeat(2).last_frame[2], cache.last_frame[1])
+    assert torch.equal(cache.select([1]).last_frame[0], cache.last_frame[1])
     questions = [random_text(4, seed=22), random_text(2, seed=23)]
     assert answer(vlm, back, questions, 4) == answer(vlm, cache, questions, 4)
 

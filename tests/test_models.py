@@ -11,6 +11,7 @@ from tiny import SPECIAL, VOCAB, V, tiny_cfg
 from transformers import CLIPVisionModel, LlamaForCausalLM
 
 from vocolab.core.layout import assemble, labels_from_layouts, pad_batch
+from vocolab.models.frame_deltas import FrameDeltas
 from vocolab.models.llm import llama_config
 from vocolab.models.projector import Projector, sincos_2d, sincos_frames
 from vocolab.models.vision import build_clip, clip_config, patch_features, pixels_to_tensor, vision_config
@@ -284,13 +285,16 @@ def test_parameter_report_counts_components_once():
     vlm = tiny_vlm()
     vlm.vision.requires_grad_(False)
     r = vlm.parameter_report()
-    assert r["total"] == r["vision"] + r["projector"] + r["llm"] + r["voco_slots"] + r["frame_positions"]
+    assert r["total"] == r["vision"] + r["projector"] + r["llm"] + r["voco_slots"] + r["frame_positions"] + \
+        r["frame_deltas"]
     assert r["projector"] == 32 * 32 + 32 + 32 * 32 + 32 + V * 32  # two linears, a position per patch
     assert r["voco_slots"] == V * 32
     assert r["frame_positions"] == (vlm.cfg.data.frames - 1) * 32  # one per frame after the first
+    assert r["frame_deltas"] == 32 * 32  # CLIP width -> LLM width, no bias
     assert r["llm"] == sum(p.numel() for p in vlm.llm.parameters())  # tied embedding counted once
     assert r["trainable"]["vision"] == 0
-    assert r["trainable"]["total"] == r["projector"] + r["llm"] + r["voco_slots"] + r["frame_positions"]
+    assert r["trainable"]["total"] == r["projector"] + r["llm"] + r["voco_slots"] + r["frame_positions"] + \
+        r["frame_deltas"]
 
 
 def test_frame_positions_tell_a_clips_frames_apart_and_leave_images_alone():
@@ -308,7 +312,7 @@ def test_frame_positions_tell_a_clips_frames_apart_and_leave_images_alone():
     with torch.no_grad():
         whole = vlm.embed(torch.tensor([ids]), pixels=clip, layouts=[layout])
         for t, frame in enumerate(layout.frames):
-            with vlm.from_frame(t):
+            with vlm.from_frame(t, vlm.encode_images(clip[:, t - 1]) if t else None):
                 alone = vlm.embed(torch.tensor([one]), pixels=clip[:, t], layouts=[one_layout])
             lone = vlm.embed(torch.tensor([one]), pixels=clip[:, t], layouts=[one_layout])
             got = whole[0, frame.image.start : frame.image.stop]
@@ -317,15 +321,54 @@ def test_frame_positions_tell_a_clips_frames_apart_and_leave_images_alone():
             added = got - lone[0, span.start : span.stop]
             want = torch.zeros(32) if t == 0 else vlm.frame_positions[t - 1]
             torch.testing.assert_close(added, want.expand_as(added), atol=1e-5, rtol=0)
-        assert vlm._first_frame == 0  # reset on leaving the block
-        with pytest.raises(ValueError, match="frame positions"), vlm.from_frame(frames):
+        assert vlm._first_frame == 0 and vlm._previous is None  # reset on leaving the block
+        with pytest.raises(ValueError, match="frame positions"), vlm.from_frame(frames, vlm.encode_images(clip[:, 0])):
             vlm.embed(torch.tensor([one]), pixels=clip[:, 0], layouts=[one_layout])
+        for t, previous in ((1, None), (0, vlm.encode_images(clip[:, 0]))):
+            with pytest.raises(ValueError, match="previous frame"), vlm.from_frame(t, previous):
+                pass
     # an image never reaches them: no gradient (an image stage freezes them: tests/test_training.py)
     tokens, img_layout = assemble([7, 8], [9], SPECIAL, image_tokens=V, voco_tokens=1)
     batch = pad_batch([tokens], SPECIAL.pad)
     vlm.train()
     vlm(batch, [img_layout], pixels=images(1, 4), labels=labels_from_layouts(batch, [img_layout])).loss.backward()
-    assert vlm.frame_positions.grad is None
+    assert vlm.frame_positions.grad is None and vlm.frame_deltas.weight.grad is None
+
+
+@pytest.mark.parametrize("method", ["none", "uniform", "avgpool"])
+def test_frame_deltas_mark_each_tokens_change_since_the_frame_before(method):
+    """Zero at the start and drawn from no random numbers (a scene model initialises and trains as
+    before). Learned, frame t's image tokens gain W (f_t - f_{t-1}) of the features the projector
+    reads: all patches, a token drop's kept patches against the same patches, a pooling's tokens
+    against the frame before's; frame 0 and a lone image nothing; a frame fed alone with the frame
+    before's features (streaming) agrees with the clip."""
+    torch.manual_seed(0)
+    want = torch.rand(3)
+    torch.manual_seed(0)
+    FrameDeltas(32, 32)
+    assert torch.equal(torch.rand(3), want)
+    settings = {} if method == "none" else {"compress.method": method, "compress.tokens": 4}
+    vlm, plain = tiny_vlm(**settings), tiny_vlm(**settings)  # the same seed: the same weights
+    assert vlm.frame_deltas.weight.abs().max() == 0
+    with torch.no_grad():
+        vlm.frame_deltas.weight.normal_()
+        feats = vlm.encode_images(images(1, 5, frames=3))[0]  # [T, V, Dv]
+        n = vlm.image_slots
+        ids, layout = assemble([7], [9], SPECIAL, frames=3, image_tokens=n, voco_tokens=1)
+        one, one_layout = assemble([7], [9], SPECIAL, frames=1, image_tokens=n, voco_tokens=1)
+        whole = vlm.embed(torch.tensor([ids]), features=feats[None])
+        gained = whole - plain.embed(torch.tensor([ids]), features=feats[None])
+        seen = feats if method == "none" else vlm.compressor(feats)  # uniform: the kept patches' features
+        for t, frame in enumerate(layout.frames):
+            change = seen[t] - seen[max(t - 1, 0)]
+            got = gained[0, frame.image.start : frame.image.stop]
+            torch.testing.assert_close(got, change @ vlm.frame_deltas.weight.T, atol=1e-5, rtol=0)
+            with vlm.from_frame(t, feats[None, t - 1] if t else None):
+                alone = vlm.embed(torch.tensor([one]), features=feats[None, t])
+            span = one_layout.frames[0].image
+            torch.testing.assert_close(alone[0, span.start : span.stop], whole[0, frame.image.start : frame.image.stop])
+        lone = [m.embed(torch.tensor([one]), features=feats[None, 2]) for m in (vlm, plain)]
+        assert torch.equal(*lone)
 
 
 def test_frame_embeddings_start_at_an_ordered_sine_cosine_code_of_the_configured_rms():

@@ -468,17 +468,17 @@ def test_the_video_experiments_teacher_forced_score_is_the_streaming_answerers(f
     assert shared["questions"] == forced["questions"] and 0.0 <= shared["accuracy"] <= 1.0
 
 
-def test_frame_deltas_start_as_the_model_and_learn_from_clip_loss(finished):
-    """`tools/frame_deltas.py` (the `--deltas` video experiment): zero-initialised, a model with
-    frame deltas scores exactly as the model does; one clip loss gives their projection a gradient."""
-    import copy
+def test_the_video_upper_bound_learns_frame_deltas_and_the_no_deltas_control_keeps_them_at_zero(finished, tmp_path):
+    """The study's clip models train their frame deltas (`models.frame_deltas`) from a scene model's
+    zeros; `tools/video_experiment.py --no-deltas`, the control, trains the rest and keeps them at zero."""
+    from vocolab.studies.common import base_model
 
-    deltas, tool = video_tool("frame_deltas"), video_tool()
-    _, _, model, clips = saved_video_upper()
-    wrapped = deltas.WithDeltas(copy.deepcopy(model))
-    assert tool.teacher_forced_run(wrapped, clips) == tool.teacher_forced_run(model, clips)
-    batch = next(iter(clips.val_dataloader()))
-    loss = wrapped(batch.input_ids, batch.layouts, pixels=batch.pixels, features=batch.features,
-                   labels=batch.labels).loss
-    loss.backward()
-    assert wrapped.vlm.frame_deltas.proj.weight.grad.abs().sum() > 0
+    cfg, _, model, clips = saved_video_upper()
+    scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
+    scenes.setup()
+    base = base_model(cfg, runs_dir(cfg), scenes, progress=False)
+    assert base.frame_deltas.weight.abs().max() == 0 and model.frame_deltas.weight.abs().max() > 0
+    control = video_tool().train_video_upper(cfg.override(**{"voco.mask": "causal"}), clips, base, 2, tmp_path,
+                                             progress=False, no_deltas=True)
+    assert control.frame_deltas.weight.abs().max() == 0
+    assert not torch.equal(control.frame_positions, base.frame_positions)

@@ -336,8 +336,8 @@ def test_the_patch_positions_can_learn_faster_on_the_same_schedule():
 
 
 def test_frame_embeddings_train_on_clips_and_stay_frozen_on_images(cache):
-    """An image stage freezes `frame_positions` before the optimiser and DDP see them: a zero
-    gradient would still enter the clipped gradient norm and move the run by rounding."""
+    """An image stage freezes `frame_positions` and `frame_deltas` before the optimiser and DDP see
+    them: a zero gradient would still enter the clipped gradient norm and move the run by rounding."""
     from vocolab.training.mod import MoDModule
 
     cfg = preset("nano", **TINY)
@@ -346,9 +346,10 @@ def test_frame_embeddings_train_on_clips_and_stay_frozen_on_images(cache):
         data = VoCoDataModule(cfg, kind=kind, train_n=8, heldout_n=4, turns=True, progress=False)
         module = make(cfg, steps=2, **({"layers": [0]} if make is MoDModule else {}))
         trainer = make_trainer(cfg, cache / kind / make.__name__, "run", 2, progress=False, limit_val_batches=0)
-        frames = getattr(module.model, "vlm", module.model).frame_positions
-        start = frames.detach().clone()
+        vlm = getattr(module.model, "vlm", module.model)
+        start = {frames: frames.detach().clone() for frames in (vlm.frame_positions, vlm.frame_deltas.weight)}
         trainer.fit(module, datamodule=data)
-        in_optimiser = any(p is frames for g in trainer.optimizers[0].param_groups for p in g["params"])
-        assert frames.requires_grad is frames_learn and in_optimiser is frames_learn
-        assert (not torch.equal(frames.detach(), start)) is frames_learn
+        for frames, before in start.items():
+            in_optimiser = any(p is frames for g in trainer.optimizers[0].param_groups for p in g["params"])
+            assert frames.requires_grad is frames_learn and in_optimiser is frames_learn
+            assert (not torch.equal(frames.detach(), before)) is frames_learn

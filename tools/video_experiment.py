@@ -17,7 +17,7 @@ step to `figures/video-experiments/<name>.json`:
     python tools/video_experiment.py VU1600_8k_fp_fr --steps 1600 --train-clips 8000 --frame-init random
     python tools/video_experiment.py VU1600_8k_fp_sc32 --steps 1600 --train-clips 8000 \\
         --frame-init sincos --frame-init-std 0.32
-    python tools/video_experiment.py VU1600_8k_deltas --steps 1600 --train-clips 8000 --deltas
+    python tools/video_experiment.py VU1600_8k_nodeltas --steps 1600 --train-clips 8000 --no-deltas
 
 `--saved` scores a saved video model (a checkpoint folder, as the study keeps them) instead of
 training one: the committed study's cell, on validation, without training it again.
@@ -37,8 +37,11 @@ instead of the scene model's own start: what it does depends on the draw (RESULT
 sincos` at the fixed code `models.projector.sincos_frames` of RMS `--frame-init-std`; `--frame-init
 zeros` at zero. The scene model's own start is that code at `llm.frame_positions_rms` since it became
 the package's default; the runs before it (no `--frame-init` in their command) started at zero.
-`--deltas` adds to each patch token a learned, zero-initialised projection of how that patch's CLIP features
-changed since the previous frame (`tools/frame_deltas.py`), scored teacher-forced as `--positions shared` is.
+`--no-deltas` keeps the package's frame deltas (`models.frame_deltas`: each image token of frame t also
+carries a learned projection of its feature change since frame t - 1) frozen at their zero start: the
+control without them. The runs before the package had them (their results files hold no `frame_deltas`)
+had none, save those run with the `--deltas` of that time (`tools/frame_deltas.py`, since removed: the same
+change, projected with a bias, scored teacher-forced), which hold `"frame_deltas": true`.
 `--positions shared` gives frames 2..T frame 1's LLM positions (`shared_frame_positions`: to RoPE every
 frame sits where a scene's image sat) in training and scoring; the streaming answerer knows only the
 package's positions, so such a run is scored by one teacher-forced forward per question (`teacher_forced_run`,
@@ -60,7 +63,6 @@ OUT = Path(__file__).resolve().parents[1] / "figures" / "video-experiments"
 
 
 def main(argv=None) -> int:
-    from frame_deltas import WithDeltas
     from recipe_experiment import _brief, clip_frames
 
     from vocolab.cli import _parse_overrides
@@ -91,13 +93,12 @@ def main(argv=None) -> int:
                     help="start from this upper stage's last.ckpt (say, a recipe experiment's) instead of the study's")
     ap.add_argument("--positions", choices=("sequential", "shared"), default="sequential",
                     help="the LLM positions of frames 2..T: after frame 1's (the package's) or frame 1's own")
-    ap.add_argument("--deltas", action="store_true",
-                    help="add each patch's feature change since the previous frame (tools/frame_deltas.py)")
+    ap.add_argument("--no-deltas", action="store_true",
+                    help="keep the frame deltas at zero (models.frame_deltas): the control without them")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the clip model only")
     args = ap.parse_args(argv)
-    if args.deltas and (args.saved or args.positions == "shared"):
-        ap.error("--deltas trains its own projection under the package's positions: not with --saved or "
-                 "--positions shared")
+    if args.no_deltas and args.saved:
+        ap.error("--no-deltas is a way to train: not with --saved")
     overrides = _parse_overrides(args.set)
     start = time.perf_counter()
     cfg = study_config("nano", args.seed, None, QUICK)  # the scene model's config: the study's
@@ -124,12 +125,12 @@ def main(argv=None) -> int:
         args.steps, n_train, train_s = meta.get("steps", 0), saved_cfg.data.train_clips, meta.get("train_s", 0.0)
     else:
         model = train_video_upper(cell, clips, base, args.steps, cache_root() / "runs" / "experiments" / args.name,
-                                  shared=args.positions == "shared", deltas=args.deltas)
+                                  shared=args.positions == "shared", no_deltas=args.no_deltas)
         train_s = round(time.perf_counter() - t, 1)
     val = clips.split("val")
     qs = Questions.of(val)
-    forced = teacher_forced_run(WithDeltas(model) if args.deltas else model, clips, shared=args.positions == "shared")
-    if args.positions == "shared" or args.deltas:  # the streaming answerer knows neither
+    forced = teacher_forced_run(model, clips, shared=args.positions == "shared")
+    if args.positions == "shared":  # the streaming answerer does not know them
         run = forced
     else:
         run = clip_run(model, tok, val.images, qs, TEMPORAL_FAMILIES, name="video-upper", method="full",
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
     body = {"name": args.name, "split": "val", "questions": len(qs), "steps": args.steps, "train_clips": n_train,
             **({"perception_questions": args.perception} if args.perception else {}),
             **({"caption_turn": CAPTION_QUESTION} if args.caption else {}),
-            **({"frame_deltas": True} if args.deltas else {}),
+            "frame_deltas": bool(model.frame_deltas.weight.abs().sum() > 0),  # the scored model has learned ones
             "frame_init": args.frame_init, "frame_init_std": frame_rms, "positions": args.positions,
             **({"frame_init_seed": args.frame_init_seed} if args.frame_init == "random" else {}),
             "overrides": overrides, "train_s": train_s, "s_per_step": round(train_s / max(1, args.steps), 3),
@@ -155,11 +156,11 @@ def main(argv=None) -> int:
 
 
 def train_video_upper(cell, clips, base, steps: int, out: Path, progress: bool = True, shared: bool = False,
-                      deltas: bool = False):
+                      no_deltas: bool = False):
     """The study's `video-upper` cell (`TemporalStudy.model`): clip QA under the causal mask
     from the scene model `base`, seeded as the study seeds it; `cell` and `clips` may differ.
-    `shared`: every frame's patches at frame 1's LLM positions (`shared_frame_positions`); `deltas`: each
-    patch token also gets its projected feature change since the previous frame (`frame_deltas`)."""
+    `shared`: every frame's patches at frame 1's LLM positions (`shared_frame_positions`); `no_deltas`:
+    the frame deltas stay frozen at zero (the clip stage's setup would train them)."""
     from lightning import seed_everything
 
     from vocolab.training.modules import VLMModule
@@ -172,15 +173,19 @@ def train_video_upper(cell, clips, base, steps: int, out: Path, progress: bool =
                               mask=mask or self.mask, labels=batch.labels, position_ids=pos)
 
     seed_everything(cell.seed, verbose=False)
-    if deltas:  # a sibling tool: importable where this one runs as a script (its folder on the path)
-        from frame_deltas import delta_module
-
-        module = delta_module(cell, steps, clips.tokenizer)
-    elif shared:
+    if shared:
         module = SharedPositions(cell, mask="causal", stage="video-upper", steps=max(1, steps),
                                  tokenizer=clips.tokenizer)
     else:
         module = stage_module(cell, "video-upper", "causal", steps, tokenizer=clips.tokenizer)
+    if no_deltas:
+        setup = module.setup
+
+        def setup_without_deltas(stage: str) -> None:
+            setup(stage)
+            module.model.frame_deltas.requires_grad_(False)
+
+        module.setup = setup_without_deltas
     return fine_tune(module, clips, cell, out, "video-upper", steps, init=base, progress=progress)
 
 

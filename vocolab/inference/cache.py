@@ -34,6 +34,9 @@ class VoCoCache:
     original sequence positions (shared by all samples, which share V and K) and
     `next_position` is where text starts. Treat it as immutable: every method
     returns a new cache, and `to_dynamic_cache` hands out copies for decoding.
+    `last_frame` (streaming video only): the CLIP features `[B, V, C]` of the last frame,
+    which the next frame's change is measured against (`models.frame_deltas`); answering
+    never reads them.
     """
 
     keys: list[torch.Tensor]
@@ -42,6 +45,7 @@ class VoCoCache:
     next_position: int
     k: int
     frames: int = 1
+    last_frame: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if not self.keys or len(self.keys) != len(self.values):
@@ -65,6 +69,8 @@ class VoCoCache:
             raise ValueError(f"VoCoCache: next_position {self.next_position} is not after the last "
                              f"cached position {int(self.positions[-1])}")
         self.next_position = int(self.next_position)
+        if self.last_frame is not None and self.last_frame.shape[0] != shape[0]:
+            raise ValueError(f"VoCoCache: last_frame holds {self.last_frame.shape[0]} samples, keys {shape[0]}")
 
     # -- shape -----------------------------------------------------------------------------
     @property
@@ -101,7 +107,8 @@ class VoCoCache:
 
     # -- derived caches --------------------------------------------------------------------
     def _with(self, keys, values, **fields) -> "VoCoCache":
-        base = dict(positions=self.positions, next_position=self.next_position, k=self.k, frames=self.frames)
+        base = dict(positions=self.positions, next_position=self.next_position, k=self.k, frames=self.frames,
+                    last_frame=self.last_frame)
         return VoCoCache(list(keys), list(values), **{**base, **fields})
 
     def to_dynamic_cache(self) -> DynamicCache:
@@ -116,15 +123,17 @@ class VoCoCache:
         """The samples `indices` (int, list or LongTensor) of the batch."""
         idx = torch.as_tensor([indices] if isinstance(indices, int) else indices, dtype=torch.long)
         idx = idx.to(self.device)
+        last = None if self.last_frame is None else self.last_frame.index_select(0, idx.to(self.last_frame.device))
         return self._with([t.index_select(0, idx) for t in self.keys],
-                          [t.index_select(0, idx) for t in self.values])
+                          [t.index_select(0, idx) for t in self.values], last_frame=last)
 
     def repeat(self, n: int) -> "VoCoCache":
         """Each sample repeated `n` times in a row (one image, n questions)."""
         if n < 1:
             raise ValueError(f"VoCoCache.repeat: n must be >= 1, got {n}")
+        last = None if self.last_frame is None else self.last_frame.repeat_interleave(n, dim=0)
         return self._with([t.repeat_interleave(n, dim=0) for t in self.keys],
-                          [t.repeat_interleave(n, dim=0) for t in self.values])
+                          [t.repeat_interleave(n, dim=0) for t in self.values], last_frame=last)
 
     def append(self, other: "VoCoCache") -> "VoCoCache":
         """A new cache with `other`'s tokens after this one's (streaming video: frame by frame)."""
@@ -137,11 +146,13 @@ class VoCoCache:
         return self._with([torch.cat(p, dim=2) for p in zip(self.keys, other.keys)],
                           [torch.cat(p, dim=2) for p in zip(self.values, other.values)],
                           positions=torch.cat([self.positions, other.positions]),
-                          next_position=other.next_position, frames=self.frames + other.frames)
+                          next_position=other.next_position, frames=self.frames + other.frames,
+                          last_frame=other.last_frame)
 
     def to(self, device=None, dtype=None) -> "VoCoCache":
+        last = None if self.last_frame is None else self.last_frame.to(device=device)
         return self._with([t.to(device=device, dtype=dtype) for t in self.keys],
-                          [t.to(device=device, dtype=dtype) for t in self.values])
+                          [t.to(device=device, dtype=dtype) for t in self.values], last_frame=last)
 
     # -- safetensors -----------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -152,6 +163,8 @@ class VoCoCache:
         tensors = {f"keys.{i}": t.detach().cpu().contiguous() for i, t in enumerate(self.keys)}
         tensors.update({f"values.{i}": t.detach().cpu().contiguous() for i, t in enumerate(self.values)})
         tensors["positions"] = self.positions.contiguous()
+        if self.last_frame is not None:  # a stream saved mid-clip goes on from the file
+            tensors["last_frame"] = self.last_frame.detach().cpu().contiguous()
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "k": str(self.k), "frames": str(self.frames),
                 "next_position": str(self.next_position), "layers": str(self.layers),
                 "dtype": str(self.dtype).removeprefix("torch."), "sha256": _digest(tensors)}
@@ -194,7 +207,7 @@ class VoCoCache:
             raise ValueError(f"VoCoCache.load: {path} is corrupt (its data does not match the stored sha256)")
         if str(keys[0].dtype).removeprefix("torch.") != meta.get("dtype"):
             raise ValueError(f"VoCoCache.load: {path} holds {keys[0].dtype}, metadata says {meta.get('dtype')}")
-        cache = cls(keys, values, positions, next_position, k, frames)
+        cache = cls(keys, values, positions, next_position, k, frames, tensors.get("last_frame"))
         return cache.to(device) if torch.device(device).type != "cpu" else cache
 
 

@@ -4,8 +4,10 @@ One forward over `[BOS][IMG x V][VOCO x K]` keeps only the VoCo positions' per-l
 keys and values. Video streams: each frame t is compressed on its own, at the positions
 it has in the full clip sequence and under the `video` mask (frame t sees BOS and
 itself), so concatenating per-frame caches equals one `video`-mask forward over the
-whole clip. `full_cache` keeps every prefix token instead: Table 7's "full caching"
-baseline.
+whole clip. A frame's image tokens also carry its change since the frame before
+(`models.frame_deltas`), so the cache keeps the last frame's CLIP features for the next
+(`VoCoCache.last_frame`); answering never reads them. `full_cache` keeps every prefix
+token instead: Table 7's "full caching" baseline.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ def _as_pixels(pixels, dims: int, what: str) -> torch.Tensor:
     return x
 
 
-def _prefix_cache(model, pixels, features, k: int, frame: int, mode: str, all_tokens: bool = False):
+def _prefix_cache(model, pixels, features, k: int, frame: int, mode: str, all_tokens: bool = False,
+                  previous=None):
     """Run `[BOS][IMG_t x V][VOCO_t x K]` at frame `frame`'s positions in the full sequence
-    under `mode` restricted to those tokens; return (keys, values, positions, next_position).
-    With `all_tokens` keep every token's K/V (the "full caching" baseline), else only VoCo."""
+    under `mode` restricted to those tokens (`previous`: frame t - 1's features, for frame t's
+    change); return (keys, values, positions, next_position). With `all_tokens` keep every
+    token's K/V (the "full caching" baseline), else only VoCo."""
     v = model.cfg.image_slots
     special = model.special
     batch = (pixels if pixels is not None else features).shape[0]
@@ -51,7 +55,7 @@ def _prefix_cache(model, pixels, features, k: int, frame: int, mode: str, all_to
     device = model_device(model)
     input_ids = torch.tensor([ids], device=device).expand(batch, -1)
     pos = torch.tensor([index], device=device).expand(batch, -1)
-    with model.from_frame(frame):  # the frame's own frame embedding, as in the whole clip
+    with model.from_frame(frame, previous):  # the frame's own frame embedding and change, as in the whole clip
         out = model(input_ids, pixels=pixels, features=features, position_ids=pos,
                     mask=mask.expand(batch, 1, -1, -1).to(device), use_cache=True)
     keep = list(range(len(index))) if all_tokens else list(range(1 + v, 1 + v + k))
@@ -102,8 +106,13 @@ def compress_frame(model, cache: VoCoCache | None, frame_pixels, t: int | None =
             raise ValueError(f"compress_frame: k={k} but the cache was built with k={cache.k}")
     k = _check_k(model, k)
     pixels = _as_pixels(frame_pixels, 4, "compress_frame")
-    keys, values, positions, nxt = _prefix_cache(model, pixels, None, k, t, "video")
-    new = VoCoCache(keys, values, positions, nxt, k, frames=1)
+    previous = None if cache is None else cache.last_frame
+    if t and previous is None:
+        raise ValueError("compress_frame: the cache keeps no last frame's features (VoCoCache.last_frame), "
+                         "which the next frame's change is measured against: compress the clip from frame 0")
+    features = model.encode_images(pixels.to(model_device(model)))
+    keys, values, positions, nxt = _prefix_cache(model, None, features, k, t, "video", previous=previous)
+    new = VoCoCache(keys, values, positions, nxt, k, frames=1, last_frame=features)
     return new if cache is None else cache.append(new)
 
 

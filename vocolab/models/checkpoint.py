@@ -120,10 +120,10 @@ def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.devi
         model.to(dtype)
     try:
         missing, unexpected = load_model(model, str(directory / WEIGHTS), strict=False, device=str(map_location))
-        # a model saved before frames had embeddings never told frames apart: its are zero
-        if unexpected or set(missing) - {"frame_positions"}:
+        # a model saved before frames had embeddings (or deltas) never told frames apart: its are zero
+        if unexpected or set(missing) - {"frame_positions", "frame_deltas.weight"}:
             raise RuntimeError(f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
-        if missing:
+        if "frame_positions" in missing:
             model.frame_positions.data.zero_()
     except RuntimeError as err:  # missing/unexpected keys or shape mismatch
         raise ValueError(f"load_checkpoint: weights in {directory} do not match its config: {err}") from err

@@ -39,6 +39,7 @@ class LayerwiseVLM(nn.Module):
     llm = passthrough("llm")
     projector = passthrough("projector")
     frame_positions = passthrough("frame_positions")
+    frame_deltas = passthrough("frame_deltas")
     attn_implementation = passthrough("attn_implementation")
 
     def encode_images(self, pixels) -> torch.Tensor:

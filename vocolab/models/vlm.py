@@ -47,6 +47,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from vocolab.core.config import Config, check_backend
 from vocolab.core.layout import Layout, SpecialIds
+from vocolab.models.frame_deltas import FrameDeltas
 from vocolab.models.inputs import model_device, prepare
 from vocolab.models.llm import build_llm
 from vocolab.models.projector import Projector, sincos_2d, sincos_frames
@@ -82,7 +83,9 @@ class VoCoVLM(nn.Module):
         # of one (which freezes them), is untouched by it
         self.frame_positions = nn.Parameter(sincos_frames(cfg.data.frames, cfg.llm.hidden_size,
                                                           cfg.llm.frame_positions_rms))
-        self._first_frame = 0  # set by `from_frame`
+        # each clip frame's image tokens also carry how their features changed since the frame before
+        self.frame_deltas = FrameDeltas(cfg.vision.hidden_size, cfg.llm.hidden_size)
+        self._first_frame, self._previous = 0, None  # set by `from_frame`
         # a zoo compressor maps each image's V patch features to K tokens before the projector
         self.compressor = None
         if cfg.compress.method != "none":
@@ -104,9 +107,10 @@ class VoCoVLM(nn.Module):
         """Load a model without a compressor (e.g. the upper bound) into this one: every
         weight but the compressor's, which keeps its fresh initialisation. The source's
         per-patch image positions are left out where this model has none: the K tokens of a
-        compressor that is not a token drop are not patches."""
+        compressor that is not a token drop are not patches. A source saved before frame deltas
+        existed leaves them at their zero start."""
         missing, unexpected = self.load_state_dict(state, strict=False)
-        wrong = [k for k in missing if not k.startswith("compressor.")]
+        wrong = [k for k in missing if not k.startswith(("compressor.", "frame_deltas."))]
         wrong += [k for k in unexpected if not (k == "projector.positions" and self.projector.positions is None)]
         if wrong:
             raise ValueError(f"load_backbone: weights do not match this model: {wrong[:4]}")
@@ -185,6 +189,10 @@ class VoCoVLM(nn.Module):
                              f"were given")
         entries = _per_sample(source, len(counts), need, what)
         frames = [_frames(entries[b], what, b) for b in need]
+        lead = 0  # streaming: the frame before leads each sample's frames, for its change, and is dropped
+        if self._previous is not None:
+            before = _per_sample(self._previous, len(counts), need, "previous features")
+            lead = 1
         if what == "pixels":
             sizes = [f.shape[0] for f in frames]
             if len({f.dtype for f in frames}) > 1:
@@ -192,7 +200,9 @@ class VoCoVLM(nn.Module):
             feats = list(self.encode_images(torch.cat([f.to(embeds.device) for f in frames])).split(sizes))
         else:
             feats = frames
-        kept = None  # which patches a token drop kept: `[sum T, K]`
+        if lead:
+            feats = [torch.cat([before[b].unsqueeze(0).to(f), f]) for b, f in zip(need, feats)]
+        raw, kept = feats, None  # which patches a token drop kept: `[sum T, K]`
         if self.compressor is not None:
             feats, kept = self._compress(feats, need, embeds, layouts)
         d_vision = self.cfg.vision.hidden_size
@@ -200,30 +210,42 @@ class VoCoVLM(nn.Module):
             if f.shape[-1] != d_vision:
                 raise ValueError(f"embed: sample {b}: features have width {f.shape[-1]}, "
                                  f"the projector expects {d_vision}")
-            if f.shape[0] * f.shape[1] != counts[b]:
+            if (f.shape[0] - lead) * f.shape[1] != counts[b]:
                 raise ValueError(
                     f"embed: sample {b} has {counts[b]} image tokens but {what} give "
-                    f"{f.shape[0]} frame(s) x {f.shape[1]} patches = {f.shape[0] * f.shape[1]}")
+                    f"{f.shape[0] - lead} frame(s) x {f.shape[1]} patches = {(f.shape[0] - lead) * f.shape[1]}")
         proj_param = next(self.projector.parameters())
         stacked = torch.cat([f.to(device=proj_param.device, dtype=proj_param.dtype) for f in feats])
-        projected = self._add_frame_positions(self.projector(stacked, kept), [f.shape[0] for f in feats])
+        sizes = [f.shape[0] for f in feats]
+        projected = self._add_frame_positions(self.projector(stacked, kept), sizes, self._first_frame - lead)
+        if max(sizes) > 1:  # a token drop's kept patches compare with the same patches of the frame before
+            changed = raw if self.compressor is None or kept is not None else feats
+            projected = projected + self.frame_deltas(changed, kept).to(projected.dtype)
+        if lead:
+            projected = torch.cat([p[lead:] for p in projected.split(sizes)])
         rows = projected.reshape(-1, self.cfg.llm.hidden_size)  # [sum T, V or K, D] -> rows
         return embeds.masked_scatter(slots.unsqueeze(-1), rows.to(embeds.dtype))
 
     @contextmanager
-    def from_frame(self, t: int):
-        """Within the block, each sample's image entry starts at frame `t` of its clip: how
-        streaming compression (`inference.compression.compress_frame`) feeds one frame at a time."""
-        self._first_frame = int(t)
+    def from_frame(self, t: int, previous=None):
+        """Within the block, each sample's image entry starts at frame `t` of its clip, and `previous`
+        (CLIP features `[B, V, C]`, one entry per sample as for `features`) is frame t - 1's, which
+        frame t's change is measured against: how streaming compression
+        (`inference.compression.compress_frame`) feeds one frame at a time."""
+        t = int(t)
+        if (previous is None) != (t == 0):
+            raise ValueError(f"from_frame: frame {t} needs {'the' if t else 'no'} previous frame's features "
+                             f"(its change since that frame is part of its tokens)")
+        self._first_frame, self._previous = t, previous
         try:
             yield self
         finally:
-            self._first_frame = 0
+            self._first_frame, self._previous = 0, None
 
-    def _add_frame_positions(self, projected: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    def _add_frame_positions(self, projected: torch.Tensor, sizes: list[int], first: int = 0) -> torch.Tensor:
         """`projected` `[sum T, n, D]` plus, for frame t >= 1 of each entry of `sizes` frames (counted
-        from `from_frame`'s start), frame t's embedding. Lone images and frame 0 are returned as they are."""
-        frame = [self._first_frame + t for size in sizes for t in range(size)]  # on the host: no device sync
+        from `first`), frame t's embedding. Lone images and frame 0 are returned as they are."""
+        frame = [first + t for size in sizes for t in range(size)]  # on the host: no device sync
         if max(frame) == 0:  # unused: an image stage freezes them (`VLMModule.setup`)
             return projected
         if max(frame) > self.frame_positions.shape[0]:
@@ -316,6 +338,7 @@ class VoCoVLM(nn.Module):
         if self.voco_slots is not None:  # a parameter of the VLM itself, beside its components
             params["voco_slots"] = [self.voco_slots]
         params["frame_positions"] = [self.frame_positions]
+        params["frame_deltas"] = list(self.frame_deltas.parameters())
         report = {name: sum(p.numel() for p in ps) for name, ps in params.items()}
         report["trainable"] = {name: sum(p.numel() for p in ps if p.requires_grad) for name, ps in params.items()}
         return report

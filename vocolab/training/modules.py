@@ -144,14 +144,16 @@ class VLMModule(_Optimised):
                                    "lr": self.lr, "train_vision": train_vision})
 
     def setup(self, stage: str) -> None:
-        """The frame embeddings learn only from clips of several frames. On lone images they are
-        unused: DDP rejects a trainable weight that gets no gradient, and one joined to the graph
+        """The frame embeddings and frame deltas learn only from clips of several frames. On lone
+        images they are unused: DDP rejects a trainable weight that gets no gradient, and one joined to the graph
         with a zero gradient still enters the gradient norm, whose rounding then moves an image
         stage's whole run (the scene models stopped reproducing). Frozen before the optimiser and
         DDP see them, an image stage trains as it did before frame embeddings existed."""
         data = getattr(self.trainer, "datamodule", None)
         if data is not None:
-            self.model.frame_positions.requires_grad_(data.split("train").frames > 1)
+            clips = data.split("train").frames > 1
+            self.model.frame_positions.requires_grad_(clips)
+            self.model.frame_deltas.requires_grad_(clips)
 
     def on_fit_start(self) -> None:
         """With a frozen vision tower, compute every image's features once (LLaVA-style)."""
