@@ -34,10 +34,11 @@ class FrameDeltas(nn.Module):
     def forward(self, feats: list[torch.Tensor], kept: torch.Tensor | None = None) -> torch.Tensor:
         """`[sum T, n, D]` for each entry `[T, N, Dv]` of `feats` (a sample's frames, in order),
         frame 0 of each entry zero; with `kept` (`[sum T, K]`, a token drop's patches) only those rows."""
+        feats = [f.to(self.weight) for f in feats]  # where the model is, whatever device the features came from
         changes = torch.cat([f - torch.cat([f[:1], f[:-1]]) for f in feats])
         if kept is not None:
             changes = changes.gather(1, kept.to(changes.device).unsqueeze(-1).expand(-1, -1, changes.shape[-1]))
-        return F.linear(changes.to(self.weight.dtype), self.weight)
+        return F.linear(changes, self.weight)
 
 
 __all__ = ["FrameDeltas"]
