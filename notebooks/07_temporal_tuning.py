@@ -129,7 +129,12 @@ plot_clip(clip, heldout.captions[i])
 # Frame t's image tokens also get the model's learned embedding of frame t
 # (`model.frame_positions`; none for frame 0): the rotary positions turn only queries and
 # keys, so without it what a question reads from a frame would not say *which* frame. It
-# starts at zero and only clip training moves it.
+# starts at a fixed sine-cosine code of t and only clip training moves it.
+# They also get a learned map of how each token's features changed since frame t - 1
+# (`model.frame_deltas`; zero at the start, none for frame 0): every question here compares
+# frames, and the change marks a moving or recolouring object where it is. So the cache also
+# keeps the last frame's CLIP features (`cache.last_frame`) for the next frame's change; the
+# answer never reads them, and no frame's VoCo tokens *attend* to another frame.
 # The cache's mechanics do not depend on the weights, so a freshly initialised model is
 # enough here; the trained models come in section 3.
 
