@@ -164,28 +164,23 @@ def train_video_upper(cell, clips, base, steps: int, out: Path, progress: bool =
     from lightning import seed_everything
 
     from vocolab.training.modules import VLMModule
-    from vocolab.training.recipe import fine_tune, stage_module
+    from vocolab.training.recipe import fine_tune
 
-    class SharedPositions(VLMModule):
+    class VideoUpper(VLMModule):  # the study's module (`stage_module` gives a plain VLMModule here)
+        def setup(self, stage: str) -> None:
+            super().setup(stage)  # clips: frame embeddings and deltas trainable
+            if no_deltas:
+                self.model.frame_deltas.requires_grad_(False)
+
         def forward(self, batch, mask=None):
+            if not shared:
+                return super().forward(batch, mask)
             pos = shared_frame_positions(batch.layouts, batch.input_ids.shape[1]).to(batch.input_ids.device)
             return self.model(batch.input_ids, batch.layouts, pixels=batch.pixels, features=batch.features,
                               mask=mask or self.mask, labels=batch.labels, position_ids=pos)
 
     seed_everything(cell.seed, verbose=False)
-    if shared:
-        module = SharedPositions(cell, mask="causal", stage="video-upper", steps=max(1, steps),
-                                 tokenizer=clips.tokenizer)
-    else:
-        module = stage_module(cell, "video-upper", "causal", steps, tokenizer=clips.tokenizer)
-    if no_deltas:
-        setup = module.setup
-
-        def setup_without_deltas(stage: str) -> None:
-            setup(stage)
-            module.model.frame_deltas.requires_grad_(False)
-
-        module.setup = setup_without_deltas
+    module = VideoUpper(cell, mask="causal", stage="video-upper", steps=max(1, steps), tokenizer=clips.tokenizer)
     return fine_tune(module, clips, cell, out, "video-upper", steps, init=base, progress=progress)
 
 
