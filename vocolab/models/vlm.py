@@ -218,7 +218,8 @@ class VoCoVLM(nn.Module):
         stacked = torch.cat([f.to(device=proj_param.device, dtype=proj_param.dtype) for f in feats])
         sizes = [f.shape[0] for f in feats]
         projected = self._add_frame_positions(self.projector(stacked, kept), sizes, self._first_frame - lead)
-        if max(sizes) > 1:  # a token drop's kept patches compare with the same patches of the frame before
+        if max(sizes) > 1:  # clips only: a lone image has no change
+            # all patches, a token drop's kept ones against the same patches, another compressor's K tokens
             changed = raw if self.compressor is None or kept is not None else feats
             projected = projected + self.frame_deltas(changed, kept).to(projected.dtype)
         if lead:
