@@ -315,20 +315,20 @@ def test_cli_temporal(monkeypatch, capsys):
     assert "off-lattice tuning: steps must be >= 0" in capsys.readouterr().err
 
 
-def video_tool(name: str = "video_experiment"):
-    """`tools/<name>.py`, imported from its path (the tools are not a package)."""
+def video_tool():
+    """`tools/video_experiment.py`, imported from its path (the tools are not a package)."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
+    path = Path(__file__).resolve().parents[1] / "tools" / "video_experiment.py"
+    spec = importlib.util.spec_from_file_location("video_experiment", path)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     return tool
 
 
 def saved_video_upper():
-    """The finished quick study's config, tokenizer, saved video-upper model and clip data (batches of 8)."""
+    """The finished quick study's config, scene data, saved video-upper model and clip data (batches of 8)."""
     from vocolab.models.checkpoint import load_checkpoint
 
     cfg = study_config("nano", 0, STUDY, QUICK)
@@ -337,7 +337,7 @@ def saved_video_upper():
     model = load_checkpoint(runs_dir(cfg) / "temporal" / "models" / "video-upper")[0].eval()
     clips = VoCoDataModule(cfg, kind="clips", turns=cfg.train.turns, train_n=cfg.data.train_clips, progress=False,
                            tokenizer=scenes.tokenizer, batch_size=8)
-    return cfg, scenes.tokenizer, model, clips
+    return cfg, scenes, model, clips
 
 
 def test_the_video_experiment_tool_trains_the_studys_video_upper_bound(finished, tmp_path):
@@ -456,9 +456,9 @@ def test_the_video_experiments_teacher_forced_score_is_the_streaming_answerers(f
     from vocolab.evaluation.heldout import Questions
 
     tool = video_tool()
-    cfg, tokenizer, model, clips = saved_video_upper()
+    cfg, scenes, model, clips = saved_video_upper()
     val = clips.split("val")
-    streamed = clip_run(model, tokenizer, val.images, Questions.of(val), TEMPORAL_FAMILIES, name="u",
+    streamed = clip_run(model, scenes.tokenizer, val.images, Questions.of(val), TEMPORAL_FAMILIES, name="u",
                         method="full", mask="causal", k=cfg.voco.tokens, tokens=cfg.data.image_tokens, progress=False)
     forced = tool.teacher_forced_run(model, clips)
     assert forced["questions"] == len(Questions.of(val))
@@ -473,9 +473,7 @@ def test_the_video_upper_bound_learns_frame_deltas_and_the_no_deltas_control_kee
     zeros; `tools/video_experiment.py --no-deltas`, the control, trains the rest and keeps them at zero."""
     from vocolab.studies.common import base_model
 
-    cfg, _, model, clips = saved_video_upper()
-    scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
-    scenes.setup()
+    cfg, scenes, model, clips = saved_video_upper()
     base = base_model(cfg, runs_dir(cfg), scenes, progress=False)
     assert base.frame_deltas.weight.abs().max() == 0 and model.frame_deltas.weight.abs().max() > 0
     control = video_tool().train_video_upper(cfg.override(**{"voco.mask": "causal"}), clips, base, 2, tmp_path,

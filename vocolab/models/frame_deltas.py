@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vocolab.models.inputs import gather
+
 
 class FrameDeltas(nn.Module):
     """A zero-initialised linear map `Dv -> D` (no bias: no change, no term) of f_t - f_{t-1}."""
@@ -37,7 +39,7 @@ class FrameDeltas(nn.Module):
         feats = [f.to(self.weight) for f in feats]  # where the model is, whatever device the features came from
         changes = torch.cat([f - torch.cat([f[:1], f[:-1]]) for f in feats])
         if kept is not None:
-            changes = changes.gather(1, kept.to(changes.device).unsqueeze(-1).expand(-1, -1, changes.shape[-1]))
+            changes = gather(changes, kept.to(changes.device))
         return F.linear(changes, self.weight)
 
 
