@@ -316,12 +316,19 @@ def test_cli_temporal(monkeypatch, capsys):
 
 
 def video_tool():
-    """`tools/video_experiment.py`, imported from its path (the tools are not a package)."""
+    return tool_module("video_experiment")
+
+
+def tool_module(name: str):
+    """`tools/<name>.py`, imported from its path (the tools are not a package; they import each other)."""
     import importlib.util
+    import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "tools" / "video_experiment.py"
-    spec = importlib.util.spec_from_file_location("video_experiment", path)
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    if str(tools) not in sys.path:
+        sys.path.append(str(tools))
+    spec = importlib.util.spec_from_file_location(name, tools / f"{name}.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     return tool
@@ -360,6 +367,29 @@ def test_the_video_experiment_tool_trains_the_studys_video_upper_bound(finished,
     tuned = tool.train_video_upper(cell.override(**{"train.lr": 3e-3}), clips, base, 2, tmp_path / "b",
                                    progress=False)
     assert not all(torch.equal(ref[k], v) for k, v in tuned.state_dict().items())
+
+
+def test_the_temporal_experiment_tool_trains_the_studys_temporal_cell(finished, tmp_path):
+    """`tools/temporal_experiment.py` without a teacher must be the study's `temporal` cell; with
+    one, it must train another model (the distillation terms reach the gradients)."""
+    from vocolab.models.checkpoint import load_checkpoint
+
+    tool = tool_module("temporal_experiment")
+    cfg = study_config("nano", 0, STUDY, QUICK)
+    scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
+    scenes.setup()
+    cell = cfg.override(**{"voco.tokens": K, "voco.mask": "video"})  # as the tool and `TemporalStudy.cell_cfg` build it
+    clips = VoCoDataModule(cell, kind="clips", turns=cfg.train.turns, train_n=cfg.data.train_clips,
+                           progress=False, tokenizer=scenes.tokenizer)
+    models = runs_dir(cfg) / "temporal" / "models"
+    init = load_checkpoint(models / "voco-image")[0]
+    ours = tool.train_temporal(cell, clips, init, 2, tmp_path, progress=False)
+    ref = load_checkpoint(models / "temporal")[0].state_dict()
+    assert all(torch.equal(ref[k], v) for k, v in ours.state_dict().items())
+    teacher = load_checkpoint(models / "video-upper")[0]
+    distilled = tool.train_temporal(cell, clips, load_checkpoint(models / "voco-image")[0], 2, tmp_path / "b",
+                                    teacher=teacher, progress=False)  # train.voco_objective: logits+attention
+    assert not all(torch.equal(ref[k], v) for k, v in distilled.state_dict().items())
 
 
 def test_the_video_experiments_perception_questions_are_true_in_every_visible_frame(cache):

@@ -1,0 +1,119 @@
+"""One temporal-tuning experiment, scored on the VALIDATION clips (never the held-out ones).
+
+The temporal study's `temporal` cell (`vocolab temporal`: the image VoCo model continued on
+clip QA under the `video` mask, K = 2 VoCo tokens per frame) is what target 5 asks to keep
+>= 0.80 of the video upper bound. This trains that one cell from the study's saved models
+(`RUNS/temporal/models/voco-image` as the start; with `--teacher`, distilled from a saved clip
+model with the recipe's `train.voco_objective`, as the image voco stage is distilled from the
+scene model) and writes the validation accuracy per family, the video upper bound and lower bound
+of the saved `video-upper` (the study's `lower`: that model under the `video` mask), the
+retention and the seconds per step to `figures/temporal-experiments/<name>.json`:
+
+    python tools/temporal_experiment.py T1600_saved --saved RUNS/sweep-nano-seed0/temporal/models/temporal
+    python tools/temporal_experiment.py T1600_8k --steps 1600 --train-clips 8000
+    python tools/temporal_experiment.py T1600_8k_distil --steps 1600 --train-clips 8000 \\
+        --teacher RUNS/sweep-nano-seed0/temporal/models/video-upper
+
+`--saved` scores a saved temporal model (the committed study's cell, on validation) instead of
+training one; `--upper` another saved video upper bound for the retention; `--init` another
+start than the study's voco-image model; `--set` overrides the cell's config (say,
+`train.voco_objective=logits`). Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`. Run one
+at a time: two training processes on two cores slow each other down.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "figures" / "temporal-experiments"
+
+
+def main(argv=None) -> int:
+    from recipe_experiment import _brief
+
+    from vocolab.cli import _parse_overrides
+    from vocolab.data.clips import TEMPORAL_FAMILIES
+    from vocolab.data.module import VoCoDataModule
+    from vocolab.data.storage import cache_root
+    from vocolab.evaluation.clips import clip_run
+    from vocolab.evaluation.heldout import Questions, add_retention
+    from vocolab.models.checkpoint import load_checkpoint
+    from vocolab.reporting.provenance import provenance
+    from vocolab.studies.common import QUICK, runs_dir, study_config
+    from vocolab.studies.temporal import K
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("name")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=1600, help="clip-QA training steps (the study's: 1600)")
+    ap.add_argument("--train-clips", type=int, default=None, help="training clips (default data.train_clips)")
+    ap.add_argument("--saved", default=None, help="score this saved temporal model folder instead of training")
+    ap.add_argument("--init", default=None, help="the start (default: the study's saved voco-image model)")
+    ap.add_argument("--teacher", default=None, help="distil from this saved clip model (default: no teacher)")
+    ap.add_argument("--upper", default=None, help="the video upper bound (default: the study's saved video-upper)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the temporal cell")
+    args = ap.parse_args(argv)
+    if args.saved and (args.teacher or args.init or args.set):
+        ap.error("--saved scores a trained model: not with --teacher, --init or --set")
+    overrides = _parse_overrides(args.set)
+    start = time.perf_counter()
+    cfg = study_config("nano", args.seed, None, QUICK)  # the study's config
+    models = runs_dir(cfg) / "temporal" / "models"
+    cell = cfg.override(**{"voco.tokens": K, "voco.mask": "video", **overrides})  # TemporalStudy.cell_cfg
+    scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
+    scenes.setup()
+    tok = scenes.tokenizer
+    n_train = args.train_clips or cfg.data.train_clips
+    clips = VoCoDataModule(cell, kind="clips", turns=cell.train.turns, train_n=n_train, progress=False, tokenizer=tok)
+    clips.setup()
+    upper = load_checkpoint(args.upper or models / "video-upper")[0].eval()
+    t = time.perf_counter()
+    if args.saved:
+        model, saved_cfg, meta = load_checkpoint(args.saved)
+        args.steps, train_s = meta.get("steps", 0), meta.get("train_s", 0.0)
+    else:
+        init = load_checkpoint(args.init or models / "voco-image")[0]
+        teacher = load_checkpoint(args.teacher)[0] if args.teacher else None
+        model = train_temporal(cell, clips, init, args.steps, cache_root() / "runs" / "experiments" / args.name,
+                               teacher=teacher)
+        train_s = round(time.perf_counter() - t, 1)
+    val = clips.split("val")
+    qs = Questions.of(val)
+    score = {"temporal": (model, "voco", "video", K, K), "video-upper": (upper, "full", "causal", cfg.voco.tokens,
+                                                                          cfg.data.image_tokens),
+             "lower": (upper, "voco", "video", K, K)}
+    runs = [clip_run(m.eval(), tok, val.images, qs, TEMPORAL_FAMILIES, name=name, method=method, mask=mask, k=k,
+                     tokens=tokens, progress=False) for name, (m, method, mask, k, tokens) in score.items()]
+    runs = add_retention(runs, upper="video-upper", lower="lower")
+    command = "python tools/temporal_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    body = {"name": args.name, "split": "val", "questions": len(qs), "k": K, "steps": args.steps,
+            "train_clips": n_train, "objective": cell.train.voco_objective if args.teacher else "implicit",
+            "init": args.init or "voco-image", "teacher": args.teacher, "upper": args.upper or "video-upper",
+            **({"saved": args.saved} if args.saved else {}),
+            "overrides": overrides, "train_s": train_s, "s_per_step": round(train_s / max(1, args.steps), 3),
+            "runs": {r["name"]: _brief(r) | {"retention": r.get("retention"),
+                                             "accuracy_vs_frames": r.get("accuracy_vs_frames")} for r in runs},
+            "provenance": provenance(command, cfg.preset, cfg.seed, time.perf_counter() - start, OUT)}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{args.name}.json").write_text(json.dumps(body, indent=1) + "\n")
+    print(json.dumps({k: body[k] for k in ("runs", "train_s")}, indent=1))
+    return 0
+
+
+def train_temporal(cell, clips, init, steps: int, out: Path, teacher=None, progress: bool = True):
+    """The study's `temporal` cell (`TemporalStudy.model`): clip QA under the `video` mask from the
+    image VoCo model `init`, seeded as the study seeds it; with a `teacher` (a clip model), a
+    `DistillModule` trained with `cell.train.voco_objective` against it."""
+    from lightning import seed_everything
+
+    from vocolab.training.recipe import fine_tune, stage_module
+
+    seed_everything(cell.seed, verbose=False)
+    module = stage_module(cell, "temporal", "video", steps, teacher, tokenizer=clips.tokenizer)
+    return fine_tune(module, clips, cell, out, "temporal", steps, init=init, progress=progress)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
