@@ -194,7 +194,7 @@ assert worst < 1e-4
 # | run | what it is | tokens per frame the answer sees |
 # |---|---|---|
 # | `voco-image` | the image VoCo model (scene QA, `voco` mask, distilled from the scene model like the recipe's voco stage), evaluated on clips under the `video` mask, never trained on video | K VoCo |
-# | `temporal` | `voco-image` continued on clip QA under the `video` mask: **temporal tuning** | K VoCo |
+# | `temporal` | `voco-image` continued on clip QA under the `video` mask, distilled from `video-upper` (its answer logits and hidden states): **temporal tuning** | K VoCo |
 # | `avgpool` | average pooling of each frame to K tokens, trained on clip QA | K pooled |
 # | `video-upper` | all V tokens of every frame, causal, trained on clip QA: the upper bound | V (+ its VoCo slot) |
 # | `lower` | `video-upper` evaluated under the `video` mask with K VoCo tokens per frame: the lower bound | K VoCo |

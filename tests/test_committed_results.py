@@ -164,6 +164,19 @@ def test_a_committed_video_experiment_was_scored_on_validation_with_provenance(p
         "direction", "order", "color_change", "visible_count"}
 
 
+@pytest.mark.parametrize("path", sorted((FIGURES / "temporal-experiments").glob("*.json")), ids=lambda p: p.stem)
+def test_a_committed_temporal_experiment_was_scored_on_validation_with_provenance(path):
+    """RESULTS.md's temporal experiments choose levers on the validation clips, never the held-out
+    ones; the retention is the study's, from the same file's upper and lower bounds."""
+    body = json.loads(path.read_text())
+    assert body["split"] == "val" and body["name"] == path.stem
+    assert PROVENANCE_KEYS <= set(body["provenance"]) and body["name"] in body["provenance"]["command"]
+    runs = body["runs"]
+    assert set(runs) == {"temporal", "video-upper", "lower"}
+    hi, lo = runs["video-upper"]["accuracy"], runs["lower"]["accuracy"]
+    assert runs["temporal"]["retention"] == pytest.approx((runs["temporal"]["accuracy"] - lo) / (hi - lo), abs=1e-3)
+
+
 def test_a_temporal_table_says_which_scene_model_it_asked():
     """The perception line names the off-lattice tuning when the clip models started from it."""
     tuned, base = temporal_markdown(_body("temporal-off-lattice")), temporal_markdown(_body("temporal"))

@@ -188,7 +188,8 @@ def test_the_study_runs_end_to_end(finished):
     logs = runs_dir(study_config("nano", 0, STUDY, QUICK)) / "temporal"
     header = (logs / "voco-image" / "metrics.csv").read_text().splitlines()[0]
     assert "train/hidden" in header  # the image VoCo model is distilled like the recipe's voco stage
-    assert "train/hidden" not in (logs / "temporal" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/hidden" in (logs / "temporal" / "metrics.csv").read_text().splitlines()[0]  # and so the video one
+    assert "train/hidden" not in (logs / "video-upper" / "metrics.csv").read_text().splitlines()[0]
     middle = by["middle-frame"]  # trained on clip QA like video-upper, but sees one frame
     assert middle["train_steps"] == 2 and "accuracy_vs_frames" not in middle
     assert middle["cost"]["cache_bytes_clip"] == middle["cost"]["cache_bytes_per_frame"] == \
@@ -254,6 +255,20 @@ def test_a_rerun_skips_cells_and_reuses_saved_models(finished, monkeypatch):
     for name in ("temporal", "lower"):
         assert new[name]["accuracy_vs_frames"] == old[name]["accuracy_vs_frames"]
         assert new[name]["cell_key"] == old[name]["cell_key"]
+
+
+def test_the_temporal_cell_is_keyed_by_its_teacher(finished, monkeypatch):
+    """The temporal cell is distilled from video-upper: another video-upper is another temporal model."""
+    cfg = study_config("nano", 0, STUDY, QUICK)
+    state = TemporalStudy(cfg, runs_dir(cfg), k=K, steps=2, limit=12, progress=False)
+    keys = {name: state.model_key(name) for name in ("temporal", "avgpool")}
+    own = TemporalStudy.cell_cfg
+
+    def other_teacher(self, name):
+        return own(self, name).override(**{"train.lr": 3e-3}) if name == "video-upper" else own(self, name)
+
+    monkeypatch.setattr(TemporalStudy, "cell_cfg", other_teacher)
+    assert state.model_key("temporal") != keys["temporal"] and state.model_key("avgpool") == keys["avgpool"]
 
 
 def test_more_training_clips_are_other_cells_on_the_same_scene_model(finished, tmp_path, monkeypatch):
@@ -370,8 +385,9 @@ def test_the_video_experiment_tool_trains_the_studys_video_upper_bound(finished,
 
 
 def test_the_temporal_experiment_tool_trains_the_studys_temporal_cell(finished, tmp_path):
-    """`tools/temporal_experiment.py` without a teacher must be the study's `temporal` cell; with
-    one, it must train another model (the distillation terms reach the gradients)."""
+    """`tools/temporal_experiment.py` distilled from the study's video-upper must be the study's
+    `temporal` cell; without the teacher it must train another model (the distillation terms
+    reach the gradients)."""
     from vocolab.models.checkpoint import load_checkpoint
 
     tool = tool_module("temporal_experiment")
@@ -382,14 +398,14 @@ def test_the_temporal_experiment_tool_trains_the_studys_temporal_cell(finished, 
     clips = VoCoDataModule(cell, kind="clips", turns=cfg.train.turns, train_n=cfg.data.train_clips,
                            progress=False, tokenizer=scenes.tokenizer)
     models = runs_dir(cfg) / "temporal" / "models"
-    init = load_checkpoint(models / "voco-image")[0]
-    ours = tool.train_temporal(cell, clips, init, 2, tmp_path, progress=False)
+    teacher = load_checkpoint(models / "video-upper")[0]
+    ours = tool.train_temporal(cell, clips, load_checkpoint(models / "voco-image")[0], 2, tmp_path, teacher=teacher,
+                               progress=False)  # train.voco_objective: logits+attention
     ref = load_checkpoint(models / "temporal")[0].state_dict()
     assert all(torch.equal(ref[k], v) for k, v in ours.state_dict().items())
-    teacher = load_checkpoint(models / "video-upper")[0]
-    distilled = tool.train_temporal(cell, clips, load_checkpoint(models / "voco-image")[0], 2, tmp_path / "b",
-                                    teacher=teacher, progress=False)  # train.voco_objective: logits+attention
-    assert not all(torch.equal(ref[k], v) for k, v in distilled.state_dict().items())
+    plain = tool.train_temporal(cell, clips, load_checkpoint(models / "voco-image")[0], 2, tmp_path / "b",
+                                progress=False)
+    assert not all(torch.equal(ref[k], v) for k, v in plain.state_dict().items())
 
 
 def test_the_video_experiments_perception_questions_are_true_in_every_visible_frame(cache):

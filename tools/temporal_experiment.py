@@ -1,13 +1,15 @@
 """One temporal-tuning experiment, scored on the VALIDATION clips (never the held-out ones).
 
 The temporal study's `temporal` cell (`vocolab temporal`: the image VoCo model continued on
-clip QA under the `video` mask, K = 2 VoCo tokens per frame) is what target 5 asks to keep
->= 0.80 of the video upper bound. This trains that one cell from the study's saved models
-(`RUNS/temporal/models/voco-image` as the start; with `--teacher`, distilled from a saved clip
-model with the recipe's `train.voco_objective`, as the image voco stage is distilled from the
-scene model) and writes the validation accuracy per family, the video upper bound and lower bound
-of the saved `video-upper` (the study's `lower`: that model under the `video` mask), the
-retention and the seconds per step to `figures/temporal-experiments/<name>.json`:
+clip QA under the `video` mask, K = 2 VoCo tokens per frame, distilled from the study's
+`video-upper`) is what target 5 asks to keep >= 0.80 of the video upper bound. This trains that
+one cell from the study's saved models (`RUNS/temporal/models/voco-image` as the start; with
+`--teacher RUNS/temporal/models/video-upper`, distilled from it with the recipe's
+`train.voco_objective` as the study does; without `--teacher`, the plain cell the study trained
+before `vocolab/studies/temporal.py` distilled it) and writes the validation accuracy per
+family, the video upper bound and lower bound of the saved `video-upper` (the study's `lower`:
+that model under the `video` mask), the retention and the seconds per step to
+`figures/temporal-experiments/<name>.json`:
 
     python tools/temporal_experiment.py T1600_saved --saved RUNS/sweep-nano-seed0/temporal/models/temporal
     python tools/temporal_experiment.py T1600_8k --steps 1600 --train-clips 8000

@@ -10,7 +10,10 @@ the same seed; all are evaluated on the same held-out clips (T = `data.frames` f
                   distilled from the base model as in `training.recipe`), evaluated on clips
                   under the `video` mask without any video training (each frame's K VoCo
                   tokens see only that frame; the question sees every frame's VoCo tokens)
-    temporal      that model continued on clip QA under the `video` mask
+    temporal      that model continued on clip QA under the `video` mask, distilled from
+                  video-upper with the recipe's `train.voco_objective` (what the image
+                  VoCo model learns from the scene model, the video one learns from the
+                  clip upper bound)
     avgpool       average pooling of each frame to K tokens (zoo compressor) from the
                   base model, trained on clip QA, causal mask
     video-upper   the base model trained on clip QA with every frame's V tokens,
@@ -35,7 +38,7 @@ the curve shows.
 
 Resumable: each trained model is one cell (`studies.cells.run_cells`) under
 `out/cells/`; trained weights are kept under the study's runs folder, so a cell that
-needs another cell's model (temporal needs voco-image, lower needs video-upper)
+needs another cell's model (temporal needs voco-image and video-upper, lower needs video-upper)
 loads it instead of training it again.
 """
 
@@ -59,7 +62,8 @@ from vocolab.zoo.costs import frame_costs
 
 K = 2
 
-CELLS = ("voco-image", "temporal", "avgpool", "video-upper", "lower", "middle-frame")
+CELLS = ("voco-image", "temporal", "avgpool", "video-upper", "lower", "middle-frame")  # the tables' order
+TRAINING_ORDER = ("voco-image", "video-upper", "temporal", "avgpool", "lower", "middle-frame")  # teachers first
 
 # quick mode: clip split sizes and the clip-training batch (a clip is T images long); scenes: `sweep.QUICK`
 QUICK_CLIPS = {"train": 200, "heldout": 40, "batch_size": 8}
@@ -110,9 +114,10 @@ class TemporalStudy:
 
     # -- keys -----------------------------------------------------------------------------------
     def model_key(self, name: str) -> str:
-        """What a trained model depends on (temporal also on voco-image: the same settings)."""
+        """What a trained model depends on (temporal also on its teacher, video-upper)."""
+        teacher = {"teacher": self.model_key("video-upper")} if name == "temporal" else {}
         return key_of({"model": name, "cfg": self.cell_cfg(name).to_dict(), "k": self.k, "steps": self.steps,
-                       "base": self.base_id, "architecture": self.base_architecture, "clips": self.sizes})
+                       "base": self.base_id, "architecture": self.base_architecture, "clips": self.sizes} | teacher)
 
     def cell_key(self, name: str) -> str:
         model = self.model_key("video-upper" if name == "lower" else name)
@@ -154,8 +159,8 @@ class TemporalStudy:
         t0 = time.perf_counter()
         if name == "voco-image":  # scene QA, voco mask, distilled from the base model like the recipe's voco stage
             model = self._fit(name, self.scenes, "voco", self.upper, teacher=self.upper)
-        elif name == "temporal":  # the image VoCo model, continued on clips under the video mask
-            model = self._fit(name, self.clips, "video", self.model("voco-image"))
+        elif name == "temporal":  # the image VoCo model, continued on clips under the video mask, distilled
+            model = self._fit(name, self.clips, "video", self.model("voco-image"), teacher=self.model("video-upper"))
         elif name == "middle-frame":  # clip QA, causal, from the base model, one frame per clip
             model = self._fit(name, self.middle_clips(), "causal", self.upper)
         else:  # avgpool and video-upper: clip QA, causal, from the base model
@@ -344,8 +349,8 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     perception = study.frame_perception()
     ran: list[str] = []
     done, failed = run_cells(((name, study.cell_key(name), lambda name=name: study.run_cell(name))
-                              for name in CELLS), out / "cells", desc="temporal", progress=progress, ran=ran)
-    runs = done + refs
+                              for name in TRAINING_ORDER), out / "cells", desc="temporal", progress=progress, ran=ran)
+    runs = sorted(done, key=lambda r: CELLS.index(r["name"])) + refs
     names = {r["name"] for r in runs}
     if {"video-upper", "lower"} <= names:
         runs = add_retention(runs, upper="video-upper", lower="lower")
