@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     upper = load_checkpoint(args.upper or models / "video-upper")[0].eval()
     t = time.perf_counter()
     if args.saved:
-        model, saved_cfg, meta = load_checkpoint(args.saved)
+        model, _, meta = load_checkpoint(args.saved)
         args.steps, train_s = meta.get("steps", 0), meta.get("train_s", 0.0)
     else:
         init = load_checkpoint(args.init or models / "voco-image")[0]
@@ -83,8 +83,8 @@ def main(argv=None) -> int:
         train_s = round(time.perf_counter() - t, 1)
     val = clips.split("val")
     qs = Questions.of(val)
-    score = {"temporal": (model, "voco", "video", K, K), "video-upper": (upper, "full", "causal", cfg.voco.tokens,
-                                                                          cfg.data.image_tokens),
+    score = {"temporal": (model, "voco", "video", K, K),  # name: (model, method, mask, k, tokens), as the study's cells
+             "video-upper": (upper, "full", "causal", cfg.voco.tokens, cfg.data.image_tokens),
              "lower": (upper, "voco", "video", K, K)}
     runs = [clip_run(m.eval(), tok, val.images, qs, TEMPORAL_FAMILIES, name=name, method=method, mask=mask, k=k,
                      tokens=tokens, progress=False) for name, (m, method, mask, k, tokens) in score.items()]
