@@ -3,6 +3,7 @@ each frame on its own, streaming answers equal one full `video`-mask decode, and
 study runs end to end on a tiny config, resumably. Tiny configs only."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -271,6 +272,36 @@ def test_the_temporal_cell_is_keyed_by_its_teacher(finished, monkeypatch):
     assert state.model_key("temporal") != keys["temporal"] and state.model_key("avgpool") == keys["avgpool"]
 
 
+def test_the_temporal_cell_trains_its_own_steps_and_the_others_are_reused(finished, tmp_path, monkeypatch):
+    """`temporal_steps` (`--temporal-steps`): only the temporal cell is keyed and trained anew, for
+    that many steps; every other cell's model is the study's, read back."""
+    out, body = finished
+    shutil.copytree(out / "cells", tmp_path / "cells")
+    fit, trained = TemporalStudy._fit, []
+
+    def recording(self, name, *args, **kwargs):
+        trained.append((name, self.steps_of(name)))
+        return fit(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(TemporalStudy, "_fit", recording)
+    saved = runs_dir(study_config("nano", 0, STUDY, QUICK)) / "temporal" / "models" / "temporal"
+    shutil.copytree(saved, tmp_path / "saved")  # the study's 2-step model, which other tests read
+    try:
+        other = study(tmp_path, temporal_steps=1)
+    finally:
+        shutil.rmtree(saved)
+        shutil.copytree(tmp_path / "saved", saved)
+    assert trained == [("temporal", 1)] and other["temporal"]["failed"] == []
+    assert other["temporal"]["temporal_steps"] == 1 and other["temporal"]["steps"] == 2
+    old, new = ({r["name"]: r for r in b["runs"]} for b in (body, other))
+    assert new["temporal"]["train_steps"] == 1 and new["temporal"]["cell_key"] != old["temporal"]["cell_key"]
+    for name in set(CELLS) - {"temporal"}:
+        assert new[name]["cell_key"] == old[name]["cell_key"] and new[name]["train_steps"] == old[name]["train_steps"]
+    assert "2 training steps per model (1 for temporal)" in (tmp_path / "table.md").read_text()
+    with pytest.raises(ValueError, match="temporal_steps"):
+        study(tmp_path, temporal_steps=0)
+
+
 def test_more_training_clips_are_other_cells_on_the_same_scene_model(finished, tmp_path, monkeypatch):
     """`train_clips` (`--train-clips`) draws more training clips without touching the config:
     every clip-trained cell is keyed anew (none is reused), the scene model is the study's."""
@@ -318,14 +349,17 @@ def test_cli_temporal(monkeypatch, capsys):
     seen = {}
     monkeypatch.setattr(temporal_mod, "run_temporal_study", lambda *a, **kw: seen.update(args=a, kwargs=kw))
     assert cli.main(["temporal", "--preset", "nano", "--seed", "1", "--out", "x", "--k", "4", "--steps", "3",
-                     "--limit", "5", "--train-clips", "40", "--off-lattice-steps", "6", "--set", "data.frames=3"]) == 0
+                     "--limit", "5", "--train-clips", "40", "--off-lattice-steps", "6", "--set", "data.frames=3",
+                     "--temporal-steps", "2"]) == 0
     assert seen["args"] == ("nano", "x")
     assert seen["kwargs"] | {"command": None} == {"seed": 1, "k": 4, "steps": 3, "limit": 5, "train_clips": 40,
                                                    "overrides": {"data.frames": 3}, "command": None,
-                                                   "off_lattice_steps": 6}
+                                                   "off_lattice_steps": 6, "temporal_steps": 2}
     monkeypatch.undo()
     assert cli.main(["temporal", "--k", "0", "--out", "y"]) == 2
     assert "k=0" in capsys.readouterr().err
+    assert cli.main(["temporal", "--temporal-steps", "0", "--out", "y"]) == 2
+    assert "temporal_steps must be >= 1" in capsys.readouterr().err
     assert cli.main(["temporal", "--off-lattice-steps", "-1", "--out", "y"]) == 2
     assert "off-lattice tuning: steps must be >= 0" in capsys.readouterr().err
 

@@ -3,7 +3,8 @@
 Every model starts from the shared upper-bound *scene* model (the sweep's base
 model, trained once per preset and seed; with `--off-lattice-steps N` that model tuned N
 steps on off-lattice scenes, `studies.off_lattice`) and is trained for the same steps with
-the same seed; all are evaluated on the same held-out clips (T = `data.frames` frames):
+the same seed (the temporal cell for `--temporal-steps` if given: distilled, it needs fewer);
+all are evaluated on the same held-out clips (T = `data.frames` frames):
 
     voco-image    the image VoCo model: the base model fine-tuned on scene QA under
                   the `voco` mask with K tokens (with the recipe's `train.voco_objective`,
@@ -69,24 +70,27 @@ TRAINING_ORDER = ("voco-image", "video-upper", "temporal", "avgpool", "lower", "
 QUICK_CLIPS = {"train": 200, "heldout": 40, "batch_size": 8}
 
 
-def check_settings(cfg: Config, k: int, steps: int) -> None:
+def check_settings(cfg: Config, k: int, steps: int, temporal_steps: int | None = None) -> None:
     if not 1 <= k < cfg.data.image_tokens:
         raise ValueError(f"temporal: k={k} is outside 1..V-1 (V={cfg.data.image_tokens}; K=V is the upper bound)")
     if steps < 1:
         raise ValueError(f"temporal: steps must be >= 1, got {steps}")
+    if temporal_steps is not None and temporal_steps < 1:
+        raise ValueError(f"temporal: temporal_steps must be >= 1, got {temporal_steps}")
 
 
 class TemporalStudy:
     """State shared by the cells: config, scene and clip data, the base model, held-out questions."""
 
     def __init__(self, cfg: Config, runs: Path, *, k: int, steps: int, limit: int | None, progress: bool,
-                 train_clips: int | None = None, off_lattice_steps: int = 0):
+                 train_clips: int | None = None, off_lattice_steps: int = 0, temporal_steps: int | None = None):
         from vocolab.data.clips import TEMPORAL_FAMILIES
         from vocolab.data.module import VoCoDataModule
         from vocolab.evaluation.heldout import Questions
 
-        check_settings(cfg, k, steps)
+        check_settings(cfg, k, steps, temporal_steps)
         self.cfg, self.runs, self.k, self.steps, self.progress = cfg, runs, k, steps, progress
+        self.temporal_steps = temporal_steps or steps
         self.families = TEMPORAL_FAMILIES
         d = cfg.data
         self.sizes = {"train": train_clip_count(train_clips, d.train_clips, QUICK_CLIPS["train"]),
@@ -104,6 +108,10 @@ class TemporalStudy:
         self.base_id, self.base_architecture = model_id(self.upper), architecture(self.upper)
         self._models: dict[str, object] = {}
 
+    def steps_of(self, name: str) -> int:
+        """Training steps of a cell's model: the study's, the temporal cell's own if given."""
+        return self.temporal_steps if name == "temporal" else self.steps
+
     @property
     def frames(self) -> int:
         return self.cfg.data.frames
@@ -116,7 +124,7 @@ class TemporalStudy:
     def model_key(self, name: str) -> str:
         """What a trained model depends on (temporal also on its teacher, video-upper)."""
         teacher = {"teacher": self.model_key("video-upper")} if name == "temporal" else {}
-        return key_of({"model": name, "cfg": self.cell_cfg(name).to_dict(), "k": self.k, "steps": self.steps,
+        return key_of({"model": name, "cfg": self.cell_cfg(name).to_dict(), "k": self.k, "steps": self.steps_of(name),
                        "base": self.base_id, "architecture": self.base_architecture, "clips": self.sizes} | teacher)
 
     def cell_key(self, name: str) -> str:
@@ -165,7 +173,7 @@ class TemporalStudy:
             model = self._fit(name, self.middle_clips(), "causal", self.upper)
         else:  # avgpool and video-upper: clip QA, causal, from the base model
             model = self._fit(name, self.clips, "causal", self.upper)
-        save_checkpoint(model, model.cfg, folder, {"model_key": key, "stage": name, "steps": self.steps,
+        save_checkpoint(model, model.cfg, folder, {"model_key": key, "stage": name, "steps": self.steps_of(name),
                                                    "train_s": round(time.perf_counter() - t0, 1)})
         self._models[name] = model
         return model
@@ -189,8 +197,9 @@ class TemporalStudy:
 
         cfg = self.cell_cfg(name)
         seed_everything(self.cfg.seed, verbose=False)
-        module = stage_module(cfg, name, mask, self.steps, teacher, tokenizer=self.tokenizer)
-        return fine_tune(module, data, cfg, self.runs / "temporal", name, self.steps, init=init,
+        steps = self.steps_of(name)
+        module = stage_module(cfg, name, mask, steps, teacher, tokenizer=self.tokenizer)
+        return fine_tune(module, data, cfg, self.runs / "temporal", name, steps, init=init,
                          progress=self.progress)
 
     # -- runs -----------------------------------------------------------------------------------
@@ -221,7 +230,7 @@ class TemporalStudy:
         # cached per frame: VoCo K tokens; avgpool K tokens; full V image tokens + their VoCo slots
         full = name in ("video-upper", "middle-frame")
         run["cost"] = frame_costs(self.cfg, tokens + (k if full else 0), clips.shape[1])
-        run["train_steps"] = 0 if name == "lower" else self.steps
+        run["train_steps"] = 0 if name == "lower" else self.steps_of(name)
         run["video_trained"] = name != "voco-image"
         run["wall_s"] = round(time.perf_counter() - t0, 1)
         return run
@@ -328,23 +337,24 @@ class TemporalStudy:
 def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/temporal", *, seed: int = 0,
                        k: int = K, steps: int | None = None, limit: int | None = None,
                        train_clips: int | None = None, overrides: dict | None = None, command: str = "vocolab temporal",
-                       progress: bool = True, off_lattice_steps: int = 0) -> dict:
+                       progress: bool = True, off_lattice_steps: int = 0, temporal_steps: int | None = None) -> dict:
     """Train (or resume) every cell, evaluate on held-out clips; write results.json, table.md
     and the figures (accuracy_per_family.png, accuracy_vs_frames.png, streaming.png) to `out`.
     `train_clips` draws more training clips than `data.train_clips` without changing the config,
     so the shared scene model is the one the other studies use (generation is cheap). With
     `off_lattice_steps`, every cell starts from that scene model tuned so many steps on off-lattice
-    scenes (`studies.off_lattice`); the held-out clips stay the same."""
+    scenes (`studies.off_lattice`); the held-out clips stay the same. `temporal_steps` trains the
+    temporal cell (distilled from video-upper) for another number of steps than the others."""
     from vocolab.evaluation.heldout import add_retention
 
     start = time.perf_counter()
     cfg = study_config(preset_name, seed, overrides, QUICK)
     steps = cell_steps(steps)
-    check_settings(cfg, k, steps)  # before any data is generated or model trained
+    check_settings(cfg, k, steps, temporal_steps)  # before any data is generated or model trained
     check_steps(off_lattice_steps)
     out = Path(out)
     study = TemporalStudy(cfg, runs_dir(cfg), k=k, steps=steps, limit=limit, progress=progress,
-                          train_clips=train_clips, off_lattice_steps=off_lattice_steps)
+                          train_clips=train_clips, off_lattice_steps=off_lattice_steps, temporal_steps=temporal_steps)
     refs, single_detail = study.references()
     perception = study.frame_perception()
     ran: list[str] = []
@@ -355,7 +365,8 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     if {"video-upper", "lower"} <= names:
         runs = add_retention(runs, upper="video-upper", lower="lower")
     example = study.streaming_example() if "temporal" in names else None
-    details = {"k": k, "steps": steps, "clips": study.sizes, "off_lattice_steps": off_lattice_steps,
+    details = {"k": k, "steps": steps, "temporal_steps": study.temporal_steps, "clips": study.sizes,
+               "off_lattice_steps": off_lattice_steps,
                "middle_frame": study.middle, "failed": failed,
                "upper": "video-upper", "lower": "lower", "single_frame": single_detail,
                "frame_perception": perception, "example": example,
