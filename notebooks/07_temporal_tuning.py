@@ -189,7 +189,8 @@ assert worst < 1e-4
 #
 # `lab.run_temporal_study` (the `vocolab temporal` command, `make temporal`) starts every model
 # from the same upper-bound *scene* model and trains each for the same steps with the same
-# seed:
+# seed (the distilled `temporal` cell may take fewer, `temporal_steps`: `make temporal` gives it
+# 850 of the others' 1,600):
 #
 # | run | what it is | tokens per frame the answer sees |
 # |---|---|---|
