@@ -324,10 +324,10 @@ else:
 # The repository ships the `temporal` model of `vocolab temporal` (`trained/nano/video`). Here
 # it streams the first held-out clip and answers each of its questions after every frame
 # (`predict_frames`: one growing cache, each frame compressed once): read down a column to see
-# which answers need the whole clip. It is the study's 1,600-step model (`make temporal`, distilled
-# from the video upper bound): it scores 0.53 on its check (150 held-out questions; blind 0.25),
-# best on `direction` (0.79), while `order` stays near chance, so expect wrong answers, more of
-# them after one or two frames.
+# which answers need the whole clip. It is the study's temporal model (`make temporal`: 850 steps,
+# distilled from the video upper bound): it scores 0.49 on its check (150 held-out questions; blind
+# 0.25), best on `direction` (0.74), while `order` stays near chance, so expect wrong answers, more
+# of them after one or two frames.
 # What the streaming *mechanics* show holds for any weights.
 
 # %%
