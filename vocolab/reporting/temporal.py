@@ -34,9 +34,8 @@ def temporal_markdown(body: dict) -> str:
             lines.append("| " + " | ".join([r["name"], *(pct(r["accuracy_vs_frames"].get(str(t)), "")
                                                          for t in range(1, total + 1))]) + " |")
     t = body["temporal"]
-    temporal_steps = t.get("temporal_steps") or t["steps"]
-    steps = (f"{t['steps']} training steps per model" if temporal_steps == t["steps"] else
-             f"{t['steps']} training steps per model ({temporal_steps} for temporal)")
+    own = t.get("temporal_steps") or t["steps"]  # files before --temporal-steps have none
+    steps = f"{t['steps']} training steps per model" + (f" ({own} for temporal)" if own != t["steps"] else "")
     lines += ["", f"Accuracy in %, {body['eval']['examples']} held-out questions on clips of {total} frames; "
                   f"K = {t['k']} tokens per frame, {steps}. Retention against "
                   f"video-upper, lower bound = video-upper under the video mask with K VoCo tokens per frame."]
