@@ -1,10 +1,13 @@
-"""The training-only data knobs (`data.captions`, `data.train_extra_families`,
-`data.train_jitter`, `data.train_min_objects`) change what the model is trained on and never the held-out split."""
+"""The training-only data knobs (`data.captions`, `data.train_extra_families`, `data.train_jitter`,
+`data.train_min_objects`, `data.train_clip_frames`) change what the model is trained on and never the held-out split."""
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from vocolab.core.config import DataConfig, preset
+from vocolab.data.clips import clip_step
 from vocolab.data.scenes import Scene, extra_questions, render_scene, spatial_relation
 from vocolab.data.storage import cache_spec, iter_rows
 from vocolab.data.vocab import check_data_config, words
@@ -104,6 +107,8 @@ def test_the_knobs_are_checked_and_keyed():
         preset("nano", **{"data.train_jitter": 0.6})
     with pytest.raises(ValueError, match="data.train_min_objects"):
         preset("nano", **{"data.train_min_objects": 7})
+    with pytest.raises(ValueError, match="data.train_clip_frames"):
+        preset("nano", **{"data.train_clip_frames": 1.5})
     with pytest.raises(ValueError, match="data.captions"):
         preset("nano", **{"data.captions": "fine"})
     with pytest.raises(ValueError, match="data.train_extra_families"):
@@ -112,7 +117,7 @@ def test_the_knobs_are_checked_and_keyed():
         extra_questions(Scene(()), np.random.default_rng(0), ("where",))
     assert cache_spec(PLAIN, "scenes", "train")[0] != cache_spec(KNOBS, "scenes", "train")[0]
     # with every knob off, none is hashed: caches built before the knobs existed stay valid
-    assert not {"captions", "train_extra_families", "train_jitter", "train_min_objects"} & set(
+    assert not {"captions", "train_extra_families", "train_jitter", "train_min_objects", "train_clip_frames"} & set(
         cache_spec(PLAIN, "scenes", "train")[1])
 
 
@@ -142,3 +147,36 @@ def test_fewer_objects_in_training_clips_only():
     assert cache_spec(few, "clips", "train")[0] != cache_spec(plain, "clips", "train")[0]
     # off, it is not hashed: the clip caches built before it existed stay valid
     assert "train_min_objects" not in cache_spec(plain, "clips", "train")[1]
+
+
+def test_clip_frame_scenes_put_training_objects_between_cells_one_cell_apart():
+    """`data.train_clip_frames`: that share of training scenes is a frame of a fresh clip (objects on
+    the clip's finer lattice, never closer than a cell); the rest and every held-out scene stay."""
+    step = clip_step(PLAIN.frames)
+    framed = DataConfig(train_scenes=60, heldout_scenes=20, captions="coarse", train_extra_families=(),
+                        train_clip_frames=0.5)
+    plain_rows, framed_rows = _rows(replace(framed, train_clip_frames=0.0), "train"), _rows(framed, "train")
+    kept = [p["objects"] == f["objects"] for p, f in zip(plain_rows, framed_rows)]
+    assert 15 <= sum(kept) <= 45  # about half drawn anew
+    off = 0
+    for row, same in zip(framed_rows, kept):
+        scene = Scene.from_json(row["objects"])
+        if same:
+            continue
+        assert len(scene.objects) >= 1 and scene.grid == PLAIN.grid
+        for o in scene.objects:
+            for v in (o.row, o.col):
+                assert abs(v / step - round(v / step)) < 1e-4 and 0 <= v <= PLAIN.grid - 1
+            off += o.row != int(o.row) or o.col != int(o.col)
+        for a in scene.objects:
+            for b in scene.objects:
+                assert a is b or max(abs(a.row - b.row), abs(a.col - b.col)) >= 1 - 1e-6
+        # its questions are about that scene: a colour question names one of its shapes
+        for q, a, fam in zip(row["question"], row["answer"], row["family"]):
+            if fam == "color":
+                shape = q.split("the ")[1].split(" ?")[0]
+                assert a == next(o.color for o in scene.objects if o.shape == shape)
+    assert off >= 10  # most frame objects sit between cells
+    for plain, knobs in zip(_rows(PLAIN, "heldout"), _rows(framed, "heldout")):
+        assert plain["objects"] == knobs["objects"] and np.array_equal(plain["image"], knobs["image"])
+    assert cache_spec(framed, "scenes", "train")[1]["train_clip_frames"] == 0.5

@@ -60,6 +60,9 @@ class DataConfig:
     # cells when drawn (clip objects sit between cells), and fewer-object scenes
     train_extra_families: tuple[str, ...] = ("row", "column", "spatial")
     train_jitter: float = 0.0
+    # the share of training scenes drawn as one frame of a fresh clip instead: objects on the clip's finer lattice
+    # (between cells, one cell apart), the positions clip frames hold, asked the scene families
+    train_clip_frames: float = 0.0
     train_min_objects: int = 0  # > 0: training scenes and clips hold train_min_objects..max_objects objects
     # the training split's pixels: "arrays" (stored in the cached dataset) or "render" (drawn again from each
     # row's seed when read: the same pixels); validation and held-out keep theirs
@@ -310,6 +313,8 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"data.train_min_objects: {d.train_min_objects}; need 0 (off) or 1..max_objects")
     if not 0 <= d.train_jitter < 0.5:
         raise ValueError(f"data.train_jitter: {d.train_jitter} cells; need 0 <= jitter < 0.5 (objects stay in cell)")
+    if not 0 <= d.train_clip_frames <= 1:
+        raise ValueError(f"data.train_clip_frames: {d.train_clip_frames}; need a share of training scenes in 0..1")
     if llm.image_positions_init not in ("zeros", "sincos"):
         raise ValueError(f"llm.image_positions_init: {llm.image_positions_init!r} is not 'zeros' or 'sincos'")
     if llm.frame_positions_rms < 0:

@@ -182,6 +182,17 @@ def sample_clip(rng: np.random.Generator, cfg: DataConfig) -> Clip:
     raise ValueError("sample_clip: could not place min_objects objects; the grid is too crowded")
 
 
+def clip_frame_scene(rng: np.random.Generator, cfg: DataConfig) -> Scene:
+    """One frame of a fresh clip as a scene: its objects on the clip's finer lattice, between
+    the cells every lattice scene draws them on, one cell apart. A training scene of this kind
+    (`data.train_clip_frames`) shows the scene model the positions clip frames hold. The frame
+    is one of those with the most visible objects, so it is as full as the clip allows."""
+    clip = sample_clip(rng, cfg)
+    seen = [sum(tr.visible(t) for tr in clip.tracks) for t in range(clip.frames)]
+    fullest = [t for t, n in enumerate(seen) if n == max(seen)]
+    return clip.frame_scene(fullest[int(rng.integers(len(fullest)))])
+
+
 # -- rendering and text ------------------------------------------------------------------
 
 

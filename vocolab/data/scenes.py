@@ -194,7 +194,7 @@ def caption(scene: Scene, exact: bool = False) -> str:
 
     def where(o: Obj) -> str:
         if exact:
-            return f"in row {number_word(int(o.row) + 1)} column {number_word(int(o.col) + 1)}"
+            return f"in row {number_word(round(o.row) + 1)} column {number_word(round(o.col) + 1)}"
         return position_words(o.row, o.col, scene.grid)
 
     return " , ".join(f"a {o.size} {o.color} {o.shape} {where(o)}" for o in objects)
@@ -315,7 +315,7 @@ def _position_q(scene, rng, axis: str) -> QA | None:
     by_answer: dict[str, list] = {}
     for o in scene.objects:
         if keys[(o.color, o.shape)] == 1:
-            index = int(o.row if axis == "row" else o.col)
+            index = round(o.row if axis == "row" else o.col)  # a clip frame's: the nearest
             by_answer.setdefault(number_word(index + 1), []).append(
                 f"which {axis} is the {o.color} {o.shape} in ?")
     got = pick_balanced(rng, by_answer)

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from vocolab.core.config import Config, DataConfig
-from vocolab.data.clips import clip_caption, clip_questions, render_clip, sample_clip
+from vocolab.data.clips import clip_caption, clip_frame_scene, clip_questions, render_clip, sample_clip
 from vocolab.data.scenes import caption, extra_questions, jitter, render_scene, sample_scene, scene_questions
 from vocolab.data.vocab import check_data_config
 
@@ -47,7 +47,7 @@ _AFFECTS = {
 
 # scene fields that change what is generated, hashed only when they differ from the default
 _OPTIONAL = {"scenes": {"captions": "coarse", "train_extra_families": (), "train_jitter": 0.0, "storage": "arrays",
-                        "train_min_objects": 0},
+                        "train_min_objects": 0, "train_clip_frames": 0.0},
              "clips": {"storage": "arrays", "train_min_objects": 0}}
 
 
@@ -115,9 +115,13 @@ def scene_row(cfg: DataConfig, seed: int, index: int, questions: int, render: bo
     """One scene with its caption and questions. A training scene may also get the extra
     training families and a jittered drawing (`data.train_*`); those draw from a stream of
     their own, so the rest of the row is the same with or without them (a training scene
-    with another object count, `data.train_min_objects`, is another scene)."""
+    with another object count, `data.train_min_objects`, is another scene; so is one drawn
+    as a clip frame, `data.train_clip_frames`, from a stream of its own)."""
     rng = item_rng(seed, "scenes", index)
     scene = sample_scene(rng, _sampled_from(cfg, train))
+    framed = np.random.default_rng([seed, KINDS["scenes"], index, 2])
+    if train and cfg.train_clip_frames and framed.random() < cfg.train_clip_frames:
+        scene = clip_frame_scene(framed, _sampled_from(cfg, train))
     qas = scene_questions(scene, rng, questions, cfg)
     extra = np.random.default_rng([seed, KINDS["scenes"], index, 1])
     if train and cfg.train_extra_families:
