@@ -302,6 +302,46 @@ def test_the_temporal_cell_trains_its_own_steps_and_the_others_are_reused(finish
         study(tmp_path, temporal_steps=0)
 
 
+def test_video_upper_trains_its_own_steps_on_its_own_clips_and_its_student_follows(finished, tmp_path,
+                                                                                   monkeypatch):
+    """`upper_steps` / `upper_clips` (`--upper-steps`, `--upper-clips`): video-upper is keyed and
+    trained anew for that many steps on that many training clips (the held-out clips unchanged), the
+    temporal cell it distils is trained again on the study's clips, every other model is read back."""
+    out, body = finished
+    shutil.copytree(out / "cells", tmp_path / "cells")
+    fit, trained = TemporalStudy._fit, []
+
+    def recording(self, name, data, *args, **kwargs):
+        trained.append((name, self.steps_of(name), len(data.splits["train"].images),
+                        len(data.splits["heldout"].images)))
+        return fit(self, name, data, *args, **kwargs)
+
+    monkeypatch.setattr(TemporalStudy, "_fit", recording)
+    models = runs_dir(study_config("nano", 0, STUDY, QUICK)) / "temporal" / "models"
+    for name in ("video-upper", "temporal"):  # the study's 2-step models, which other tests read
+        shutil.copytree(models / name, tmp_path / "saved" / name)
+    try:
+        other = study(tmp_path, upper_steps=1, upper_clips=20)
+    finally:
+        for name in ("video-upper", "temporal"):
+            shutil.rmtree(models / name)
+            shutil.copytree(tmp_path / "saved" / name, models / name)
+    assert trained == [("video-upper", 1, 20, 4), ("temporal", 2, 16, 4)] and other["temporal"]["failed"] == []
+    assert other["temporal"]["upper_steps"] == 1 and other["temporal"]["upper_clips"] == 20
+    assert other["temporal"]["clips"] == body["temporal"]["clips"] == {"train": 16, "heldout": 4}
+    old, new = ({r["name"]: r for r in b["runs"]} for b in (body, other))
+    assert new["video-upper"]["train_steps"] == 1
+    for name in ("video-upper", "temporal", "lower"):
+        assert new[name]["cell_key"] != old[name]["cell_key"]
+    for name in set(CELLS) - {"video-upper", "temporal", "lower"}:
+        assert new[name]["cell_key"] == old[name]["cell_key"]
+    assert "2 training steps per model (1 on 20 training clips for video-upper)" in (tmp_path / "table.md").read_text()
+    with pytest.raises(ValueError, match="upper_steps"):
+        study(tmp_path, upper_steps=0)
+    with pytest.raises(ValueError, match="train_clips"):
+        study(tmp_path, upper_clips=0)
+
+
 def test_more_training_clips_are_other_cells_on_the_same_scene_model(finished, tmp_path, monkeypatch):
     """`train_clips` (`--train-clips`) draws more training clips without touching the config:
     every clip-trained cell is keyed anew (none is reused), the scene model is the study's."""
@@ -350,16 +390,19 @@ def test_cli_temporal(monkeypatch, capsys):
     monkeypatch.setattr(temporal_mod, "run_temporal_study", lambda *a, **kw: seen.update(args=a, kwargs=kw))
     assert cli.main(["temporal", "--preset", "nano", "--seed", "1", "--out", "x", "--k", "4", "--steps", "3",
                      "--limit", "5", "--train-clips", "40", "--off-lattice-steps", "6", "--set", "data.frames=3",
-                     "--temporal-steps", "2"]) == 0
+                     "--temporal-steps", "2", "--upper-steps", "7", "--upper-clips", "80"]) == 0
     assert seen["args"] == ("nano", "x")
     assert seen["kwargs"] | {"command": None} == {"seed": 1, "k": 4, "steps": 3, "limit": 5, "train_clips": 40,
                                                    "overrides": {"data.frames": 3}, "command": None,
-                                                   "off_lattice_steps": 6, "temporal_steps": 2}
+                                                   "off_lattice_steps": 6, "temporal_steps": 2, "upper_steps": 7,
+                                                   "upper_clips": 80}
     monkeypatch.undo()
     assert cli.main(["temporal", "--k", "0", "--out", "y"]) == 2
     assert "k=0" in capsys.readouterr().err
     assert cli.main(["temporal", "--temporal-steps", "0", "--out", "y"]) == 2
     assert "temporal_steps must be >= 1" in capsys.readouterr().err
+    assert cli.main(["temporal", "--upper-steps", "0", "--out", "y"]) == 2
+    assert "upper_steps must be >= 1" in capsys.readouterr().err
     assert cli.main(["temporal", "--off-lattice-steps", "-1", "--out", "y"]) == 2
     assert "off-lattice tuning: steps must be >= 0" in capsys.readouterr().err
 

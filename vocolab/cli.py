@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     temporal.add_argument("--k", type=int, default=2, help="VoCo (and pooled) tokens per frame")
     temporal.add_argument("--temporal-steps", type=int, default=None,
                           help="training steps of the temporal cell (default --steps; distilled, it needs fewer)")
+    temporal.add_argument("--upper-steps", type=int, default=None,
+                          help="training steps of the video upper bound (default --steps)")
+    temporal.add_argument("--upper-clips", type=int, default=None,
+                          help="training clips of the video upper bound (default --train-clips)")
     _train_clips(temporal)
 
     mod = _study(sub, "mod", "VideoLLM-MoD mixture-of-depths on clip QA against full computation, resumable",
@@ -183,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_temporal_study(args.preset, args.out, seed=args.seed, k=args.k, steps=args.steps,
                                limit=args.limit, train_clips=args.train_clips, overrides=_overrides(args),
                                command=command, off_lattice_steps=args.off_lattice_steps,
-                               temporal_steps=args.temporal_steps)
+                               temporal_steps=args.temporal_steps, upper_steps=args.upper_steps,
+                               upper_clips=args.upper_clips)
         elif args.command == "mod":
             from vocolab.studies.mod import run_mod_study
 

@@ -35,7 +35,11 @@ def temporal_markdown(body: dict) -> str:
                                                          for t in range(1, total + 1))]) + " |")
     t = body["temporal"]
     own = t.get("temporal_steps") or t["steps"]  # files before --temporal-steps have none
-    steps = f"{t['steps']} training steps per model" + (f" ({own} for temporal)" if own != t["steps"] else "")
+    upper, upper_clips = t.get("upper_steps") or t["steps"], t.get("upper_clips") or t["clips"]["train"]
+    apart = ([f"{own} for temporal"] if own != t["steps"] else []) + (
+        [f"{upper} on {upper_clips:,} training clips for video-upper"]
+        if (upper, upper_clips) != (t["steps"], t["clips"]["train"]) else [])
+    steps = f"{t['steps']} training steps per model" + (f" ({'; '.join(apart)})" if apart else "")
     lines += ["", f"Accuracy in %, {body['eval']['examples']} held-out questions on clips of {total} frames; "
                   f"K = {t['k']} tokens per frame, {steps}. Retention against "
                   f"video-upper, lower bound = video-upper under the video mask with K VoCo tokens per frame."]

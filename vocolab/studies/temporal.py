@@ -70,31 +70,37 @@ TRAINING_ORDER = ("voco-image", "video-upper", "temporal", "avgpool", "lower", "
 QUICK_CLIPS = {"train": 200, "heldout": 40, "batch_size": 8}
 
 
-def check_settings(cfg: Config, k: int, steps: int, temporal_steps: int | None = None) -> None:
+def check_settings(cfg: Config, k: int, steps: int, temporal_steps: int | None = None,
+                   upper_steps: int | None = None) -> None:
     if not 1 <= k < cfg.data.image_tokens:
         raise ValueError(f"temporal: k={k} is outside 1..V-1 (V={cfg.data.image_tokens}; K=V is the upper bound)")
     if steps < 1:
         raise ValueError(f"temporal: steps must be >= 1, got {steps}")
     if temporal_steps is not None and temporal_steps < 1:
         raise ValueError(f"temporal: temporal_steps must be >= 1, got {temporal_steps}")
+    if upper_steps is not None and upper_steps < 1:
+        raise ValueError(f"temporal: upper_steps must be >= 1, got {upper_steps}")
 
 
 class TemporalStudy:
     """State shared by the cells: config, scene and clip data, the base model, held-out questions."""
 
     def __init__(self, cfg: Config, runs: Path, *, k: int, steps: int, limit: int | None, progress: bool,
-                 train_clips: int | None = None, off_lattice_steps: int = 0, temporal_steps: int | None = None):
+                 train_clips: int | None = None, off_lattice_steps: int = 0, temporal_steps: int | None = None,
+                 upper_steps: int | None = None, upper_clips: int | None = None):
         from vocolab.data.clips import TEMPORAL_FAMILIES
         from vocolab.data.module import VoCoDataModule
         from vocolab.evaluation.heldout import Questions
 
-        check_settings(cfg, k, steps, temporal_steps)
+        check_settings(cfg, k, steps, temporal_steps, upper_steps)
         self.cfg, self.runs, self.k, self.steps, self.progress = cfg, runs, k, steps, progress
-        self.temporal_steps = temporal_steps or steps
+        self.temporal_steps, self.upper_steps = temporal_steps or steps, upper_steps or steps
         self.families = TEMPORAL_FAMILIES
         d = cfg.data
         self.sizes = {"train": train_clip_count(train_clips, d.train_clips, QUICK_CLIPS["train"]),
                       "heldout": min(d.heldout_clips, QUICK_CLIPS["heldout"]) if quick_mode() else d.heldout_clips}
+        self.upper_sizes = self.sizes | {"train": train_clip_count(upper_clips, self.sizes["train"],
+                                                                   QUICK_CLIPS["train"])}
         self.scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=progress)
         self.scenes.setup()
         self.clips = VoCoDataModule(cfg, kind="clips", turns=cfg.train.turns, train_n=self.sizes["train"],
@@ -107,10 +113,29 @@ class TemporalStudy:
         self.upper = clip_start_model(cfg, runs, self.scenes, off_lattice_steps, progress)
         self.base_id, self.base_architecture = model_id(self.upper), architecture(self.upper)
         self._models: dict[str, object] = {}
+        self._upper_clips = None
 
     def steps_of(self, name: str) -> int:
-        """Training steps of a cell's model: the study's, the temporal cell's own if given."""
-        return self.temporal_steps if name == "temporal" else self.steps
+        """Training steps of a cell's model: the study's, or the temporal cell's or video-upper's own if given."""
+        return {"temporal": self.temporal_steps, "video-upper": self.upper_steps}.get(name, self.steps)
+
+    def sizes_of(self, name: str) -> dict:
+        """The clip split sizes a cell's model trains on: the study's, video-upper's own if given."""
+        return self.upper_sizes if name == "video-upper" else self.sizes
+
+    def upper_clips(self):
+        """video-upper's clip data: the study's, or with more training clips of its own (the same
+        held-out clips) drawn once when first asked for."""
+        from vocolab.data.module import VoCoDataModule
+
+        if self.upper_sizes == self.sizes:
+            return self.clips
+        if self._upper_clips is None:
+            self._upper_clips = VoCoDataModule(self.cfg, kind="clips", turns=self.cfg.train.turns,
+                                               train_n=self.upper_sizes["train"], heldout_n=self.sizes["heldout"],
+                                               progress=self.progress, tokenizer=self.tokenizer)
+            self._upper_clips.setup()
+        return self._upper_clips
 
     @property
     def frames(self) -> int:
@@ -125,7 +150,8 @@ class TemporalStudy:
         """What a trained model depends on (temporal also on its teacher, video-upper)."""
         teacher = {"teacher": self.model_key("video-upper")} if name == "temporal" else {}
         return key_of({"model": name, "cfg": self.cell_cfg(name).to_dict(), "k": self.k, "steps": self.steps_of(name),
-                       "base": self.base_id, "architecture": self.base_architecture, "clips": self.sizes} | teacher)
+                       "base": self.base_id, "architecture": self.base_architecture,
+                       "clips": self.sizes_of(name)} | teacher)
 
     def cell_key(self, name: str) -> str:
         model = self.model_key("video-upper" if name == "lower" else name)
@@ -171,7 +197,9 @@ class TemporalStudy:
             model = self._fit(name, self.clips, "video", self.model("voco-image"), teacher=self.model("video-upper"))
         elif name == "middle-frame":  # clip QA, causal, from the base model, one frame per clip
             model = self._fit(name, self.middle_clips(), "causal", self.upper)
-        else:  # avgpool and video-upper: clip QA, causal, from the base model
+        elif name == "video-upper":  # clip QA, causal, from the base model, on its own clips if given
+            model = self._fit(name, self.upper_clips(), "causal", self.upper)
+        else:  # avgpool: clip QA, causal, from the base model
             model = self._fit(name, self.clips, "causal", self.upper)
         save_checkpoint(model, model.cfg, folder, {"model_key": key, "stage": name, "steps": self.steps_of(name),
                                                    "train_s": round(time.perf_counter() - t0, 1)})
@@ -337,24 +365,28 @@ class TemporalStudy:
 def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/temporal", *, seed: int = 0,
                        k: int = K, steps: int | None = None, limit: int | None = None,
                        train_clips: int | None = None, overrides: dict | None = None, command: str = "vocolab temporal",
-                       progress: bool = True, off_lattice_steps: int = 0, temporal_steps: int | None = None) -> dict:
+                       progress: bool = True, off_lattice_steps: int = 0, temporal_steps: int | None = None,
+                       upper_steps: int | None = None, upper_clips: int | None = None) -> dict:
     """Train (or resume) every cell, evaluate on held-out clips; write results.json, table.md
     and the figures (accuracy_per_family.png, accuracy_vs_frames.png, streaming.png) to `out`.
     `train_clips` draws more training clips than `data.train_clips` without changing the config,
     so the shared scene model is the one the other studies use (generation is cheap). With
     `off_lattice_steps`, every cell starts from that scene model tuned so many steps on off-lattice
     scenes (`studies.off_lattice`); the held-out clips stay the same. `temporal_steps` trains the
-    temporal cell (distilled from video-upper) for another number of steps than the others."""
+    temporal cell (distilled from video-upper) for another number of steps than the others;
+    `upper_steps` and `upper_clips` train the video upper bound for its own steps on its own number
+    of training clips (the temporal cell, its student, is then trained again too)."""
     from vocolab.evaluation.heldout import add_retention
 
     start = time.perf_counter()
     cfg = study_config(preset_name, seed, overrides, QUICK)
     steps = cell_steps(steps)
-    check_settings(cfg, k, steps, temporal_steps)  # before any data is generated or model trained
+    check_settings(cfg, k, steps, temporal_steps, upper_steps)  # before any data is generated or model trained
     check_steps(off_lattice_steps)
     out = Path(out)
     study = TemporalStudy(cfg, runs_dir(cfg), k=k, steps=steps, limit=limit, progress=progress,
-                          train_clips=train_clips, off_lattice_steps=off_lattice_steps, temporal_steps=temporal_steps)
+                          train_clips=train_clips, off_lattice_steps=off_lattice_steps, temporal_steps=temporal_steps,
+                          upper_steps=upper_steps, upper_clips=upper_clips)
     refs, single_detail = study.references()
     perception = study.frame_perception()
     ran: list[str] = []
@@ -366,6 +398,7 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
         runs = add_retention(runs, upper="video-upper", lower="lower")
     example = study.streaming_example() if "temporal" in names else None
     details = {"k": k, "steps": steps, "temporal_steps": study.temporal_steps, "clips": study.sizes,
+               "upper_steps": study.upper_steps, "upper_clips": study.upper_sizes["train"],
                "off_lattice_steps": off_lattice_steps,
                "middle_frame": study.middle, "failed": failed,
                "upper": "video-upper", "lower": "lower", "single_frame": single_detail,
