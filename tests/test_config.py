@@ -82,3 +82,18 @@ def test_override_keeps_original_and_coerces_int_to_float():
     other = cfg.override(**{"train.lr": 1})
     assert other.train.lr == 1.0 and isinstance(other.train.lr, float)
     assert cfg.train.lr != other.train.lr
+
+
+def test_a_field_added_later_is_left_out_of_keys_at_its_default():
+    """`LEFT_OUT_AT_DEFAULT`: a field added after models were cached changes no key while at its
+    default (the dict, and so every key of it, is the one before the field), and is kept when set."""
+    from vocolab.core.config import LEFT_OUT_AT_DEFAULT
+
+    cfg = preset("nano")
+    for section, fields in LEFT_OUT_AT_DEFAULT.items():
+        for name, default in fields.items():
+            assert getattr(getattr(cfg, section), name) == default and name not in cfg.to_dict()[section]
+            other = {"data.train_clip_frames": 0.5}.get(f"{section}.{name}")
+            changed = cfg.override(**{f"{section}.{name}": other})
+            assert changed.to_dict()[section][name] == other and Config.from_dict(changed.to_dict()) == changed
+    assert Config.from_dict(cfg.to_dict()) == cfg

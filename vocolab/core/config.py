@@ -182,6 +182,11 @@ class TrainConfig:
     strategy: str = "auto"
 
 
+# Fields added after trained models were cached under keys of `Config.to_dict()`: left out of it at their
+# default, so those keys (and every cached model, cell and shipped config) stay valid; set, they are in it.
+LEFT_OUT_AT_DEFAULT: dict[str, dict[str, Any]] = {"data": {"train_clip_frames": 0.0}}
+
+
 @dataclass
 class Config:
     preset: str = "nano"
@@ -204,13 +209,19 @@ class Config:
     # -- overrides and serialisation -------------------------------------------------
     def override(self, **overrides: Any) -> "Config":
         """A copy with dotted-key overrides applied, e.g. `override(**{"voco.tokens": 4})`."""
-        tree = self.to_dict()
+        tree = asdict(self)
         for key, value in overrides.items():
             _set_dotted(tree, key, value)
         return Config.from_dict(tree)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field, save those of `LEFT_OUT_AT_DEFAULT` at their default: what keys and saved configs hold."""
+        tree = asdict(self)
+        for section, fields in LEFT_OUT_AT_DEFAULT.items():
+            for name, default in fields.items():
+                if tree[section][name] == default:
+                    del tree[section][name]
+        return tree
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
