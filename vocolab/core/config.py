@@ -217,8 +217,8 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Every field, save those of `LEFT_OUT_AT_DEFAULT` at their default: what keys and saved configs hold."""
         tree = asdict(self)
-        for section, fields in LEFT_OUT_AT_DEFAULT.items():
-            for name, default in fields.items():
+        for section, later in LEFT_OUT_AT_DEFAULT.items():
+            for name, default in later.items():
                 if tree[section][name] == default:
                     del tree[section][name]
         return tree
