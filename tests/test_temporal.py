@@ -356,11 +356,11 @@ def test_more_training_clips_are_other_cells_on_the_same_scene_model(finished, t
         study(tmp_path, train_clips=0)
 
 
-def test_the_off_lattice_scene_model_is_tuned_once_on_jittered_scenes(finished, tmp_path, monkeypatch):
-    """`--off-lattice-steps`: the base model continued on jittered scenes, vision tower included,
+def test_the_off_lattice_scene_model_is_tuned_once_on_clip_frame_scenes(finished, tmp_path, monkeypatch):
+    """`--off-lattice-steps`: the base model continued on scenes half drawn as clip frames, vision tower included,
     saved and reused; a study on it keys every clip cell anew (none of the base model's is reused)."""
     from vocolab.studies.common import base_model
-    from vocolab.studies.off_lattice import JITTER, off_lattice_model
+    from vocolab.studies.off_lattice import CLIP_FRAMES, off_lattice_model
 
     cfg = study_config("nano", 0, STUDY, QUICK)
     scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
@@ -370,7 +370,7 @@ def test_the_off_lattice_scene_model_is_tuned_once_on_jittered_scenes(finished, 
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert any(k.startswith("vision.") for k in changed) and any(k.startswith("llm.") for k in changed)
     log = runs_dir(cfg) / "off-lattice-2-logs" / "upper" / "hparams.yaml"
-    assert f"train_jitter: {JITTER}" in log.read_text() and "train_vision: true" in log.read_text()
+    assert f"train_clip_frames: {CLIP_FRAMES}" in log.read_text() and "train_vision: true" in log.read_text()
     with pytest.raises(ValueError, match="steps"):
         off_lattice_model(cfg, runs_dir(cfg), base, scenes.tokenizer, 0)
 
