@@ -189,8 +189,9 @@ assert worst < 1e-4
 #
 # `lab.run_temporal_study` (the `vocolab temporal` command, `make temporal`) starts every model
 # from the same upper-bound *scene* model and trains each for the same steps with the same
-# seed (the distilled `temporal` cell may take fewer, `temporal_steps`: `make temporal` gives it
-# 850 of the others' 1,600):
+# seed (the distilled `temporal` cell may take fewer, `temporal_steps`, and `video-upper` more on more
+# clips, `upper_steps` / `upper_clips`: `make temporal` gives them 850 and 3,200 on 16,000 clips of the
+# others' 1,600 on 8,000):
 #
 # | run | what it is | tokens per frame the answer sees |
 # |---|---|---|
@@ -296,11 +297,12 @@ else:
 
 # %% [markdown]
 # **Notice** how much of the scene model's perception is lost between cells (on the full
-# nano run, the table under the comparison says it: about 80 % on scenes, under half on
+# nano run, the table under the comparison says it: about 90 % on scenes, under half on
 # clip frames). Every clip model has to learn again to see the objects in each frame within
-# its training steps before it can compare frames. Seeing them again helps a little but is not
-# enough: RESULTS.md reports a run that first adapted the scene model to clip frames (their
-# accuracy rose to 71 %) and then trained the video upper bound, which gained a point.
+# its training steps before it can compare frames. Training scenes drawn where clip frames hold
+# their objects teach it: RESULTS.md reports 550 steps with half the scenes drawn as clip frames
+# (`data.train_clip_frames`, what `--off-lattice-steps` now runs) that lift the scene model from 43 %
+# to 80 % on validation clip frames; a tenth-cell jitter gave 50 %.
 #
 # ## 7. Streaming answers
 #
@@ -324,8 +326,9 @@ else:
 # The repository ships the `temporal` model of `vocolab temporal` (`trained/nano/video`). Here
 # it streams the first held-out clip and answers each of its questions after every frame
 # (`predict_frames`: one growing cache, each frame compressed once): read down a column to see
-# which answers need the whole clip. It is the study's temporal model (`make temporal`: 850 steps,
-# distilled from the video upper bound): it scores 0.49 on its check (150 held-out questions; blind
+# which answers need the whole clip. It is the temporal model of `make temporal` at `31f6e26` (850
+# steps, distilled from the 1,600-step video upper bound; distilled from the 3,200-step one it scored
+# lower, RESULTS.md): it scores 0.49 on its check (150 held-out questions; blind
 # 0.25), best on `direction` (0.74), while `order` stays near chance, so expect wrong answers, more
 # of them after one or two frames.
 # What the streaming *mechanics* show holds for any weights.
