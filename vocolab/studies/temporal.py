@@ -3,8 +3,9 @@
 Every model starts from the shared upper-bound *scene* model (the sweep's base
 model, trained once per preset and seed; with `--off-lattice-steps N` that model tuned N
 steps on off-lattice scenes, `studies.off_lattice`) and is trained for the same steps with
-the same seed (the temporal cell for `--temporal-steps` if given: distilled, it needs fewer);
-all are evaluated on the same held-out clips (T = `data.frames` frames):
+the same seed (the temporal cell for `--temporal-steps` if given: distilled, it needs fewer;
+video-upper for `--upper-steps` on `--upper-clips` training clips if given: the reference, it may
+take more); all are evaluated on the same held-out clips (T = `data.frames` frames):
 
     voco-image    the image VoCo model: the base model fine-tuned on scene QA under
                   the `voco` mask with K tokens (with the recipe's `train.voco_objective`,
