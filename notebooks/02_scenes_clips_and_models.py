@@ -47,7 +47,8 @@ import math
 import numpy as np
 import torch
 
-from vocolab.core.config import MASK_MODES, preset
+from vocolab.core.config import MASK_MODES
+from vocolab.core.presets import preset
 from vocolab.data import (FAMILIES, PALETTE, SPECIAL_TOKENS, TEMPORAL_FAMILIES, Clip, build_tokenizer, load_clips,
                           load_scenes, make_batch, numpy_view, render_scene, sample_scene, special_ids)
 from vocolab.evaluation import BlindAnswerer, accuracy, as_qas, best_single_frame

@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from vocolab.core.config import preset
+from vocolab.core.presets import preset
 from vocolab.data import build_tokenizer, special_ids
 from vocolab.evaluation.scaling_analysis import BETA_ZERO, PAPER, grid_cells
 from vocolab.models import VoCoVLM

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vocolab.core.config import preset
+from vocolab.core.presets import preset
 from vocolab.core.layout import assemble_turns
 from vocolab.data.batching import make_batch
 from vocolab.data.module import VoCoDataModule

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from vocolab.core.config import Config, preset
+from vocolab.core.config import Config
+from vocolab.core.presets import preset
 from vocolab.studies.common import study_config
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vocolab.core.config import preset
+from vocolab.core.presets import preset
 from vocolab.core.layout import SpecialIds, assemble
 from vocolab.inference.flops import analytic_flops, config_flops, measured_flops
 from vocolab.inference.latency import latency_ms

@@ -4,7 +4,8 @@ of the disk."""
 
 import numpy as np
 
-from vocolab.core.config import DataConfig, preset
+from vocolab.core.config import DataConfig
+from vocolab.core.presets import preset
 from vocolab.data.split import Split
 from vocolab.data.storage import cache_dir, load_scenes, numpy_view
 

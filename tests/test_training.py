@@ -9,7 +9,7 @@ import torch
 from lightning import seed_everything
 
 from vocolab import cli
-from vocolab.core.config import preset
+from vocolab.core.presets import preset
 from vocolab.data.module import VoCoDataModule
 from vocolab.training.loading import load_model
 from vocolab.training.modules import VLMModule

@@ -6,7 +6,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from vocolab.core.config import DataConfig, preset
+from vocolab.core.config import DataConfig
+from vocolab.core.presets import preset
 from vocolab.data.clips import clip_step
 from vocolab.data.scenes import Scene, extra_questions, render_scene, spatial_relation
 from vocolab.data.storage import cache_spec, iter_rows

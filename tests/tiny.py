@@ -3,7 +3,7 @@ FastV and MoD tests share."""
 
 import torch
 
-from vocolab.core.config import preset
+from vocolab.core.presets import preset
 from vocolab.core.layout import SpecialIds, assemble, labels_from_layouts, pad_batch
 from vocolab.models.vlm import VoCoVLM
 

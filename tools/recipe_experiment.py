@@ -44,7 +44,8 @@ OUT = Path(__file__).resolve().parents[1] / "figures" / "recipe-experiments"
 
 def main(argv=None) -> int:
     from vocolab.cli import _parse_overrides
-    from vocolab.core.config import Config, preset
+    from vocolab.core.config import Config
+    from vocolab.core.presets import preset
     from vocolab.data.module import VoCoDataModule
     from vocolab.data.scenes import FAMILIES
     from vocolab.data.storage import cache_root

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from vocolab.core.config import Config
-from vocolab.core.config import preset as make_preset
+from vocolab.core.presets import preset as make_preset
 
 _LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric",
                       "pytorch_lightning", "lightning_fabric")

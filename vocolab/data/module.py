@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vocolab.core.config import Config, resolve_config
+from vocolab.core.config import Config
+from vocolab.core.presets import resolve_config
 from vocolab.data.batching import Batch, make_batch
 from vocolab.data.sampler import ResumableSampler
 from vocolab.data.split import Split, vision_fingerprint

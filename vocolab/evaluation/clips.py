@@ -121,6 +121,23 @@ def frame_questions(cfg, split: str, n: int | None, frame: int, seed: int):
                      [qa.answer for _, qa in asked], [qa.family for _, qa in asked])
 
 
+def scene_perception(model, tokenizer, scenes, frames, frame_qs, k: int, progress: bool = False) -> dict:
+    """A scene model asked the scene families on held-out `scenes` and on clip `frames` (`frame_qs`,
+    as many questions each). Scene objects sit on the lattice cells; clip objects move a fraction of a
+    cell per frame, so they sit between cells. The gap is how much of its perception a clip model has
+    to learn again before it can compare frames."""
+    from vocolab.data.scenes import FAMILIES
+    from vocolab.evaluation.heldout import Questions, predict, score
+
+    out = {}
+    for name, images, qs in (("scenes", scenes.images, Questions.of(scenes, len(frame_qs))),
+                             ("clip_frames", frames, frame_qs)):
+        got = score(predict(model, tokenizer, images, qs, "causal", k, progress=progress,
+                            desc=f"scene model on {name}"), qs, FAMILIES)
+        out[name] = {"accuracy": got["accuracy"], "per_family": got["per_family"], "questions": len(qs)}
+    return out
+
+
 def clip_families(split) -> list[str]:
     from vocolab.data.clips import TEMPORAL_FAMILIES
 
@@ -128,4 +145,4 @@ def clip_families(split) -> list[str]:
     return list(dict.fromkeys([f for f in TEMPORAL_FAMILIES if f in found] + found))
 
 
-__all__ = ["clip_families", "clip_run", "frame_questions", "predict_frames"]
+__all__ = ["clip_families", "clip_run", "frame_questions", "predict_frames", "scene_perception"]

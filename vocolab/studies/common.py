@@ -18,7 +18,8 @@ from typing import Callable
 
 import torch
 
-from vocolab.core.config import Config, preset
+from vocolab.core.config import Config
+from vocolab.core.presets import preset
 from vocolab.core.runtime import quick_mode
 from vocolab.studies.cells import key_of, log_invocation, model_id
 

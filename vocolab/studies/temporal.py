@@ -120,13 +120,8 @@ class TemporalStudy:
         """Training steps of a cell's model: the study's, or the temporal cell's or video-upper's own if given."""
         return {"temporal": self.temporal_steps, "video-upper": self.upper_steps}.get(name, self.steps)
 
-    def sizes_of(self, name: str) -> dict:
-        """The clip split sizes a cell's model trains on: the study's, video-upper's own if given."""
-        return self.upper_sizes if name == "video-upper" else self.sizes
-
     def upper_clips(self):
-        """video-upper's clip data: the study's, or with more training clips of its own (the same
-        held-out clips) drawn once when first asked for."""
+        """video-upper's clip data: the study's, or its own training clips (the same held-out ones)."""
         from vocolab.data.module import VoCoDataModule
 
         if self.upper_sizes == self.sizes:
@@ -152,7 +147,7 @@ class TemporalStudy:
         teacher = {"teacher": self.model_key("video-upper")} if name == "temporal" else {}
         return key_of({"model": name, "cfg": self.cell_cfg(name).to_dict(), "k": self.k, "steps": self.steps_of(name),
                        "base": self.base_id, "architecture": self.base_architecture,
-                       "clips": self.sizes_of(name)} | teacher)
+                       "clips": self.upper_sizes if name == "video-upper" else self.sizes} | teacher)
 
     def cell_key(self, name: str) -> str:
         model = self.model_key("video-upper" if name == "lower" else name)
@@ -311,24 +306,12 @@ class TemporalStudy:
         return frame_questions(self.cfg, "heldout", self.sizes["heldout"], self.middle, self.cfg.seed)
 
     def frame_perception(self) -> dict:
-        """The shared scene model, asked the scene families on held-out scenes and on the
-        held-out clips' middle frames (as many questions each). Scene objects sit on the
-        lattice cells; clip objects move a fraction of a cell per frame, so they sit between
-        cells. The gap is how much of its perception a clip model has to learn again
-        before it can compare frames."""
-        from vocolab.data.scenes import FAMILIES
-        from vocolab.evaluation.heldout import Questions, predict, score
+        """The shared scene model on held-out scenes and clips' middle frames (`evaluation.clips`)."""
+        from vocolab.evaluation.clips import scene_perception
 
-        frame_qs = self.frame_questions()
-        scenes = self.scenes.splits["heldout"]
-        asked = (("scenes", scenes.images, Questions.of(scenes, len(frame_qs))),
-                 ("clip_frames", self.heldout.images[:, self.middle], frame_qs))
-        model, out = self._on_device(self.upper), {}
-        for name, images, qs in asked:
-            preds = predict(model, self.tokenizer, images, qs, "causal", self.cfg.voco.tokens,
-                            progress=self.progress, desc=f"scene model on {name}")
-            got = score(preds, qs, FAMILIES)
-            out[name] = {"accuracy": got["accuracy"], "per_family": got["per_family"], "questions": len(qs)}
+        out = scene_perception(self._on_device(self.upper), self.tokenizer, self.scenes.splits["heldout"],
+                               self.heldout.images[:, self.middle], self.frame_questions(), self.cfg.voco.tokens,
+                               self.progress)
         self.upper.cpu()
         return out | {"frame": self.middle}
 
@@ -375,8 +358,7 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     `off_lattice_steps`, every cell starts from that scene model tuned so many steps on off-lattice
     scenes (`studies.off_lattice`); the held-out clips stay the same. `temporal_steps` trains the
     temporal cell (distilled from video-upper) for another number of steps than the others;
-    `upper_steps` and `upper_clips` train the video upper bound for its own steps on its own number
-    of training clips (the temporal cell, its student, is then trained again too)."""
+    `upper_steps` / `upper_clips` give the video upper bound its own steps and training clips."""
     from vocolab.evaluation.heldout import add_retention
 
     start = time.perf_counter()

@@ -19,7 +19,8 @@ import lightning as L
 import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup_lr_rate
 
-from vocolab.core.config import MASK_MODES, Config, resolve_config
+from vocolab.core.config import MASK_MODES, Config
+from vocolab.core.presets import resolve_config
 from vocolab.core.layout import IGNORE_INDEX
 from vocolab.data.batching import Batch
 from vocolab.data.tokenizer import build_tokenizer, special_ids
