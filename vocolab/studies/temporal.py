@@ -47,7 +47,7 @@ loads it instead of training it again.
 from __future__ import annotations
 
 import time
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 import torch
@@ -114,24 +114,22 @@ class TemporalStudy:
         self.upper = clip_start_model(cfg, runs, self.scenes, off_lattice_steps, progress)
         self.base_id, self.base_architecture = model_id(self.upper), architecture(self.upper)
         self._models: dict[str, object] = {}
-        self._upper_clips = None
 
     def steps_of(self, name: str) -> int:
         """Training steps of a cell's model: the study's, or the temporal cell's or video-upper's own if given."""
         return {"temporal": self.temporal_steps, "video-upper": self.upper_steps}.get(name, self.steps)
 
+    @cached_property
     def upper_clips(self):
         """video-upper's clip data: the study's, or its own training clips (the same held-out ones)."""
         from vocolab.data.module import VoCoDataModule
 
         if self.upper_sizes == self.sizes:
             return self.clips
-        if self._upper_clips is None:
-            self._upper_clips = VoCoDataModule(self.cfg, kind="clips", turns=self.cfg.train.turns,
-                                               train_n=self.upper_sizes["train"], heldout_n=self.sizes["heldout"],
-                                               progress=self.progress, tokenizer=self.tokenizer)
-            self._upper_clips.setup()
-        return self._upper_clips
+        data = VoCoDataModule(self.cfg, kind="clips", turns=self.cfg.train.turns, train_n=self.upper_sizes["train"],
+                              heldout_n=self.sizes["heldout"], progress=self.progress, tokenizer=self.tokenizer)
+        data.setup()
+        return data
 
     @property
     def frames(self) -> int:
@@ -194,7 +192,7 @@ class TemporalStudy:
         elif name == "middle-frame":  # clip QA, causal, from the base model, one frame per clip
             model = self._fit(name, self.middle_clips(), "causal", self.upper)
         elif name == "video-upper":  # clip QA, causal, from the base model, on its own clips if given
-            model = self._fit(name, self.upper_clips(), "causal", self.upper)
+            model = self._fit(name, self.upper_clips, "causal", self.upper)
         else:  # avgpool: clip QA, causal, from the base model
             model = self._fit(name, self.clips, "causal", self.upper)
         save_checkpoint(model, model.cfg, folder, {"model_key": key, "stage": name, "steps": self.steps_of(name),
