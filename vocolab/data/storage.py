@@ -119,9 +119,10 @@ def scene_row(cfg: DataConfig, seed: int, index: int, questions: int, render: bo
     as a clip frame, `data.train_clip_frames`, from a stream of its own)."""
     rng = item_rng(seed, "scenes", index)
     scene = sample_scene(rng, _sampled_from(cfg, train))
-    framed = np.random.default_rng([seed, KINDS["scenes"], index, 2])
-    if train and cfg.train_clip_frames and framed.random() < cfg.train_clip_frames:
-        scene = clip_frame_scene(framed, _sampled_from(cfg, train))
+    if train and cfg.train_clip_frames:  # its own stream, drawn only when asked for (a read draws every row)
+        framed = np.random.default_rng([seed, KINDS["scenes"], index, 2])
+        if framed.random() < cfg.train_clip_frames:
+            scene = clip_frame_scene(framed, _sampled_from(cfg, train))
     qas = scene_questions(scene, rng, questions, cfg)
     extra = np.random.default_rng([seed, KINDS["scenes"], index, 1])
     if train and cfg.train_extra_families:
