@@ -302,6 +302,46 @@ def test_the_temporal_cell_trains_its_own_steps_and_the_others_are_reused(finish
         study(tmp_path, temporal_steps=0)
 
 
+def test_the_temporal_cell_distils_with_its_own_objective_and_the_others_are_reused(finished, tmp_path,
+                                                                                    monkeypatch):
+    """`temporal_objective` (`--temporal-objective`): only the temporal cell is keyed and trained anew,
+    with that objective (its teacher and every other model read back); the recipe's own objective
+    changes nothing."""
+    out, body = finished
+    shutil.copytree(out / "cells", tmp_path / "cells")
+    fit, trained = TemporalStudy._fit, []
+
+    def recording(self, name, *args, **kwargs):
+        trained.append((name, self.cell_cfg(name).train.voco_objective))
+        return fit(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(TemporalStudy, "_fit", recording)
+    cfg = study_config("nano", 0, STUDY, QUICK)
+    recipe = cfg.train.voco_objective
+    other_objective = next(o for o in ("logits", "attention") if o != recipe)
+    saved = runs_dir(cfg) / "temporal" / "models" / "temporal"
+    shutil.copytree(saved, tmp_path / "saved")  # the study's model, which other tests read
+    try:
+        other = study(tmp_path, temporal_objective=other_objective)
+    finally:
+        shutil.rmtree(saved)
+        shutil.copytree(tmp_path / "saved", saved)
+    assert trained == [("temporal", other_objective)] and other["temporal"]["failed"] == []
+    assert other["temporal"]["temporal_objective"] == other_objective
+    old, new = ({r["name"]: r for r in b["runs"]} for b in (body, other))
+    assert new["temporal"]["cell_key"] != old["temporal"]["cell_key"]
+    for name in set(CELLS) - {"temporal"}:
+        assert new[name]["cell_key"] == old[name]["cell_key"]
+    assert f"2 training steps per model (2 for temporal with the {other_objective} objective)" in \
+        (tmp_path / "table.md").read_text()
+    state = TemporalStudy(cfg, runs_dir(cfg), k=K, steps=2, limit=12, progress=False)
+    keys = {name: state.model_key(name) for name in CELLS if name != "lower"}
+    state.temporal_objective = recipe
+    assert {name: state.model_key(name) for name in keys} == keys
+    with pytest.raises(ValueError, match="temporal_objective 'nope'"):
+        study(tmp_path, temporal_objective="nope")
+
+
 def test_video_upper_trains_its_own_steps_on_its_own_clips_and_its_student_follows(finished, tmp_path,
                                                                                    monkeypatch):
     """`upper_steps` / `upper_clips` (`--upper-steps`, `--upper-clips`): video-upper is keyed and
@@ -390,12 +430,13 @@ def test_cli_temporal(monkeypatch, capsys):
     monkeypatch.setattr(temporal_mod, "run_temporal_study", lambda *a, **kw: seen.update(args=a, kwargs=kw))
     assert cli.main(["temporal", "--preset", "nano", "--seed", "1", "--out", "x", "--k", "4", "--steps", "3",
                      "--limit", "5", "--train-clips", "40", "--off-lattice-steps", "6", "--set", "data.frames=3",
-                     "--temporal-steps", "2", "--upper-steps", "7", "--upper-clips", "80"]) == 0
+                     "--temporal-steps", "2", "--upper-steps", "7", "--upper-clips", "80",
+                     "--temporal-objective", "logits"]) == 0
     assert seen["args"] == ("nano", "x")
     assert seen["kwargs"] | {"command": None} == {"seed": 1, "k": 4, "steps": 3, "limit": 5, "train_clips": 40,
                                                    "overrides": {"data.frames": 3}, "command": None,
                                                    "off_lattice_steps": 6, "temporal_steps": 2, "upper_steps": 7,
-                                                   "upper_clips": 80}
+                                                   "upper_clips": 80, "temporal_objective": "logits"}
     monkeypatch.undo()
     assert cli.main(["temporal", "--k", "0", "--out", "y"]) == 2
     assert "k=0" in capsys.readouterr().err
@@ -403,6 +444,8 @@ def test_cli_temporal(monkeypatch, capsys):
     assert "temporal_steps must be >= 1" in capsys.readouterr().err
     assert cli.main(["temporal", "--upper-steps", "0", "--out", "y"]) == 2
     assert "upper_steps must be >= 1" in capsys.readouterr().err
+    assert cli.main(["temporal", "--temporal-objective", "nope", "--out", "y"]) == 2
+    assert "temporal_objective 'nope' is not one of" in capsys.readouterr().err
     assert cli.main(["temporal", "--off-lattice-steps", "-1", "--out", "y"]) == 2
     assert "off-lattice tuning: steps must be >= 0" in capsys.readouterr().err
 

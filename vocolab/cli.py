@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     temporal.add_argument("--k", type=int, default=2, help="VoCo (and pooled) tokens per frame")
     temporal.add_argument("--temporal-steps", type=int, default=None,
                           help="training steps of the temporal cell (default --steps; distilled, it needs fewer)")
+    temporal.add_argument("--temporal-objective", default=None, metavar="OBJECTIVE",
+                          help="the temporal cell's distillation objective (a train.voco_objective; default the "
+                               "recipe's)")
     temporal.add_argument("--upper-steps", type=int, default=None,
                           help="training steps of the video upper bound (default --steps)")
     temporal.add_argument("--upper-clips", type=int, default=None,
@@ -188,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                limit=args.limit, train_clips=args.train_clips, overrides=_overrides(args),
                                command=command, off_lattice_steps=args.off_lattice_steps,
                                temporal_steps=args.temporal_steps, upper_steps=args.upper_steps,
-                               upper_clips=args.upper_clips)
+                               upper_clips=args.upper_clips, temporal_objective=args.temporal_objective)
         elif args.command == "mod":
             from vocolab.studies.mod import run_mod_study
 

@@ -36,7 +36,8 @@ def temporal_markdown(body: dict) -> str:
     t = body["temporal"]
     own = t.get("temporal_steps") or t["steps"]  # files before --temporal-steps have none
     upper, upper_clips = t.get("upper_steps") or t["steps"], t.get("upper_clips") or t["clips"]["train"]
-    apart = ([f"{own} for temporal"] if own != t["steps"] else []) + (
+    objective = f" with the {t['temporal_objective']} objective" if t.get("temporal_objective") else ""
+    apart = ([f"{own} for temporal{objective}"] if own != t["steps"] or objective else []) + (
         [f"{upper} on {upper_clips:,} training clips for video-upper"]
         if (upper, upper_clips) != (t["steps"], t["clips"]["train"]) else [])
     steps = f"{t['steps']} training steps per model" + (f" ({'; '.join(apart)})" if apart else "")

@@ -1,11 +1,11 @@
 """`vocolab temporal`: temporal tuning of a VoCo model on video clips (training stage `temporal`).
 
-Every model starts from the shared upper-bound *scene* model (the sweep's base
-model, trained once per preset and seed; with `--off-lattice-steps N` that model tuned N
-steps on off-lattice scenes, `studies.off_lattice`) and is trained for the same steps with
-the same seed (the temporal cell for `--temporal-steps` if given: distilled, it needs fewer;
-video-upper for `--upper-steps` on `--upper-clips` training clips if given: the reference, it may
-take more); all are evaluated on the same held-out clips (T = `data.frames` frames):
+Every model starts from the shared upper-bound *scene* model (the sweep's base model, trained once
+per preset and seed; with `--off-lattice-steps N` that model tuned N steps on off-lattice scenes,
+`studies.off_lattice`) and is trained for the same steps with the same seed (the temporal cell for
+`--temporal-steps` with `--temporal-objective` if given: distilled, it needs fewer, and a far-trained
+teacher's hidden states may be too far to copy; video-upper for `--upper-steps` on `--upper-clips` if
+given: the reference, it may take more); all are evaluated on the same held-out clips (T frames):
 
     voco-image    the image VoCo model: the base model fine-tuned on scene QA under
                   the `voco` mask with K tokens (with the recipe's `train.voco_objective`,
@@ -31,17 +31,14 @@ take more); all are evaluated on the same held-out clips (T = `data.frames` fram
 scenes and on the clips' middle frames: clip objects sit between lattice cells, scene
 objects never do, and the gap says how much perception the clip models must relearn.
 
-Answers are read *streaming*: VoCo models compress frame by frame
-(`inference.compression.compress_frame`) and answer after every frame, the others answer from the
-first t frames; so "accuracy against frames" (t = 1..T) comes from the same pass
-that gives the reported accuracy (t = T). Many clip questions cannot be answered
-from fewer frames (a direction needs two, a visible count all of them): that is what
-the curve shows.
+Answers are read *streaming*: VoCo models compress frame by frame (`inference.compression.compress_frame`)
+and answer after every frame, the others from the first t frames; so "accuracy against frames" (t = 1..T)
+comes from the pass that gives the reported accuracy (t = T). Many clip questions cannot be answered from
+fewer frames (a direction needs two, a visible count all of them): that is what the curve shows.
 
-Resumable: each trained model is one cell (`studies.cells.run_cells`) under
-`out/cells/`; trained weights are kept under the study's runs folder, so a cell that
-needs another cell's model (temporal needs voco-image and video-upper, lower needs video-upper)
-loads it instead of training it again.
+Resumable: each trained model is one cell (`studies.cells.run_cells`) under `out/cells/`; trained weights
+are kept under the study's runs folder, so a cell that needs another cell's model (temporal needs
+voco-image and video-upper, lower needs video-upper) loads it instead of training it again.
 """
 
 from __future__ import annotations
@@ -53,7 +50,7 @@ from pathlib import Path
 import torch
 from lightning import seed_everything
 
-from vocolab.core.config import Config
+from vocolab.core.config import VOCO_OBJECTIVES, Config
 from vocolab.core.runtime import quick_mode
 from vocolab.evaluation.clips import clip_run
 from vocolab.reporting.temporal import write_temporal_outputs
@@ -72,7 +69,7 @@ QUICK_CLIPS = {"train": 200, "heldout": 40, "batch_size": 8}
 
 
 def check_settings(cfg: Config, k: int, steps: int, temporal_steps: int | None = None,
-                   upper_steps: int | None = None) -> None:
+                   upper_steps: int | None = None, temporal_objective: str | None = None) -> None:
     if not 1 <= k < cfg.data.image_tokens:
         raise ValueError(f"temporal: k={k} is outside 1..V-1 (V={cfg.data.image_tokens}; K=V is the upper bound)")
     if steps < 1:
@@ -81,6 +78,8 @@ def check_settings(cfg: Config, k: int, steps: int, temporal_steps: int | None =
         raise ValueError(f"temporal: temporal_steps must be >= 1, got {temporal_steps}")
     if upper_steps is not None and upper_steps < 1:
         raise ValueError(f"temporal: upper_steps must be >= 1, got {upper_steps}")
+    if temporal_objective is not None and temporal_objective not in VOCO_OBJECTIVES:
+        raise ValueError(f"temporal: temporal_objective {temporal_objective!r} is not one of {VOCO_OBJECTIVES}")
 
 
 class TemporalStudy:
@@ -88,14 +87,15 @@ class TemporalStudy:
 
     def __init__(self, cfg: Config, runs: Path, *, k: int, steps: int, limit: int | None, progress: bool,
                  train_clips: int | None = None, off_lattice_steps: int = 0, temporal_steps: int | None = None,
-                 upper_steps: int | None = None, upper_clips: int | None = None):
+                 upper_steps: int | None = None, upper_clips: int | None = None, temporal_objective: str | None = None):
         from vocolab.data.clips import TEMPORAL_FAMILIES
         from vocolab.data.module import VoCoDataModule
         from vocolab.evaluation.heldout import Questions
 
-        check_settings(cfg, k, steps, temporal_steps, upper_steps)
+        check_settings(cfg, k, steps, temporal_steps, upper_steps, temporal_objective)
         self.cfg, self.runs, self.k, self.steps, self.progress = cfg, runs, k, steps, progress
         self.temporal_steps, self.upper_steps = temporal_steps or steps, upper_steps or steps
+        self.temporal_objective = temporal_objective  # None: the recipe's train.voco_objective
         self.families = TEMPORAL_FAMILIES
         d = cfg.data
         self.sizes = {"train": train_clip_count(train_clips, d.train_clips, QUICK_CLIPS["train"]),
@@ -156,7 +156,8 @@ class TemporalStudy:
         """The config a model is trained with (the clip-trained ones with a smaller batch in quick mode)."""
         settings = {
             "voco-image": {"voco.tokens": self.k, "voco.mask": "voco"},
-            "temporal": {"voco.tokens": self.k, "voco.mask": "video"},
+            "temporal": {"voco.tokens": self.k, "voco.mask": "video"} | (
+                {"train.voco_objective": self.temporal_objective} if self.temporal_objective else {}),
             "avgpool": {"compress.method": "avgpool", "compress.tokens": self.k, "voco.tokens": 0,
                         "voco.mask": "causal"},
             "video-upper": {"voco.mask": "causal"},
@@ -348,26 +349,27 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
                        k: int = K, steps: int | None = None, limit: int | None = None,
                        train_clips: int | None = None, overrides: dict | None = None, command: str = "vocolab temporal",
                        progress: bool = True, off_lattice_steps: int = 0, temporal_steps: int | None = None,
-                       upper_steps: int | None = None, upper_clips: int | None = None) -> dict:
+                       upper_steps: int | None = None, upper_clips: int | None = None,
+                       temporal_objective: str | None = None) -> dict:
     """Train (or resume) every cell, evaluate on held-out clips; write results.json, table.md
     and the figures (accuracy_per_family.png, accuracy_vs_frames.png, streaming.png) to `out`.
     `train_clips` draws more training clips than `data.train_clips` without changing the config,
     so the shared scene model is the one the other studies use (generation is cheap). With
     `off_lattice_steps`, every cell starts from that scene model tuned so many steps on off-lattice
-    scenes (`studies.off_lattice`); the held-out clips stay the same. `temporal_steps` trains the
-    temporal cell (distilled from video-upper) for another number of steps than the others;
+    scenes (`studies.off_lattice`); the held-out clips stay the same. `temporal_steps` / `temporal_objective`
+    give the temporal cell (distilled from video-upper) its own steps / objective (default the recipe's);
     `upper_steps` / `upper_clips` give the video upper bound its own steps and training clips."""
     from vocolab.evaluation.heldout import add_retention
 
     start = time.perf_counter()
     cfg = study_config(preset_name, seed, overrides, QUICK)
     steps = cell_steps(steps)
-    check_settings(cfg, k, steps, temporal_steps, upper_steps)  # before any data is generated or model trained
+    check_settings(cfg, k, steps, temporal_steps, upper_steps, temporal_objective)  # before any training
     check_steps(off_lattice_steps)
     out = Path(out)
     study = TemporalStudy(cfg, runs_dir(cfg), k=k, steps=steps, limit=limit, progress=progress,
                           train_clips=train_clips, off_lattice_steps=off_lattice_steps, temporal_steps=temporal_steps,
-                          upper_steps=upper_steps, upper_clips=upper_clips)
+                          upper_steps=upper_steps, upper_clips=upper_clips, temporal_objective=temporal_objective)
     refs, single_detail = study.references()
     perception = study.frame_perception()
     ran: list[str] = []
@@ -380,7 +382,7 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     example = study.streaming_example() if "temporal" in names else None
     details = {"k": k, "steps": steps, "temporal_steps": study.temporal_steps, "clips": study.sizes,
                "upper_steps": study.upper_steps, "upper_clips": study.upper_sizes["train"],
-               "off_lattice_steps": off_lattice_steps,
+               "off_lattice_steps": off_lattice_steps, "temporal_objective": temporal_objective,
                "middle_frame": study.middle, "failed": failed,
                "upper": "video-upper", "lower": "lower", "single_frame": single_detail,
                "frame_perception": perception, "example": example,
