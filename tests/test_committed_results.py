@@ -179,6 +179,9 @@ def test_a_committed_temporal_experiment_was_scored_on_validation_with_provenanc
 
 def test_a_temporal_table_says_which_scene_model_it_asked():
     """The perception line names the off-lattice tuning when the clip models started from it."""
-    tuned, base = temporal_markdown(_body("temporal-off-lattice")), temporal_markdown(_body("temporal"))
+    body = _body("temporal")  # `make temporal`: --off-lattice-steps 550
+    tuned = temporal_markdown(body)
+    base = temporal_markdown(body | {"temporal": body["temporal"] | {"off_lattice_steps": 0}})
     assert "(tuned 550 steps on off-lattice scenes) asked" in tuned
+    assert "(tuned 550 steps on off-lattice scenes) asked" in temporal_markdown(_body("temporal-off-lattice"))
     assert "off-lattice" not in base and "The shared scene model asked" in base
