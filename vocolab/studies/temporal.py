@@ -13,7 +13,7 @@ given: the reference, it may take more); all are evaluated on the same held-out 
                   under the `video` mask without any video training (each frame's K VoCo
                   tokens see only that frame; the question sees every frame's VoCo tokens)
     temporal      that model continued on clip QA under the `video` mask, distilled from
-                  video-upper with the recipe's `train.voco_objective` (what the image
+                  video-upper with the recipe's `train.voco_objective` or its own (what the image
                   VoCo model learns from the scene model, the video one learns from the
                   clip upper bound)
     avgpool       average pooling of each frame to K tokens (zoo compressor) from the
