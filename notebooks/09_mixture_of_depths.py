@@ -220,11 +220,11 @@ plot_mod_routing(clip, mod.records, layout)
 # the router *and* the layers below it train, because the router scores hidden states, not
 # pixels. With `RETRAIN` in quick mode (a few steps) this shows only that the machinery runs.
 # The shipped model trained for the study's full budget (`make mod`: 1,600 steps on 8,000 clips)
-# and learned much of the clip task (0.61 on its check, blind 0.25; `direction` 0.88, `order`
-# near chance). In the study below its learned routing keeps 0.975 of the full model's accuracy
-# but is within noise of random routing (0.582 against 0.579), so do not read its choices as the
-# patches the task needs. Look at the patches the router prefers. Are they the objects, or the cells where
-# something moved between frames? Are they runs of neighbouring patches, which would mean the
+# from the scene model tuned on clip-frame scenes, and learned the clip task (0.87 on its check,
+# blind 0.25; `direction` 1.00). In the study below its learned routing keeps 0.93 of the full
+# model's accuracy but is within noise of random and uniform routing (0.863 against 0.865 and
+# 0.859), so do not read its choices as the patches the task needs. Look at the patches the
+# router prefers. Are they the objects, or the cells where something moved between frames? Are they runs of neighbouring patches, which would mean the
 # score mostly follows position? Does every frame get the same pattern?
 #
 # The ranking behind the choice, the router's scores scaled to [0, 1] within each frame:
