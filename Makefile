@@ -12,9 +12,9 @@ SEED   ?= 0
 # the temporal cell, distilled from the video upper bound through its answer logits, 850 steps (about 17 min on a
 # 2-core AVX2 CPU); every clip model of both studies from the scene model tuned 550 steps on scenes half drawn as
 # clip frames (video upper bound 0.693 on validation against 0.551 from the untuned one)
-CLIPS    ?= --steps 1600 --train-clips 8000
-TEMPORAL ?= $(CLIPS) --temporal-steps 850 --temporal-objective logits --off-lattice-steps 550
-MOD      ?= $(CLIPS) --off-lattice-steps 550
+CLIPS    ?= --steps 1600 --train-clips 8000 --off-lattice-steps 550
+TEMPORAL ?= $(CLIPS) --temporal-steps 850 --temporal-objective logits
+MOD      ?= $(CLIPS)
 
 # Everything a run writes besides its results stays inside the ignored .cache folder.
 export VOCOLAB_CACHE           := $(CACHE)

@@ -92,7 +92,7 @@ class TemporalStudy:
         from vocolab.data.module import VoCoDataModule
         from vocolab.evaluation.heldout import Questions
 
-        check_settings(cfg, k, steps, temporal_steps, upper_steps, temporal_objective)
+        check_settings(cfg, k, steps, temporal_steps, upper_steps, temporal_objective)  # before any data or training
         self.cfg, self.runs, self.k, self.steps, self.progress = cfg, runs, k, steps, progress
         self.temporal_steps, self.upper_steps = temporal_steps or steps, upper_steps or steps
         self.temporal_objective = temporal_objective  # None: the recipe's train.voco_objective
@@ -364,7 +364,6 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     start = time.perf_counter()
     cfg = study_config(preset_name, seed, overrides, QUICK)
     steps = cell_steps(steps)
-    check_settings(cfg, k, steps, temporal_steps, upper_steps, temporal_objective)  # before any training
     check_steps(off_lattice_steps)
     out = Path(out)
     study = TemporalStudy(cfg, runs_dir(cfg), k=k, steps=steps, limit=limit, progress=progress,
