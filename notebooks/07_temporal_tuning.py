@@ -303,8 +303,8 @@ else:
 # has to learn again to see the objects in each frame within its training steps before it can compare
 # frames. Training scenes drawn where clip frames hold their objects teach it: `make temporal` first
 # tunes the scene model 550 steps with half its scenes drawn as clip frames (`--off-lattice-steps`,
-# `data.train_clip_frames`), and the committed run reads 93 % on scenes and 83 % on clip frames; its
-# video upper bound rose from 59.7 % to 68.2 % with the same 1,600 steps (RESULTS.md).
+# `data.train_clip_frames`), and the committed run reads 97 % on scenes and 89 % on clip frames; its
+# video upper bound reads 92.3 % after 1,600 steps (59.7 % from an untuned scene model, RESULTS.md).
 #
 # ## 7. Streaming answers
 #
@@ -328,10 +328,10 @@ else:
 # The repository ships the `temporal` model of `vocolab temporal` (`trained/nano/video`). Here
 # it streams the first held-out clip and answers each of its questions after every frame
 # (`predict_frames`: one growing cache, each frame compressed once): read down a column to see
-# which answers need the whole clip. It is the temporal model of `make temporal` at `5f99a83` (850
+# which answers need the whole clip. It is the temporal model of `make temporal` at `231bafe` (850
 # steps, distilled through the answer logits from the video upper bound, every clip model started
-# from the scene model tuned on clip-frame scenes): 56.4 % on all 1,500 held-out questions and 0.47 on
-# its check (the first 150; blind 0.25), best on `direction` (0.67), so expect wrong answers, more
+# from the scene model tuned on clip-frame scenes): 58.1 % on all 1,500 held-out questions and 0.58 on
+# its check (the first 150; blind 0.25), best on `direction` (0.77), so expect wrong answers, more
 # of them after one or two frames.
 # What the streaming *mechanics* show holds for any weights.
 
