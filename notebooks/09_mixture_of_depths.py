@@ -224,8 +224,9 @@ plot_mod_routing(clip, mod.records, layout)
 # blind 0.25; `direction` 1.00). In the study below its learned routing keeps 0.93 of the full
 # model's accuracy but is within noise of random and uniform routing (0.863 against 0.865 and
 # 0.859), so do not read its choices as the patches the task needs. Look at the patches the
-# router prefers. Are they the objects, or the cells where something moved between frames? Are they runs of neighbouring patches, which would mean the
-# score mostly follows position? Does every frame get the same pattern?
+# router prefers. Are they the objects, or the cells where something moved between frames? Are
+# they runs of neighbouring patches, which would mean the score mostly follows position? Does
+# every frame get the same pattern?
 #
 # The ranking behind the choice, the router's scores scaled to [0, 1] within each frame:
 
