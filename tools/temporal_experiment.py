@@ -19,8 +19,10 @@ that model under the `video` mask), the retention and the seconds per step to
 `--saved` scores a saved temporal model (the committed study's cell, on validation) instead of
 training one; `--upper` another saved video upper bound for the retention; `--init` another
 start than the study's voco-image model; `--set` overrides the cell's config (say,
-`train.voco_objective=logits`). Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`. Run one
-at a time: two training processes on two cores slow each other down.
+`train.voco_objective=logits`, or `voco.tokens=8`: another K per frame, scored at that K with
+its own lower bound). Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`, the trained model
+in its `model` folder (a later run's `--init`: a curriculum over K is two runs). Run one at a
+time: two training processes on two cores slow each other down.
 """
 
 import argparse
@@ -41,7 +43,7 @@ def main(argv=None) -> int:
     from vocolab.data.storage import cache_root
     from vocolab.evaluation.clips import clip_run
     from vocolab.evaluation.heldout import Questions, add_retention
-    from vocolab.models.checkpoint import load_checkpoint
+    from vocolab.models.checkpoint import load_checkpoint, save_checkpoint
     from vocolab.reporting.provenance import provenance
     from vocolab.studies.common import QUICK, runs_dir, study_config
     from vocolab.studies.temporal import K
@@ -78,19 +80,21 @@ def main(argv=None) -> int:
     else:
         init = load_checkpoint(args.init or models / "voco-image")[0]
         teacher = load_checkpoint(args.teacher)[0] if args.teacher else None
-        model = train_temporal(cell, clips, init, args.steps, cache_root() / "runs" / "experiments" / args.name,
-                               teacher=teacher)
+        folder = cache_root() / "runs" / "experiments" / args.name
+        model = train_temporal(cell, clips, init, args.steps, folder, teacher=teacher)
         train_s = round(time.perf_counter() - t, 1)
+        save_checkpoint(model, cell, folder / "model", {"steps": args.steps, "train_s": train_s})  # a later --init
     val = clips.split("val")
     qs = Questions.of(val)
-    score = {"temporal": (model, "voco", "video", K, K),  # name: (model, method, mask, k, tokens), as the study's cells
+    k = cell.voco.tokens  # the study's K per frame, unless `--set voco.tokens=...` asks another
+    score = {"temporal": (model, "voco", "video", k, k),  # name: (model, method, mask, k, tokens), as the study's cells
              "video-upper": (upper, "full", "causal", cfg.voco.tokens, cfg.data.image_tokens),
-             "lower": (upper, "voco", "video", K, K)}
+             "lower": (upper, "voco", "video", k, k)}
     runs = [clip_run(m.eval(), tok, val.images, qs, TEMPORAL_FAMILIES, name=name, method=method, mask=mask, k=k,
                      tokens=tokens, progress=False) for name, (m, method, mask, k, tokens) in score.items()]
     runs = add_retention(runs, upper="video-upper", lower="lower")
     command = "python tools/temporal_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    body = {"name": args.name, "split": "val", "questions": len(qs), "k": K, "steps": args.steps,
+    body = {"name": args.name, "split": "val", "questions": len(qs), "k": k, "steps": args.steps,
             "train_clips": n_train, "objective": cell.train.voco_objective if args.teacher else "implicit",
             "init": args.init or "voco-image", "teacher": args.teacher, "upper": args.upper or "video-upper",
             **({"saved": args.saved} if args.saved else {}),
