@@ -396,6 +396,29 @@ def test_more_training_clips_are_other_cells_on_the_same_scene_model(finished, t
         study(tmp_path, train_clips=0)
 
 
+def test_the_cached_base_model_records_its_commit_and_a_reuse_by_other_code_warns(finished, capsys, monkeypatch):
+    """The base model is cached by config and seed, not by code: it records the commit it was trained at,
+    and loading it from another commit (or a dirty checkout) says so, naming both and the way out."""
+    from vocolab.studies.common import base_model, code_state, reuse_message
+
+    cfg = study_config("nano", 0, STUDY, QUICK)
+    folder = runs_dir(cfg) / "upper-model"
+    trained_at = json.loads((folder / "meta.json").read_text())["trained_at"]
+    assert trained_at == code_state()  # the fixture trained it in this process
+    scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
+    other = {"commit": "f" * 40, "dirty": False}
+    monkeypatch.setattr("vocolab.studies.common.code_state", lambda: other)
+    base_model(cfg, runs_dir(cfg), scenes, progress=False)
+    said = capsys.readouterr().out
+    assert said.strip() == reuse_message(folder, trained_at, other)
+    assert said.startswith("WARNING") and trained_at["commit"][:12] in said and "f" * 12 in said and "Delete" in said
+    clean = {"commit": "a" * 40, "dirty": False}
+    assert not reuse_message(folder, clean, clean).startswith("WARNING")
+    assert reuse_message(folder, clean | {"dirty": True}, clean | {"dirty": True}).startswith("WARNING")
+    assert "an unrecorded commit" in reuse_message(folder, None, clean)  # saved before commits were recorded
+    assert not reuse_message(folder, None, {"commit": "unknown", "dirty": None}).startswith("WARNING")  # no git
+
+
 def test_the_off_lattice_scene_model_is_tuned_once_on_clip_frame_scenes(finished, tmp_path, monkeypatch):
     """`--off-lattice-steps`: the base model continued on scenes half drawn as clip frames, vision tower included,
     saved and reused; a study on it keys every clip cell anew (none of the base model's is reused)."""

@@ -89,7 +89,7 @@ def base_model(cfg: Config, runs: Path, data, progress: bool = True):
     meta_key = key_of({"cfg": cfg.to_dict(), "vocabulary": words(cfg.data)})
     saved = load_if_saved_for(folder, sweep_key=meta_key)
     if saved is not None:
-        print(f"reusing the base (upper-bound) model in {folder}")
+        print(reuse_message(folder, saved[2].get("trained_at"), code_state()))
         return saved[0].eval()
     stages = ("clip", "pretrain", "upper")
     source = finished_quickstart(cfg, data.tokenizer, stages)
@@ -100,8 +100,35 @@ def base_model(cfg: Config, runs: Path, data, progress: bool = True):
     # stages finished by an interrupted earlier call are loaded, not trained again
     trained = run_recipe(cfg, source or runs / "base", data=data, progress=progress, stages=stages, resume=True)
     model = trained.upper.model.cpu().eval()
-    save_checkpoint(model, cfg, folder, {"sweep_key": meta_key, "stage_seconds": trained.seconds})
+    save_checkpoint(model, cfg, folder, {"sweep_key": meta_key, "stage_seconds": trained.seconds,
+                                         "trained_at": code_state()})
     return model
+
+
+def code_state() -> dict:
+    """The checkout's commit and whether tracked files differ from it (`reporting.provenance.git_state`)."""
+    from vocolab.reporting.provenance import git_state
+
+    commit, dirty = git_state()
+    return {"commit": commit, "dirty": dirty}
+
+
+def reuse_message(folder: Path, trained_at: dict | None, now: dict) -> str:
+    """What `base_model` prints when it loads its cached model. The cache is keyed on config and seed,
+    not on the code (retraining the base model after every edit would cost most of a study), so a
+    model trained by other code is loaded all the same: the message then names both commits and how
+    to train it anew, since every study's figures stand on that model. The commit recorded is the one
+    the checkpoint was saved at; stages loaded from the quickstart's or an interrupted call's runs may
+    be older (their `finished.json` keys hold config, not code)."""
+    if now["commit"] == "unknown":  # not run from a git checkout: nothing to compare
+        return f"reusing the base (upper-bound) model in {folder}"
+    if trained_at == now and now["dirty"] is False:
+        return f"reusing the base (upper-bound) model in {folder} (trained at this commit, {now['commit'][:12]})"
+    then = "an unrecorded commit" if not trained_at else \
+        trained_at["commit"][:12] + (" with uncommitted changes" if trained_at.get("dirty") else "")
+    here = now["commit"][:12] + (" with uncommitted changes" if now["dirty"] else "")
+    return (f"WARNING: reusing the base (upper-bound) model in {folder}, trained at {then}; this checkout is "
+            f"{here}. Delete that folder to train it on this code.")
 
 
 def finished_quickstart(cfg: Config, tokenizer, stages: tuple[str, ...]) -> Path | None:
@@ -191,5 +218,5 @@ def finish(name: str, out: Path, command: str, start: float, cfg: Config, eval_i
     return body
 
 
-__all__ = ["QUICK", "QUICK_STEPS", "SWEEP_STEPS", "Study", "base_model", "cell_steps", "finish", "runs_dir",
-           "study_config", "train_clip_count"]
+__all__ = ["QUICK", "QUICK_STEPS", "SWEEP_STEPS", "Study", "base_model", "cell_steps", "code_state", "finish",
+           "reuse_message", "runs_dir", "study_config", "train_clip_count"]
