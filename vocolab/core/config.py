@@ -360,4 +360,5 @@ def check_backend(name: str, who: str | None = None) -> str:
     return name
 
 
-__all__ = ["ATTN_BACKENDS", "CompressConfig", "Config", "DataConfig", "LLMConfig", "MASK_MODES", "TrainConfig", "VOCO_OBJECTIVES", "VisionConfig", "VoCoConfig", "check_backend", "validate"]
+__all__ = ["ATTN_BACKENDS", "CompressConfig", "Config", "DataConfig", "LLMConfig", "MASK_MODES", "TrainConfig",
+           "VOCO_OBJECTIVES", "VisionConfig", "VoCoConfig", "check_backend", "validate"]
