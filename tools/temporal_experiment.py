@@ -86,15 +86,15 @@ def main(argv=None) -> int:
         save_checkpoint(model, cell, folder / "model", {"steps": args.steps, "train_s": train_s})  # a later --init
     val = clips.split("val")
     qs = Questions.of(val)
-    k = cell.voco.tokens  # the study's K per frame, unless `--set voco.tokens=...` asks another
-    score = {"temporal": (model, "voco", "video", k, k),  # name: (model, method, mask, k, tokens), as the study's cells
+    per_frame = cell.voco.tokens  # the study's K, unless `--set voco.tokens=...` asks another
+    score = {"temporal": (model, "voco", "video", per_frame, per_frame),  # name: (model, method, mask, k, tokens)
              "video-upper": (upper, "full", "causal", cfg.voco.tokens, cfg.data.image_tokens),
-             "lower": (upper, "voco", "video", k, k)}
+             "lower": (upper, "voco", "video", per_frame, per_frame)}
     runs = [clip_run(m.eval(), tok, val.images, qs, TEMPORAL_FAMILIES, name=name, method=method, mask=mask, k=k,
                      tokens=tokens, progress=False) for name, (m, method, mask, k, tokens) in score.items()]
     runs = add_retention(runs, upper="video-upper", lower="lower")
     command = "python tools/temporal_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    body = {"name": args.name, "split": "val", "questions": len(qs), "k": k, "steps": args.steps,
+    body = {"name": args.name, "split": "val", "questions": len(qs), "k": per_frame, "steps": args.steps,
             "train_clips": n_train, "objective": cell.train.voco_objective if args.teacher else "implicit",
             "init": args.init or "voco-image", "teacher": args.teacher, "upper": args.upper or "video-upper",
             **({"saved": args.saved} if args.saved else {}),

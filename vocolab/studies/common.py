@@ -124,11 +124,12 @@ def reuse_message(folder: Path, trained_at: dict | None, now: dict) -> str:
         return f"reusing the base (upper-bound) model in {folder}"
     if trained_at == now and now["dirty"] is False:
         return f"reusing the base (upper-bound) model in {folder} (trained at this commit, {now['commit'][:12]})"
-    then = "an unrecorded commit" if not trained_at else \
-        trained_at["commit"][:12] + (" with uncommitted changes" if trained_at.get("dirty") else "")
-    here = now["commit"][:12] + (" with uncommitted changes" if now["dirty"] else "")
+    def said(state: dict) -> str:
+        return state["commit"][:12] + (" with uncommitted changes" if state.get("dirty") else "")
+
+    then = said(trained_at) if trained_at else "an unrecorded commit"
     return (f"WARNING: reusing the base (upper-bound) model in {folder}, trained at {then}; this checkout is "
-            f"{here}. Delete that folder to train it on this code.")
+            f"{said(now)}. Delete that folder to train it on this code.")
 
 
 def finished_quickstart(cfg: Config, tokenizer, stages: tuple[str, ...]) -> Path | None:
