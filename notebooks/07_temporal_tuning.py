@@ -189,8 +189,8 @@ assert worst < 1e-4
 #
 # `lab.run_temporal_study` (the `vocolab temporal` command, `make temporal`) starts every model
 # from the same upper-bound *scene* model and trains each for the same steps with the same
-# seed (the distilled `temporal` cell may take fewer, `temporal_steps`, with its own objective,
-# `temporal_objective`, and `video-upper` more on more clips, `upper_steps` / `upper_clips`). With
+# seed (the distilled `temporal` cell and `video-upper` may train their own way: `settings=CellSettings(...)`
+# of `vocolab.studies.temporal_settings`, the `--temporal-*` and `--upper-*` options of the command). With
 # `off_lattice_steps` the scene model is first tuned on scenes half drawn as clip frames, so that what it
 # sees carries over to clips. `make temporal` gives the temporal cell 850 steps of the others' 1,600 on
 # 8,000 clips, distilled through the answer logits only, after 550 such scene steps:

@@ -26,7 +26,7 @@ from vocolab.inference.generate import greedy_generate
 from vocolab.models.projector import sincos_frames
 from vocolab.models.vlm import VoCoVLM
 from vocolab.studies.common import QUICK, runs_dir, study_config
-from vocolab.studies.temporal import CELLS, TemporalStudy, frame_costs, run_temporal_study
+from vocolab.studies.temporal import CELLS, CellSettings, TemporalStudy, frame_costs, run_temporal_study
 
 FRAMES, K = 3, 2
 STUDY = tiny_overrides() | {"data.frames": FRAMES, "data.train_clips": 16, "data.heldout_clips": 4}
@@ -156,7 +156,10 @@ def test_frame_costs_match_a_real_cache():
 
 
 def study(out, **kwargs):
-    return run_temporal_study("nano", out, k=K, steps=2, limit=12, overrides=STUDY, progress=False, **kwargs)
+    """The tiny study; `CellSettings` fields among `kwargs` go into its settings."""
+    own = {name: kwargs.pop(name) for name in list(kwargs) if name in CellSettings.__dataclass_fields__}
+    return run_temporal_study("nano", out, k=K, steps=2, limit=12, overrides=STUDY, progress=False,
+                              settings=CellSettings(**own), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -336,10 +339,49 @@ def test_the_temporal_cell_distils_with_its_own_objective_and_the_others_are_reu
         (tmp_path / "table.md").read_text()
     state = TemporalStudy(cfg, runs_dir(cfg), k=K, steps=2, limit=12, progress=False)
     keys = {name: state.model_key(name) for name in CELLS if name != "lower"}
-    state.temporal_objective = recipe
+    state.settings = CellSettings(temporal_objective=recipe)
     assert {name: state.model_key(name) for name in keys} == keys
     with pytest.raises(ValueError, match="temporal_objective 'nope'"):
         study(tmp_path, temporal_objective="nope")
+
+
+def test_the_temporal_cell_starts_from_video_upper_and_reads_more_questions_per_clip(finished, tmp_path,
+                                                                                   monkeypatch):
+    """`temporal_init` / `temporal_questions` (`--temporal-init`, `--temporal-questions`): only the temporal
+    cell is keyed and trained anew, from video-upper's weights, on the study's training clips asked more
+    questions each (the held-out clips and questions unchanged); every other model is read back."""
+    out, body = finished
+    shutil.copytree(out / "cells", tmp_path / "cells")
+    fit, trained = TemporalStudy._fit, []
+
+    def recording(self, name, data, mask, init, *args, **kwargs):
+        asked = [max(len(q) for q in d.splits["train"].questions) for d in (self.clips, data)]
+        trained.append((name, init is self.model("video-upper"), *asked, len(data.splits["train"].images),
+                        data.splits["heldout"].questions == self.clips.splits["heldout"].questions))
+        return fit(self, name, data, mask, init, *args, **kwargs)
+
+    monkeypatch.setattr(TemporalStudy, "_fit", recording)
+    saved = runs_dir(study_config("nano", 0, STUDY, QUICK)) / "temporal" / "models" / "temporal"
+    shutil.copytree(saved, tmp_path / "saved")  # the study's model, which other tests read
+    try:
+        other = study(tmp_path, temporal_init="video-upper", temporal_questions=8)
+    finally:
+        shutil.rmtree(saved)
+        shutil.copytree(tmp_path / "saved", saved)
+    [(name, from_upper, theirs, own, clips, same_heldout)] = trained
+    assert name == "temporal" and from_upper and clips == 16 and same_heldout
+    assert theirs <= 5 < own <= 8  # the study's clips ask up to 5 questions each; a clip may hold fewer
+    assert other["temporal"]["failed"] == [] and other["eval"]["examples"] == body["eval"]["examples"]
+    assert other["temporal"]["temporal_init"] == "video-upper" and other["temporal"]["temporal_questions"] == 8
+    old, new = ({r["name"]: r for r in b["runs"]} for b in (body, other))
+    assert new["temporal"]["cell_key"] != old["temporal"]["cell_key"]
+    for name in set(CELLS) - {"temporal"}:
+        assert new[name]["cell_key"] == old[name]["cell_key"]
+    assert "(2 for temporal from video-upper, 8 questions per training clip)" in (tmp_path / "table.md").read_text()
+    with pytest.raises(ValueError, match="temporal_init 'nope'"):
+        study(tmp_path, temporal_init="nope")
+    with pytest.raises(ValueError, match="temporal_questions must be >= 0"):
+        study(tmp_path, temporal_questions=-1)
 
 
 def test_video_upper_trains_its_own_steps_on_its_own_clips_and_its_student_follows(finished, tmp_path,
@@ -405,6 +447,7 @@ def test_the_cached_base_model_records_its_commit_and_a_reuse_by_other_code_warn
     folder = runs_dir(cfg) / "upper-model"
     trained_at = json.loads((folder / "meta.json").read_text())["trained_at"]
     assert trained_at == code_state()  # the fixture trained it in this process
+    assert finished[1]["base_model"] == {"folder": f"runs/{runs_dir(cfg).name}/upper-model", "trained_at": trained_at}
     scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=False)
     other = {"commit": "f" * 40, "dirty": False}
     monkeypatch.setattr("vocolab.studies.common.code_state", lambda: other)
@@ -454,12 +497,14 @@ def test_cli_temporal(monkeypatch, capsys):
     assert cli.main(["temporal", "--preset", "nano", "--seed", "1", "--out", "x", "--k", "4", "--steps", "3",
                      "--limit", "5", "--train-clips", "40", "--off-lattice-steps", "6", "--set", "data.frames=3",
                      "--temporal-steps", "2", "--upper-steps", "7", "--upper-clips", "80",
-                     "--temporal-objective", "logits"]) == 0
+                     "--temporal-objective", "logits", "--temporal-init", "video-upper",
+                     "--temporal-questions", "10"]) == 0
     assert seen["args"] == ("nano", "x")
+    own = CellSettings(temporal_steps=2, temporal_objective="logits", temporal_init="video-upper",
+                       temporal_questions=10, upper_steps=7, upper_clips=80)
     assert seen["kwargs"] | {"command": None} == {"seed": 1, "k": 4, "steps": 3, "limit": 5, "train_clips": 40,
                                                    "overrides": {"data.frames": 3}, "command": None,
-                                                   "off_lattice_steps": 6, "temporal_steps": 2, "upper_steps": 7,
-                                                   "upper_clips": 80, "temporal_objective": "logits"}
+                                                   "off_lattice_steps": 6, "settings": own}
     monkeypatch.undo()
     assert cli.main(["temporal", "--k", "0", "--out", "y"]) == 2
     assert "k=0" in capsys.readouterr().err
@@ -469,6 +514,8 @@ def test_cli_temporal(monkeypatch, capsys):
     assert "upper_steps must be >= 1" in capsys.readouterr().err
     assert cli.main(["temporal", "--temporal-objective", "nope", "--out", "y"]) == 2
     assert "temporal_objective 'nope' is not one of" in capsys.readouterr().err
+    assert cli.main(["temporal", "--temporal-questions", "-1", "--out", "y"]) == 2
+    assert "temporal_questions must be >= 0" in capsys.readouterr().err
     assert cli.main(["temporal", "--off-lattice-steps", "-1", "--out", "y"]) == 2
     assert "off-lattice tuning: steps must be >= 0" in capsys.readouterr().err
 

@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     temporal.add_argument("--temporal-objective", default=None, metavar="OBJECTIVE",
                           help="the temporal cell's distillation objective (a train.voco_objective; default the "
                                "recipe's)")
+    from vocolab.studies.temporal_settings import TEMPORAL_STARTS  # light: the core config only
+
+    temporal.add_argument("--temporal-init", default="voco-image", choices=TEMPORAL_STARTS,
+                          help="the temporal cell's start: the image VoCo model (default) or the video upper bound")
+    temporal.add_argument("--temporal-questions", type=int, default=0, metavar="N",
+                          help="questions per training clip for the temporal cell (default 0: the data's; the "
+                               "held-out clips keep theirs)")
     temporal.add_argument("--upper-steps", type=int, default=None,
                           help="training steps of the video upper bound (default --steps)")
     temporal.add_argument("--upper-clips", type=int, default=None,
@@ -186,12 +193,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                               limit=args.limit, overrides=_overrides(args), command=command)
         elif args.command == "temporal":
             from vocolab.studies.temporal import run_temporal_study
+            from vocolab.studies.temporal_settings import CellSettings
 
+            own = CellSettings(temporal_steps=args.temporal_steps, temporal_objective=args.temporal_objective,
+                               temporal_init=args.temporal_init, temporal_questions=args.temporal_questions,
+                               upper_steps=args.upper_steps, upper_clips=args.upper_clips)
             run_temporal_study(args.preset, args.out, seed=args.seed, k=args.k, steps=args.steps,
                                limit=args.limit, train_clips=args.train_clips, overrides=_overrides(args),
-                               command=command, off_lattice_steps=args.off_lattice_steps,
-                               temporal_steps=args.temporal_steps, upper_steps=args.upper_steps,
-                               upper_clips=args.upper_clips, temporal_objective=args.temporal_objective)
+                               command=command, off_lattice_steps=args.off_lattice_steps, settings=own)
         elif args.command == "mod":
             from vocolab.studies.mod import run_mod_study
 

@@ -37,6 +37,10 @@ def temporal_markdown(body: dict) -> str:
     own = t.get("temporal_steps") or t["steps"]  # files before --temporal-steps have none
     upper, upper_clips = t.get("upper_steps") or t["steps"], t.get("upper_clips") or t["clips"]["train"]
     objective = f" with the {t['temporal_objective']} objective" if t.get("temporal_objective") else ""
+    if t.get("temporal_init", "voco-image") != "voco-image":  # files before --temporal-init have none
+        objective += f" from {t['temporal_init']}"
+    if t.get("temporal_questions"):
+        objective += f", {t['temporal_questions']} questions per training clip"
     apart = ([f"{own} for temporal{objective}"] if own != t["steps"] or objective else []) + (
         [f"{upper} on {upper_clips:,} training clips for video-upper"]
         if (upper, upper_clips) != (t["steps"], t["clips"]["train"]) else [])

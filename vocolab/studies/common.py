@@ -105,6 +105,15 @@ def base_model(cfg: Config, runs: Path, data, progress: bool = True):
     return model
 
 
+def base_record(runs: Path) -> dict:
+    """What a results file says of the base model its study stood on: the checkpoint's folder under the
+    cache and the commit it was trained at (None: saved before commits were recorded). The model is
+    cached by config and seed, not by code, so a study's own commit need not be its base model's."""
+    meta = runs / "upper-model" / "meta.json"
+    trained_at = json.loads(meta.read_text()).get("trained_at") if meta.is_file() else None
+    return {"folder": f"runs/{runs.name}/upper-model", "trained_at": trained_at}
+
+
 def code_state() -> dict:
     """The checkout's commit and whether tracked files differ from it (`reporting.provenance.git_state`)."""
     from vocolab.reporting.provenance import git_state
@@ -200,12 +209,13 @@ class Study:
 
 def finish(name: str, out: Path, command: str, start: float, cfg: Config, eval_info: dict, runs: list[dict],
            details: dict, write: Callable[[dict, Path], None], *, ran: list | None = None,
-           failed: list | None = None, sections: dict | None = None) -> dict:
+           failed: list | None = None, sections: dict | None = None, base: Path | None = None) -> dict:
     """The study's results body (provenance, the held-out set, every run, the config and
     the study's own `details` under `name`, then any further `sections`), written by `write`
     to `out`. With `ran`, this
     invocation is appended to `out/invocations.json` and the history kept in the body: a
-    resumed grid then still records the cost of every run that made its cells."""
+    resumed grid then still records the cost of every run that made its cells. With `base` (the runs
+    folder of the base model the study started from), `base_model` says which model that was (`base_record`)."""
     from vocolab.reporting.provenance import provenance
     from vocolab.reporting.results import results
 
@@ -213,11 +223,13 @@ def finish(name: str, out: Path, command: str, start: float, cfg: Config, eval_i
     extra = {}
     if ran is not None:
         extra["invocations"] = log_invocation(out, command, wall, ran, failed or [])
+    if base is not None:
+        extra["base_model"] = base_record(base)
     body = results(provenance(command, cfg.preset, cfg.seed, wall, out), eval_info, runs, config=cfg.to_dict(),
                    **extra, **{name: details}, **(sections or {}))
     write(body, out)
     return body
 
 
-__all__ = ["QUICK", "QUICK_STEPS", "SWEEP_STEPS", "Study", "base_model", "cell_steps", "code_state", "finish",
-           "reuse_message", "runs_dir", "study_config", "train_clip_count"]
+__all__ = ["QUICK", "QUICK_STEPS", "SWEEP_STEPS", "Study", "base_model", "base_record", "cell_steps", "code_state",
+           "finish", "reuse_message", "runs_dir", "study_config", "train_clip_count"]

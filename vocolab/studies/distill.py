@@ -72,7 +72,7 @@ def run_distill_study(preset_name: str = "nano", out: str | Path = "figures/dist
                "cells_wall_s": round(sum(r.get("wall_s", 0) for r in done), 1)}
     eval_info = {"split": "heldout", "examples": len(study.qs), "families": list(study.families)}
     return finish("distill", out, command, start, cfg, eval_info, add_retention(bounds + done), details,
-                  partial(write_distill_outputs, echo=progress), ran=ran, failed=failed)
+                  partial(write_distill_outputs, echo=progress), ran=ran, failed=failed, base=study.runs)
 
 
 __all__ = ["KS", "run_distill_study"]

@@ -187,6 +187,6 @@ def run_mod_study(preset_name: str = "nano", out: str | Path = "figures/mod", *,
                "cells_wall_s": round(sum(run.get("wall_s", 0) for run in done), 1)}
     eval_info = {"split": "heldout", "kind": "clips", "examples": len(qs), "families": families}
     return finish("mod", out, command, start, cfg, eval_info, bounds + done, details, write_mod_outputs,
-                  ran=ran, failed=failed)
+                  ran=ran, failed=failed, base=runs)
 
 __all__ = ["QUICK_CLIPS", "VARIANTS", "run_mod_study"]

@@ -262,7 +262,7 @@ def run_sweep(preset_name: str = "nano", out: str | Path = "figures/sweep", *, s
         details["voco_model"] = sweep.voco_training | {"train_s": sweep.voco_seconds}
     eval_info = {"split": "heldout", "examples": len(sweep.study.qs), "families": list(sweep.study.families)}
     return finish("sweep", out, command, start, cfg, eval_info, add_retention(bounds + done), details,
-                  write_sweep_outputs, ran=ran, failed=failed)
+                  write_sweep_outputs, ran=ran, failed=failed, base=sweep.study.runs)
 
 
 __all__ = ["Cell", "FASTV_LAYER", "KS", "METHODS", "Sweep", "TRAINED", "TRAINING_FREE", "plan", "run_sweep"]

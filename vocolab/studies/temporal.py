@@ -2,20 +2,18 @@
 
 Every model starts from the shared upper-bound *scene* model (the sweep's base model, trained once
 per preset and seed; with `--off-lattice-steps N` that model tuned N steps on off-lattice scenes,
-`studies.off_lattice`) and is trained for the same steps with the same seed (the temporal cell for
-`--temporal-steps` with `--temporal-objective` if given: distilled, it needs fewer, and a far-trained
-teacher's hidden states may be too far to copy; video-upper for `--upper-steps` on `--upper-clips` if
-given: the reference, it may take more); all are evaluated on the same held-out clips (T frames):
+`studies.off_lattice`) and is trained for the same steps with the same seed (the temporal cell and
+video-upper as their own settings say, `studies.temporal_settings`); all are evaluated on the same
+held-out clips (T frames):
 
     voco-image    the image VoCo model: the base model fine-tuned on scene QA under
                   the `voco` mask with K tokens (with the recipe's `train.voco_objective`,
                   distilled from the base model as in `training.recipe`), evaluated on clips
                   under the `video` mask without any video training (each frame's K VoCo
                   tokens see only that frame; the question sees every frame's VoCo tokens)
-    temporal      that model continued on clip QA under the `video` mask, distilled from
-                  video-upper with the recipe's `train.voco_objective` or its own (what the image
-                  VoCo model learns from the scene model, the video one learns from the
-                  clip upper bound)
+    temporal      that model (or video-upper) continued on clip QA under the `video` mask,
+                  distilled from video-upper (what the image VoCo model learns from the scene
+                  model, the video one learns from the clip upper bound)
     avgpool       average pooling of each frame to K tokens (zoo compressor) from the
                   base model, trained on clip QA, causal mask
     video-upper   the base model trained on clip QA with every frame's V tokens,
@@ -50,13 +48,14 @@ from pathlib import Path
 import torch
 from lightning import seed_everything
 
-from vocolab.core.config import VOCO_OBJECTIVES, Config
+from vocolab.core.config import Config
 from vocolab.core.runtime import quick_mode
 from vocolab.evaluation.clips import clip_run
 from vocolab.reporting.temporal import write_temporal_outputs
 from vocolab.studies.cells import architecture, key_of, model_id, run_cells
 from vocolab.studies.common import QUICK, cell_steps, finish, runs_dir, study_config, train_clip_count
 from vocolab.studies.off_lattice import check_steps, clip_start_model
+from vocolab.studies.temporal_settings import CellSettings
 from vocolab.zoo.costs import frame_costs
 
 K = 2
@@ -68,39 +67,32 @@ TRAINING_ORDER = ("voco-image", "video-upper", "temporal", "avgpool", "lower", "
 QUICK_CLIPS = {"train": 200, "heldout": 40, "batch_size": 8}
 
 
-def check_settings(cfg: Config, k: int, steps: int, temporal_steps: int | None = None,
-                   upper_steps: int | None = None, temporal_objective: str | None = None) -> None:
+def check_settings(cfg: Config, k: int, steps: int, settings: CellSettings) -> None:
     if not 1 <= k < cfg.data.image_tokens:
         raise ValueError(f"temporal: k={k} is outside 1..V-1 (V={cfg.data.image_tokens}; K=V is the upper bound)")
     if steps < 1:
         raise ValueError(f"temporal: steps must be >= 1, got {steps}")
-    if temporal_steps is not None and temporal_steps < 1:
-        raise ValueError(f"temporal: temporal_steps must be >= 1, got {temporal_steps}")
-    if upper_steps is not None and upper_steps < 1:
-        raise ValueError(f"temporal: upper_steps must be >= 1, got {upper_steps}")
-    if temporal_objective is not None and temporal_objective not in VOCO_OBJECTIVES:
-        raise ValueError(f"temporal: temporal_objective {temporal_objective!r} is not one of {VOCO_OBJECTIVES}")
+    settings.check()
 
 
 class TemporalStudy:
     """State shared by the cells: config, scene and clip data, the base model, held-out questions."""
 
     def __init__(self, cfg: Config, runs: Path, *, k: int, steps: int, limit: int | None, progress: bool,
-                 train_clips: int | None = None, off_lattice_steps: int = 0, temporal_steps: int | None = None,
-                 upper_steps: int | None = None, upper_clips: int | None = None, temporal_objective: str | None = None):
+                 train_clips: int | None = None, off_lattice_steps: int = 0, settings: CellSettings = CellSettings()):
         from vocolab.data.clips import TEMPORAL_FAMILIES
         from vocolab.data.module import VoCoDataModule
         from vocolab.evaluation.heldout import Questions
 
-        check_settings(cfg, k, steps, temporal_steps, upper_steps, temporal_objective)  # before any data or training
+        check_settings(cfg, k, steps, settings)  # before any data or training
         self.cfg, self.runs, self.k, self.steps, self.progress = cfg, runs, k, steps, progress
-        self.temporal_steps, self.upper_steps = temporal_steps or steps, upper_steps or steps
-        self.temporal_objective = temporal_objective  # None: the recipe's train.voco_objective
+        self.settings = settings
+        self.temporal_steps, self.upper_steps = settings.temporal_steps or steps, settings.upper_steps or steps
         self.families = TEMPORAL_FAMILIES
         d = cfg.data
         self.sizes = {"train": train_clip_count(train_clips, d.train_clips, QUICK_CLIPS["train"]),
                       "heldout": min(d.heldout_clips, QUICK_CLIPS["heldout"]) if quick_mode() else d.heldout_clips}
-        self.upper_sizes = self.sizes | {"train": train_clip_count(upper_clips, self.sizes["train"],
+        self.upper_sizes = self.sizes | {"train": train_clip_count(settings.upper_clips, self.sizes["train"],
                                                                    QUICK_CLIPS["train"])}
         self.scenes = VoCoDataModule(cfg, turns=cfg.train.turns, progress=progress)
         self.scenes.setup()
@@ -122,11 +114,18 @@ class TemporalStudy:
     @cached_property
     def upper_clips(self):
         """video-upper's clip data: the study's, or its own training clips (the same held-out ones)."""
+        return self.clips if self.upper_sizes == self.sizes else self._clip_data(self.cfg, self.upper_sizes["train"])
+
+    @cached_property
+    def temporal_clips(self):
+        """The temporal cell's clip data: the study's, or the same clips with its own questions per training clip."""
+        own = self.settings.temporal_questions
+        return self._clip_data(self.cell_cfg("temporal"), self.sizes["train"]) if own else self.clips
+
+    def _clip_data(self, cfg: Config, train_n: int):
         from vocolab.data.module import VoCoDataModule
 
-        if self.upper_sizes == self.sizes:
-            return self.clips
-        data = VoCoDataModule(self.cfg, kind="clips", turns=self.cfg.train.turns, train_n=self.upper_sizes["train"],
+        data = VoCoDataModule(cfg, kind="clips", turns=self.cfg.train.turns, train_n=train_n,
                               heldout_n=self.sizes["heldout"], progress=self.progress, tokenizer=self.tokenizer)
         data.setup()
         return data
@@ -142,10 +141,10 @@ class TemporalStudy:
     # -- keys -----------------------------------------------------------------------------------
     def model_key(self, name: str) -> str:
         """What a trained model depends on (temporal also on its teacher, video-upper)."""
-        teacher = {"teacher": self.model_key("video-upper")} if name == "temporal" else {}
+        own = {"teacher": self.model_key("video-upper")} | self.settings.temporal_key() if name == "temporal" else {}
         return key_of({"model": name, "cfg": self.cell_cfg(name).to_dict(), "k": self.k, "steps": self.steps_of(name),
                        "base": self.base_id, "architecture": self.base_architecture,
-                       "clips": self.upper_sizes if name == "video-upper" else self.sizes} | teacher)
+                       "clips": self.upper_sizes if name == "video-upper" else self.sizes} | own)
 
     def cell_key(self, name: str) -> str:
         model = self.model_key("video-upper" if name == "lower" else name)
@@ -156,8 +155,7 @@ class TemporalStudy:
         """The config a model is trained with (the clip-trained ones with a smaller batch in quick mode)."""
         settings = {
             "voco-image": {"voco.tokens": self.k, "voco.mask": "voco"},
-            "temporal": {"voco.tokens": self.k, "voco.mask": "video"} | (
-                {"train.voco_objective": self.temporal_objective} if self.temporal_objective else {}),
+            "temporal": {"voco.tokens": self.k, "voco.mask": "video"} | self.settings.temporal_overrides(),
             "avgpool": {"compress.method": "avgpool", "compress.tokens": self.k, "voco.tokens": 0,
                         "voco.mask": "causal"},
             "video-upper": {"voco.mask": "causal"},
@@ -188,8 +186,9 @@ class TemporalStudy:
         t0 = time.perf_counter()
         if name == "voco-image":  # scene QA, voco mask, distilled from the base model like the recipe's voco stage
             model = self._fit(name, self.scenes, "voco", self.upper, teacher=self.upper)
-        elif name == "temporal":  # the image VoCo model, continued on clips under the video mask, distilled
-            model = self._fit(name, self.clips, "video", self.model("voco-image"), teacher=self.model("video-upper"))
+        elif name == "temporal":  # the image VoCo model (or video-upper), on clips under the video mask, distilled
+            start = self.model(self.settings.temporal_init)
+            model = self._fit(name, self.temporal_clips, "video", start, teacher=self.model("video-upper"))
         elif name == "middle-frame":  # clip QA, causal, from the base model, one frame per clip
             model = self._fit(name, self.middle_clips(), "causal", self.upper)
         elif name == "video-upper":  # clip QA, causal, from the base model, on its own clips if given
@@ -348,17 +347,15 @@ class TemporalStudy:
 def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/temporal", *, seed: int = 0,
                        k: int = K, steps: int | None = None, limit: int | None = None,
                        train_clips: int | None = None, overrides: dict | None = None, command: str = "vocolab temporal",
-                       progress: bool = True, off_lattice_steps: int = 0, temporal_steps: int | None = None,
-                       upper_steps: int | None = None, upper_clips: int | None = None,
-                       temporal_objective: str | None = None) -> dict:
+                       progress: bool = True, off_lattice_steps: int = 0,
+                       settings: CellSettings | None = None) -> dict:
     """Train (or resume) every cell, evaluate on held-out clips; write results.json, table.md
     and the figures (accuracy_per_family.png, accuracy_vs_frames.png, streaming.png) to `out`.
     `train_clips` draws more training clips than `data.train_clips` without changing the config,
     so the shared scene model is the one the other studies use (generation is cheap). With
     `off_lattice_steps`, every cell starts from that scene model tuned so many steps on off-lattice
-    scenes (`studies.off_lattice`); the held-out clips stay the same. `temporal_steps` / `temporal_objective`
-    give the temporal cell (distilled from video-upper) its own steps / objective (default the recipe's);
-    `upper_steps` / `upper_clips` give the video upper bound its own steps and training clips."""
+    scenes (`studies.off_lattice`); the held-out clips stay the same. `settings` give the temporal cell
+    (distilled from video-upper) and video-upper their own training (`studies.temporal_settings`)."""
     from vocolab.evaluation.heldout import add_retention
 
     start = time.perf_counter()
@@ -367,8 +364,8 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     check_steps(off_lattice_steps)
     out = Path(out)
     study = TemporalStudy(cfg, runs_dir(cfg), k=k, steps=steps, limit=limit, progress=progress,
-                          train_clips=train_clips, off_lattice_steps=off_lattice_steps, temporal_steps=temporal_steps,
-                          upper_steps=upper_steps, upper_clips=upper_clips, temporal_objective=temporal_objective)
+                          train_clips=train_clips, off_lattice_steps=off_lattice_steps,
+                          settings=settings or CellSettings())
     refs, single_detail = study.references()
     perception = study.frame_perception()
     ran: list[str] = []
@@ -381,7 +378,8 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     example = study.streaming_example() if "temporal" in names else None
     details = {"k": k, "steps": steps, "temporal_steps": study.temporal_steps, "clips": study.sizes,
                "upper_steps": study.upper_steps, "upper_clips": study.upper_sizes["train"],
-               "off_lattice_steps": off_lattice_steps, "temporal_objective": temporal_objective,
+               "off_lattice_steps": off_lattice_steps, "temporal_objective": study.settings.temporal_objective,
+               "temporal_init": study.settings.temporal_init, "temporal_questions": study.settings.temporal_questions,
                "middle_frame": study.middle, "failed": failed,
                "upper": "video-upper", "lower": "lower", "single_frame": single_detail,
                "frame_perception": perception, "example": example,
@@ -393,7 +391,9 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
                  "frames": study.frames}
     frames = study.heldout.images[example["clip"]] if example else None
     return finish("temporal", out, command, start, cfg, eval_info, runs, details,
-                  partial(write_temporal_outputs, example_frames=frames), ran=ran, failed=failed)
+                  partial(write_temporal_outputs, example_frames=frames), ran=ran, failed=failed,
+                  base=study.runs)
 
 
-__all__ = ["CELLS", "K", "QUICK_CLIPS", "TemporalStudy", "check_settings", "frame_costs", "run_temporal_study"]
+__all__ = ["CELLS", "K", "QUICK_CLIPS", "CellSettings", "TemporalStudy", "check_settings", "frame_costs",
+           "run_temporal_study"]

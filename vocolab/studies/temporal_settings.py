@@ -1,0 +1,63 @@
+"""How the temporal study's two special cells train where they differ from the others.
+
+Every cell of `vocolab temporal` trains for the study's steps from the shared scene model, except
+the `temporal` cell (distilled from `video-upper`, it may take its own steps and objective, start from
+`video-upper` instead of the image VoCo model, and read more questions per training clip) and
+`video-upper` (the reference, it may take more steps on more clips). One object holds those
+settings so that the study checks them before any data or training, keys only the cells they touch
+and records them in results.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from vocolab.core.config import VOCO_OBJECTIVES
+
+TEMPORAL_STARTS = ("voco-image", "video-upper")  # the models the temporal cell may start from
+
+
+@dataclass(frozen=True)
+class CellSettings:
+    """The temporal cell's and video-upper's own training (None / the defaults: the study's)."""
+
+    temporal_steps: int | None = None
+    temporal_objective: str | None = None  # None: the recipe's train.voco_objective
+    # the temporal cell's start: the image VoCo model (the paper's order) or the video upper bound (already
+    # reads clips; seed 0 validation 0.617 -> 0.652 at 850 steps, RESULTS.md)
+    temporal_init: str = "voco-image"
+    # > 0: questions per training clip for the temporal cell (more answers per clip through the same K tokens);
+    # the held-out clips keep theirs
+    temporal_questions: int = 0
+    upper_steps: int | None = None
+    upper_clips: int | None = None
+
+    def check(self) -> None:
+        """ValueError naming the setting, before any data is drawn or a model trained."""
+        for name in ("temporal_steps", "upper_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"temporal: {name} must be >= 1, got {value}")
+        if self.temporal_objective is not None and self.temporal_objective not in VOCO_OBJECTIVES:
+            raise ValueError(f"temporal: temporal_objective {self.temporal_objective!r} is not one of "
+                             f"{VOCO_OBJECTIVES}")
+        if self.temporal_init not in TEMPORAL_STARTS:
+            raise ValueError(f"temporal: temporal_init {self.temporal_init!r} is not one of {TEMPORAL_STARTS}")
+        if self.temporal_questions < 0:
+            raise ValueError(f"temporal: temporal_questions must be >= 0, got {self.temporal_questions}")
+
+    def temporal_overrides(self) -> dict:
+        """The temporal cell's config overrides beyond K and the mask."""
+        return ({"train.voco_objective": self.temporal_objective} if self.temporal_objective else {}) | (
+            {"data.train_questions_per_scene": self.temporal_questions} if self.temporal_questions else {})
+
+    def temporal_key(self) -> dict:
+        """What of these keys the temporal model beyond its config: the start, only when it is not the
+        default (so models trained before the setting existed keep their keys)."""
+        return {"init": self.temporal_init} if self.temporal_init != "voco-image" else {}
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+__all__ = ["TEMPORAL_STARTS", "CellSettings"]
