@@ -193,12 +193,13 @@ assert worst < 1e-4
 # of `vocolab.studies.temporal_settings`, the `--temporal-*` and `--upper-*` options of the command). With
 # `off_lattice_steps` the scene model is first tuned on scenes half drawn as clip frames, so that what it
 # sees carries over to clips. `make temporal` gives the temporal cell 850 steps of the others' 1,600 on
-# 8,000 clips, distilled through the answer logits only, after 550 such scene steps:
+# 8,000 clips, distilled through the answer logits only, started from `video-upper` and asked 10 questions per
+# training clip (the held-out clips keep their 5), after 550 such scene steps:
 #
 # | run | what it is | tokens per frame the answer sees |
 # |---|---|---|
 # | `voco-image` | the image VoCo model (scene QA, `voco` mask, distilled from the scene model like the recipe's voco stage), evaluated on clips under the `video` mask, never trained on video | K VoCo |
-# | `temporal` | `voco-image` continued on clip QA under the `video` mask, distilled from `video-upper` (its answer logits; the recipe's objective adds its hidden states): **temporal tuning** | K VoCo |
+# | `temporal` | a VoCo model trained on clip QA under the `video` mask, distilled from `video-upper` (its answer logits; the recipe's objective adds its hidden states), from `voco-image` by default, from `video-upper` in `make temporal`: **temporal tuning** | K VoCo |
 # | `avgpool` | average pooling of each frame to K tokens, trained on clip QA | K pooled |
 # | `video-upper` | all V tokens of every frame, causal, trained on clip QA: the upper bound | V (+ its VoCo slot) |
 # | `lower` | `video-upper` evaluated under the `video` mask with K VoCo tokens per frame: the lower bound | K VoCo |
@@ -328,11 +329,11 @@ else:
 # The repository ships the `temporal` model of `vocolab temporal` (`trained/nano/video`). Here
 # it streams the first held-out clip and answers each of its questions after every frame
 # (`predict_frames`: one growing cache, each frame compressed once): read down a column to see
-# which answers need the whole clip. It is the temporal model of `make temporal` at `231bafe` (850
-# steps, distilled through the answer logits from the video upper bound, every clip model started
-# from the scene model tuned on clip-frame scenes): 58.1 % on all 1,500 held-out questions and 0.58 on
-# its check (the first 150; blind 0.25), best on `direction` (0.77), so expect wrong answers, more
-# of them after one or two frames.
+# which answers need the whole clip. It is the temporal model of `make temporal` at `b5591c2` (850
+# steps from the video upper bound, distilled through its answer logits, 10 questions per training clip,
+# every clip model started from the scene model tuned on clip-frame scenes): 68.8 % on all 1,500 held-out
+# questions and 0.62 on its check (the first 150; blind 0.25), best on `direction` (0.85), so expect wrong
+# answers, more of them after one or two frames.
 # What the streaming *mechanics* show holds for any weights.
 
 # %%

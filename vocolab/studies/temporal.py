@@ -141,7 +141,7 @@ class TemporalStudy:
     # -- keys -----------------------------------------------------------------------------------
     def model_key(self, name: str) -> str:
         """What a trained model depends on (temporal also on its teacher, video-upper)."""
-        own = {"teacher": self.model_key("video-upper")} | self.settings.temporal_key() if name == "temporal" else {}
+        own = ({"teacher": self.model_key("video-upper")} | self.settings.temporal_key()) if name == "temporal" else {}
         return key_of({"model": name, "cfg": self.cell_cfg(name).to_dict(), "k": self.k, "steps": self.steps_of(name),
                        "base": self.base_id, "architecture": self.base_architecture,
                        "clips": self.upper_sizes if name == "video-upper" else self.sizes} | own)

@@ -10,7 +10,7 @@ and records them in results.json.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from vocolab.core.config import VOCO_OBJECTIVES
 
@@ -55,9 +55,6 @@ class CellSettings:
         """What of these keys the temporal model beyond its config: the start, only when it is not the
         default (so models trained before the setting existed keep their keys)."""
         return {"init": self.temporal_init} if self.temporal_init != "voco-image" else {}
-
-    def record(self) -> dict:
-        return asdict(self)
 
 
 __all__ = ["TEMPORAL_STARTS", "CellSettings"]
