@@ -73,6 +73,9 @@ def job_runs(job: str, preset: str, seed: int) -> Path:
     return cache_root() / "runs" / f"{job}-{preset}-seed{seed}{'-quick' if quick_mode() else ''}"
 
 
+BASE_FOLDER = "upper-model"  # the base model's checkpoint, under the studies' runs folder
+
+
 def runs_dir(cfg: Config) -> Path:
     """Where the shared base model and training logs of the studies live (cache, not figures)."""
     return job_runs("sweep", cfg.preset, cfg.seed)
@@ -85,7 +88,7 @@ def base_model(cfg: Config, runs: Path, data, progress: bool = True):
     from vocolab.models.checkpoint import load_if_saved_for, save_checkpoint
     from vocolab.training.recipe import run_recipe
 
-    folder = runs / "upper-model"
+    folder = runs / BASE_FOLDER
     meta_key = key_of({"cfg": cfg.to_dict(), "vocabulary": words(cfg.data)})
     saved = load_if_saved_for(folder, sweep_key=meta_key)
     if saved is not None:
@@ -109,9 +112,11 @@ def base_record(runs: Path) -> dict:
     """What a results file says of the base model its study stood on: the checkpoint's folder under the
     cache and the commit it was trained at (None: saved before commits were recorded). The model is
     cached by config and seed, not by code, so a study's own commit need not be its base model's."""
-    meta = runs / "upper-model" / "meta.json"
+    from vocolab.models.checkpoint import META
+
+    meta = runs / BASE_FOLDER / META
     trained_at = json.loads(meta.read_text()).get("trained_at") if meta.is_file() else None
-    return {"folder": f"runs/{runs.name}/upper-model", "trained_at": trained_at}
+    return {"folder": f"runs/{runs.name}/{BASE_FOLDER}", "trained_at": trained_at}
 
 
 def code_state() -> dict:

@@ -52,7 +52,7 @@ class CellSettings:
             {"data.train_questions_per_scene": self.temporal_questions} if self.temporal_questions else {})
 
     def temporal_key(self) -> dict:
-        """What of these keys the temporal model beyond its config: the start, only when it is not the
+        """What the temporal model's key holds beyond its config: the start, only when it is not the
         default (so models trained before the setting existed keep their keys)."""
         return {"init": self.temporal_init} if self.temporal_init != "voco-image" else {}
 
