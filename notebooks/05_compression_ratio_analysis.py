@@ -70,15 +70,15 @@ pd.DataFrame([{"method": m.name, "where": m.where, "trainable": m.trainable, "ne
 # ## 2. A sweep
 #
 # Set `LOAD_COMMITTED = True` to read the nano sweep committed in `figures/sweep/`
-# (made by `make sweep`: 67 minutes on 2 slowed CPU cores in the measured run). Otherwise a small
+# (made by `make sweep`: 60 minutes on 2 CPU cores in the committed run). Otherwise a small
 # sweep runs here: in quick mode (`VOCOLAB_QUICK=1`, as in the tests) with tiny data and a few
 # steps per cell, so its numbers only show that the machinery works; outside quick mode
 # with the preset's real settings at K = 1 and 4.
 #
 # The compressors train one model per K. VoCo trains ONE model for all the sweep's Ks, each
 # batch at one K drawn from them (the same steps per K), and every VoCo cell asks it at its K:
-# one model trained per K kept 0.48-0.61 of the upper bound at nano, the shared one 0.70 at K = 1
-# rising to 0.995 at K = 16.
+# one model trained per K kept 0.48-0.61 of the upper bound at nano, the shared one 0.60 at K = 1
+# rising to 1.00 at K = 16 (the committed run).
 #
 # Each finished cell is stored as a JSON file; running the cell again skips them.
 
