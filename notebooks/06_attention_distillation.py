@@ -37,7 +37,7 @@
 # %%
 from vocolab import lab
 
-# minutes on this project's 2-core CPU; cpu: one student fine-tuned here, then the distill study (20.5 min measured)
+# minutes on this project's 2-core CPU; cpu: one student fine-tuned here, then the distill study (24.9 min measured)
 info = lab.setup(minutes={"quick": 0.5, "cpu": 25})
 
 # %%
