@@ -64,7 +64,7 @@ from vocolab.evaluation.scaling_analysis import N_BOOT, NOTE_N, analyse
 from vocolab.evaluation.scaling_budget import inference_flops
 from vocolab.reporting.scaling import write_scaling_outputs
 from vocolab.studies.cells import key_of, model_id, run_cells
-from vocolab.studies.common import QUICK, Study, finish, runs_dir, study_config
+from vocolab.studies.common import BASE_FOLDER, QUICK, Study, finish, runs_dir, study_config
 from vocolab.studies.sweep import TRAINED, Cell, Sweep
 
 METHODS = ("voco", "quecc")
@@ -195,7 +195,7 @@ class ScalingGrid:
         if size.name in self.uppers:
             return self.uppers[size.name]
         cfg = self.size_cfg(size)
-        folder = self.runs / size.name / "upper-model"
+        folder = self.runs / size.name / BASE_FOLDER
         key = key_of({"cfg": cfg.to_dict(), "clip": self.clip_key})
         saved = load_if_saved_for(folder, scaling_key=key)
         if saved is not None:
