@@ -23,16 +23,28 @@ class Batch:
     pixels: torch.Tensor | None  # uint8 [B, H, W, 3] or [B, T, H, W, 3]; None for text-only
     labels: torch.Tensor  # [B, L], -100 outside each answer span
     features: torch.Tensor | None = None  # precomputed frozen CLIP features, replacing pixels
+    # which of its split's images the samples are, when a data module made the batch: the same item
+    # gives the same sequence every epoch (what lets a frozen teacher's logits be kept, `training.teacher_cache`)
+    items: tuple[int, ...] | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
         """The tensors on `device` (copied asynchronously from pinned memory); layouts stay on the host."""
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.input_ids), self.layouts, move(self.pixels), move(self.labels), move(self.features))
+        return Batch(move(self.input_ids), self.layouts, move(self.pixels), move(self.labels), move(self.features),
+                     self.items)
 
     def pin_memory(self) -> "Batch":
         """Page-locked copies (the DataLoader's `pin_memory=True` calls this), for fast transfers."""
         pin = lambda t: t.pin_memory() if t is not None and t.device.type == "cpu" else t  # noqa: E731
-        return Batch(pin(self.input_ids), self.layouts, pin(self.pixels), pin(self.labels), pin(self.features))
+        return Batch(pin(self.input_ids), self.layouts, pin(self.pixels), pin(self.labels), pin(self.features),
+                     self.items)
+
+    def select(self, rows: Sequence[int]) -> "Batch":
+        """The samples `rows` only (padded as before)."""
+        rows = list(rows)
+        pick = lambda x: None if x is None else [x[r] for r in rows] if isinstance(x, list) else x[rows]  # noqa: E731
+        return Batch(self.input_ids[rows], [self.layouts[r] for r in rows], pick(self.pixels), self.labels[rows],
+                     pick(self.features), None if self.items is None else tuple(self.items[r] for r in rows))
 
     def __len__(self) -> int:
         return len(self.layouts)

@@ -163,6 +163,8 @@ class VoCoDataModule(L.LightningDataModule):
                            frames=split.frames if cached else None)
         if cached:
             batch.features = split.features[items]
+        if self.task == "qa" and pairs[0][1] < 0 and split is self.splits.get("train"):  # one sequence per item
+            batch.items = tuple(map(int, items))
         return batch
 
     def _world(self) -> tuple[int, int]:

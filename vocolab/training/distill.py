@@ -37,6 +37,7 @@ from vocolab.data.batching import Batch
 from vocolab.models.inputs import gather, model_device
 from vocolab.models.vlm import VoCoVLM
 from vocolab.training.modules import VLMModule
+from vocolab.training.teacher_cache import AnswerLogits
 
 OBJECTIVES = VOCO_OBJECTIVES
 
@@ -164,6 +165,7 @@ class DistillModule(VLMModule):
                 raise ValueError(f"distill: hidden_layers {self.hidden_layers} must be non-empty indices of "
                                  f"the LLM's {n} layers")
         self._teacher: list[VoCoVLM] = []  # a plain list: never a submodule, parameter or state_dict entry
+        self.answers = AnswerLogits()
         self.save_hyperparameters({**dict(self.hparams), "objective": objective, "teacher_from": teacher_from,
                                    "temperature": self.temperature, "kl_weight": self.kl_weight,
                                    "hidden_weight": self.hidden_weight, "hidden_layers": self.hidden_layers})
@@ -197,6 +199,7 @@ class DistillModule(VLMModule):
         self._check_teacher(teacher)
         teacher.eval().requires_grad_(False)
         self._teacher[:] = [teacher]
+        self.answers = AnswerLogits()  # what this teacher said about each training item, with train.teacher_cache
         return self
 
     def _check_teacher(self, teacher: VoCoVLM) -> None:
@@ -260,9 +263,12 @@ class DistillModule(VLMModule):
         losses = {"ce": self.global_token_mean(out.loss, batch.labels)}
         total = losses["ce"]
         if self.needs_teacher:
-            ref = self.teacher_forward(batch, output_hidden_states=hidden)
+            kept = self.cfg.train.teacher_cache and not hidden  # answer logits alone can be kept per item
+            ref = None if kept else self.teacher_forward(batch, output_hidden_states=hidden)
             if self.uses_logits:
-                labels, teacher = batch.labels, ref.logits
+                labels = batch.labels
+                teacher = self.answers.logits(batch, lambda part: self.teacher_forward(part).logits) if kept else (
+                    ref.logits)
                 if index is not None:  # the student's logits cover the positions `index` only
                     labels, teacher = gather(labels.to(index.device), index), gather(teacher, index)
                 losses["kl"] = answer_kl(out.logits, teacher, labels, self.temperature)
