@@ -364,7 +364,8 @@ def test_the_temporal_cell_starts_from_video_upper_and_reads_more_questions_per_
     saved = runs_dir(study_config("nano", 0, STUDY, QUICK)) / "temporal" / "models" / "temporal"
     shutil.copytree(saved, tmp_path / "saved")  # the study's model, which other tests read
     try:
-        other = study(tmp_path, temporal_init="video-upper", temporal_questions=8)
+        other = study(tmp_path, temporal_init="video-upper", temporal_questions=8, temporal_teacher_cache=True,
+                      temporal_objective="logits")
     finally:
         shutil.rmtree(saved)
         shutil.copytree(tmp_path / "saved", saved)
@@ -373,11 +374,13 @@ def test_the_temporal_cell_starts_from_video_upper_and_reads_more_questions_per_
     assert theirs <= 5 < own <= 8  # the study's clips ask up to 5 questions each; a clip may hold fewer
     assert other["temporal"]["failed"] == [] and other["eval"]["examples"] == body["eval"]["examples"]
     assert other["temporal"]["temporal_init"] == "video-upper" and other["temporal"]["temporal_questions"] == 8
+    assert other["temporal"]["temporal_teacher_cache"] is True and body["temporal"]["temporal_teacher_cache"] is False
     old, new = ({r["name"]: r for r in b["runs"]} for b in (body, other))
     assert new["temporal"]["cell_key"] != old["temporal"]["cell_key"]
     for name in set(CELLS) - {"temporal"}:
         assert new[name]["cell_key"] == old[name]["cell_key"]
-    assert "(2 for temporal from video-upper, 8 questions per training clip)" in (tmp_path / "table.md").read_text()
+    assert ("(2 for temporal with the logits objective from video-upper, 8 questions per training clip, the "
+            "teacher's answers kept per clip)" in (tmp_path / "table.md").read_text())
     with pytest.raises(ValueError, match="temporal_init 'nope'"):
         study(tmp_path, temporal_init="nope")
     with pytest.raises(ValueError, match="temporal_questions must be >= 0"):
@@ -498,10 +501,10 @@ def test_cli_temporal(monkeypatch, capsys):
                      "--limit", "5", "--train-clips", "40", "--off-lattice-steps", "6", "--set", "data.frames=3",
                      "--temporal-steps", "2", "--upper-steps", "7", "--upper-clips", "80",
                      "--temporal-objective", "logits", "--temporal-init", "video-upper",
-                     "--temporal-questions", "10"]) == 0
+                     "--temporal-questions", "10", "--temporal-teacher-cache"]) == 0
     assert seen["args"] == ("nano", "x")
     own = CellSettings(temporal_steps=2, temporal_objective="logits", temporal_init="video-upper",
-                       temporal_questions=10, upper_steps=7, upper_clips=80)
+                       temporal_questions=10, temporal_teacher_cache=True, upper_steps=7, upper_clips=80)
     assert seen["kwargs"] | {"command": None} == {"seed": 1, "k": 4, "steps": 3, "limit": 5, "train_clips": 40,
                                                    "overrides": {"data.frames": 3}, "command": None,
                                                    "off_lattice_steps": 6, "settings": own}
@@ -516,6 +519,8 @@ def test_cli_temporal(monkeypatch, capsys):
     assert "temporal_objective 'nope' is not one of" in capsys.readouterr().err
     assert cli.main(["temporal", "--temporal-questions", "-1", "--out", "y"]) == 2
     assert "temporal_questions must be >= 0" in capsys.readouterr().err
+    assert cli.main(["temporal", "--temporal-teacher-cache", "--out", "y"]) == 2
+    assert "temporal_teacher_cache keeps the teacher's answer logits: it needs" in capsys.readouterr().err
     assert cli.main(["temporal", "--off-lattice-steps", "-1", "--out", "y"]) == 2
     assert "off-lattice tuning: steps must be >= 0" in capsys.readouterr().err
 

@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     temporal.add_argument("--temporal-questions", type=int, default=0, metavar="N",
                           help="questions per training clip for the temporal cell (default 0: the data's; the "
                                "held-out clips keep theirs)")
+    temporal.add_argument("--temporal-teacher-cache", action="store_true",
+                          help="keep the teacher's answer logits per training clip (train.teacher_cache; needs "
+                               "--temporal-objective logits): the same losses, cheaper steps after the first epoch")
     temporal.add_argument("--upper-steps", type=int, default=None,
                           help="training steps of the video upper bound (default --steps)")
     temporal.add_argument("--upper-clips", type=int, default=None,
@@ -197,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             own = CellSettings(temporal_steps=args.temporal_steps, temporal_objective=args.temporal_objective,
                                temporal_init=args.temporal_init, temporal_questions=args.temporal_questions,
-                               upper_steps=args.upper_steps, upper_clips=args.upper_clips)
+                               temporal_teacher_cache=args.temporal_teacher_cache, upper_steps=args.upper_steps,
+                               upper_clips=args.upper_clips)
             run_temporal_study(args.preset, args.out, seed=args.seed, k=args.k, steps=args.steps,
                                limit=args.limit, train_clips=args.train_clips, overrides=_overrides(args),
                                command=command, off_lattice_steps=args.off_lattice_steps, settings=own)

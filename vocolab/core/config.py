@@ -175,9 +175,6 @@ class TrainConfig:
     voco_objective: str = "logits+attention"
     train_vision: bool = False  # CLIP frozen (features cached) after the clip stage
     turns: bool = True  # all questions of an image in one training sequence
-    # False: under the voco / video masks the image tokens run without autograd (`training.image_pass`): the
-    # same forward, the loss reaches the weights through the VoCo tokens and the text only, a cheaper step
-    image_grad: bool = True
     # True: a frozen teacher's answer logits (the `logits` objective) computed once per training item and read
     # back in later epochs (`training.teacher_cache`)
     teacher_cache: bool = False
@@ -190,8 +187,7 @@ class TrainConfig:
 
 # Fields added after trained models were cached under keys of `Config.to_dict()`: left out of it at their
 # default, so those keys (and every cached model, cell and shipped config) stay valid; set, they are in it.
-LEFT_OUT_AT_DEFAULT: dict[str, dict[str, Any]] = {"data": {"train_clip_frames": 0.0}, "train": {"image_grad": True,
-                                                                                            "teacher_cache": False}}
+LEFT_OUT_AT_DEFAULT: dict[str, dict[str, Any]] = {"data": {"train_clip_frames": 0.0}, "train": {"teacher_cache": False}}
 
 
 @dataclass

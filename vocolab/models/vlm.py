@@ -160,19 +160,12 @@ class VoCoVLM(nn.Module):
         return feats.reshape(*lead, *feats.shape[-2:])
 
     # -- embedding ------------------------------------------------------------------------
-    def embed(self, input_ids: torch.Tensor, pixels=None, features=None, layouts=None,
-              image_grad: bool = True) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, pixels=None, features=None, layouts=None) -> torch.Tensor:
         """`[B, L, D]` token embeddings with each sample's image slots (`special.image`)
         replaced, in order, by its projected patch features (compressed to K tokens per
         frame first when the model has a compressor). See the module docstring for the
         accepted forms of `pixels` / `features`; query-conditioned compressors read each
-        sample's question from `layouts`. `image_grad` False: the image rows without autograd."""
-        if not image_grad and torch.is_grad_enabled():  # the other rows with autograd: embedded without images
-            with torch.no_grad():
-                images = self.embed(input_ids, pixels=pixels, features=features, layouts=layouts)
-            slots = input_ids == self.special.image
-            tokens = self.embed(input_ids.masked_fill(slots, self.special.pad))
-            return torch.where(slots.to(tokens.device).unsqueeze(-1), images, tokens)
+        sample's question from `layouts`."""
         if pixels is not None and features is not None:
             raise ValueError("embed: give pixels or features, not both")
         if layouts is not None and len(layouts) == len(input_ids):  # read on the host: no device sync

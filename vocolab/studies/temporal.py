@@ -378,8 +378,8 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     example = study.streaming_example() if "temporal" in names else None
     details = {"k": k, "steps": steps, "temporal_steps": study.temporal_steps, "clips": study.sizes,
                "upper_steps": study.upper_steps, "upper_clips": study.upper_sizes["train"],
-               "off_lattice_steps": off_lattice_steps, "temporal_objective": study.settings.temporal_objective,
-               "temporal_init": study.settings.temporal_init, "temporal_questions": study.settings.temporal_questions,
+               "off_lattice_steps": off_lattice_steps, **{name: getattr(study.settings, name) for name in (
+                   "temporal_objective", "temporal_init", "temporal_questions", "temporal_teacher_cache")},
                "middle_frame": study.middle, "failed": failed,
                "upper": "video-upper", "lower": "lower", "single_frame": single_detail,
                "frame_perception": perception, "example": example,

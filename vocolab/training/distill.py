@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from vocolab.core.config import VOCO_OBJECTIVES
 from vocolab.core.layout import IGNORE_INDEX, Layout
 from vocolab.data.batching import Batch
-from vocolab.models.inputs import gather, model_device
+from vocolab.models.inputs import model_device
 from vocolab.models.vlm import VoCoVLM
 from vocolab.training.modules import VLMModule
 from vocolab.training.teacher_cache import AnswerLogits
@@ -151,9 +151,6 @@ class DistillModule(VLMModule):
                              f"hidden_weight={hidden_weight}")
         super().__init__(cfg, preset, overrides, mask=mask, stage=stage, steps=steps, lr=lr,
                          train_vision=train_vision, init_from=init_from, tokenizer=tokenizer)
-        if "attention" in objective and not self.cfg.train.image_grad:
-            raise ValueError(f"distill: objective {objective!r} compares every text position's hidden states; "
-                             f"train.image_grad = False runs the image tokens apart (use 'implicit' or 'logits')")
         self.objective, self.teacher_from = objective, teacher_from
         self.temperature, self.kl_weight = float(temperature), float(kl_weight)
         self.hidden_weight = float(hidden_weight)
@@ -259,19 +256,17 @@ class DistillModule(VLMModule):
         """`ce` (next-token loss under the student's mask), `kl` / `hidden` when the
         objective has them (unweighted), and `loss` = ce + kl_weight*kl + hidden_weight*hidden."""
         hidden = self.uses_hidden
-        out, index = self.train_forward(batch, output_hidden_states=hidden)
+        out = self.model(batch.input_ids, batch.layouts, pixels=batch.pixels, features=batch.features,
+                         mask=self.mask, labels=batch.labels, output_hidden_states=hidden)
         losses = {"ce": self.global_token_mean(out.loss, batch.labels)}
         total = losses["ce"]
         if self.needs_teacher:
             kept = self.cfg.train.teacher_cache and not hidden  # answer logits alone can be kept per item
             ref = None if kept else self.teacher_forward(batch, output_hidden_states=hidden)
             if self.uses_logits:
-                labels = batch.labels
                 teacher = self.answers.logits(batch, lambda part: self.teacher_forward(part).logits) if kept else (
                     ref.logits)
-                if index is not None:  # the student's logits cover the positions `index` only
-                    labels, teacher = gather(labels.to(index.device), index), gather(teacher, index)
-                losses["kl"] = answer_kl(out.logits, teacher, labels, self.temperature)
+                losses["kl"] = answer_kl(out.logits, teacher, batch.labels, self.temperature)
                 total = total + self.kl_weight * losses["kl"]
             if hidden:
                 losses["hidden"] = text_hidden_mse(out.hidden_states, ref.hidden_states, batch.layouts,

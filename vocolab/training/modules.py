@@ -27,7 +27,6 @@ from vocolab.data.tokenizer import build_tokenizer, special_ids
 from vocolab.evaluation.metrics import teacher_forced_exact_match
 from vocolab.models.vision import build_clip
 from vocolab.models.vlm import VoCoVLM
-from vocolab.training.image_pass import SPLIT_MASKS, split_forward
 from vocolab.training.loading import load_init
 
 LR_FLOOR = 0.1  # the cosine decays to this share of the base learning rate
@@ -167,20 +166,8 @@ class VLMModule(_Optimised):
         return self.model(batch.input_ids, batch.layouts, pixels=batch.pixels, features=batch.features,
                           mask=mask or self.mask, labels=batch.labels)
 
-    def train_forward(self, batch: Batch, output_hidden_states: bool = False):
-        """(output, index): the training forward under this stage's mask. With `train.image_grad`
-        False and a `voco` / `video` mask its image tokens run without autograd
-        (`training.image_pass`) and the output covers the positions `index` `[B, n]` only; else
-        the whole sequence and `index` None."""
-        if self.cfg.train.image_grad or self.mask not in SPLIT_MASKS:
-            return self.model(batch.input_ids, batch.layouts, pixels=batch.pixels, features=batch.features,
-                              mask=self.mask, labels=batch.labels, output_hidden_states=output_hidden_states), None
-        if output_hidden_states:
-            raise ValueError("train.image_grad = False: the hidden states cover the VoCo tokens and text only")
-        return split_forward(self.model, batch, self.mask, batch.labels)
-
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss = self.global_token_mean(self.train_forward(batch)[0].loss, batch.labels)
+        loss = self.global_token_mean(self(batch).loss, batch.labels)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=self.distributed)
         return loss
 

@@ -4,9 +4,8 @@ The `logits` objective compares the student's answer distributions with a frozen
 same sequence. A multi-turn training sequence is fixed by its item (the image or clip, all of its
 questions in order, K VoCo slots per frame), and the teacher does not change, so what the teacher
 says about an item is the same in every epoch: kept after its first batch, it costs a teacher
-forward once per item instead of once per step. On the 2-core CPU the teacher's forward over every
-image token is about a third of a temporal step once the student's image tokens skip autograd
-(`training.image_pass`); runs of several epochs are where the cache pays.
+forward once per item instead of once per step: from the second epoch on, a temporal step on the
+2-core CPU is about a fifth cheaper (RESULTS.md).
 """
 
 from __future__ import annotations
