@@ -9,13 +9,13 @@ CACHE  := $(CURDIR)/.cache
 PRESET ?= nano
 SEED   ?= 0
 # the temporal and MoD studies' clip models: 1,600 steps on 8,000 clips each (400 steps on 2,000 left video unlearned);
-# the temporal cell, distilled from the video upper bound through its answer logits, 950 steps from that upper bound
-# with 10 questions per training clip, the teacher's answers kept per clip after the first epoch (so 950 steps fit
-# the 20 minutes 850 took on a 2-core CPU; validation 0.672 at 850 against 0.617 from the image VoCo model with 5);
-# every clip model of both studies from the scene model tuned 550 steps on scenes half drawn as clip frames (video
-# upper bound 0.693 on validation against 0.551 from the untuned one)
+# the temporal cell, distilled from the video upper bound through its answer logits, 1,150 steps from that upper
+# bound with 10 questions per training clip, the teacher's answers kept per clip after the first epoch (950 such
+# steps took 15.4 min on a 2-core CPU, 850 without 19.0; validation 0.672 at 850 against 0.617 from the image VoCo
+# model with 5); every clip model of both studies from the scene model tuned 550 steps on scenes half drawn as clip
+# frames (video upper bound 0.693 on validation against 0.551 from the untuned one)
 CLIPS    ?= --steps 1600 --train-clips 8000 --off-lattice-steps 550
-TEMPORAL ?= $(CLIPS) --temporal-steps 950 --temporal-objective logits --temporal-init video-upper --temporal-questions 10 \
+TEMPORAL ?= $(CLIPS) --temporal-steps 1150 --temporal-objective logits --temporal-init video-upper --temporal-questions 10 \
             --temporal-teacher-cache
 MOD      ?= $(CLIPS)
 
