@@ -3,9 +3,9 @@
 The `logits` objective compares the student's answer distributions with a frozen teacher's on the
 same sequence. A multi-turn training sequence is fixed by its item (the image or clip, all of its
 questions in order, K VoCo slots per frame), and the teacher does not change, so what the teacher
-says about an item is the same in every epoch: kept after its first batch, it costs a teacher
-forward once per item instead of once per step: from the second epoch on, a temporal step on the
-2-core CPU is about a fifth cheaper (RESULTS.md).
+says about an item is the same in every epoch. Kept after the item's first batch, it costs one
+teacher forward per item instead of one per step; from the second epoch on, a temporal step on the
+2-core CPU is about a fifth cheaper (RESULTS.md, Temporal tuning).
 """
 
 from __future__ import annotations
