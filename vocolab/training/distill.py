@@ -264,8 +264,10 @@ class DistillModule(VLMModule):
             kept = self.cfg.train.teacher_cache and not hidden  # answer logits alone can be kept per item
             ref = None if kept else self.teacher_forward(batch, output_hidden_states=hidden)
             if self.uses_logits:
-                teacher = self.answers.logits(batch, lambda part: self.teacher_forward(part).logits) if kept else (
-                    ref.logits)
+                if kept:
+                    teacher = self.answers.logits(batch, lambda part: self.teacher_forward(part).logits)
+                else:
+                    teacher = ref.logits
                 losses["kl"] = answer_kl(out.logits, teacher, batch.labels, self.temperature)
                 total = total + self.kl_weight * losses["kl"]
             if hidden:

@@ -30,9 +30,10 @@ class AnswerLogits:
         return len(self.kept)
 
     @staticmethod
-    def key(batch: Batch, b: int) -> tuple[int, int]:
-        frames = batch.layouts[b].frames
-        return batch.items[b], frames[0].voco.length if frames else 0
+    def keys(batch: Batch) -> list[tuple[int, int]]:
+        """Each sample's (item, K): the same item asked with another K is another sequence."""
+        return [(item, layout.frames[0].voco.length if layout.frames else 0)
+                for item, layout in zip(batch.items, batch.layouts)]
 
     def logits(self, batch: Batch, teacher: Callable[[Batch], torch.Tensor]) -> torch.Tensor:
         """`[B, L, vocab]`: the teacher's logits (`teacher(batch)`) at every scored position of
@@ -40,18 +41,18 @@ class AnswerLogits:
         A batch without items (not made by a data module) runs the teacher on all of it."""
         if batch.items is None:
             return teacher(batch)
-        scored = batch.labels[:, 1:] != IGNORE_INDEX
-        missing = [b for b in range(len(batch)) if self.key(batch, b) not in self.kept]
+        keys = self.keys(batch)
+        scored = batch.labels[:, 1:] != IGNORE_INDEX  # a boolean index orders rows by sample, then position
+        missing = [b for b, key in enumerate(keys) if key not in self.kept]
         if missing:
-            fresh = teacher(batch.select(missing))
-            for j, b in enumerate(missing):
-                self.kept[self.key(batch, b)] = fresh[j, : scored.shape[1]][scored[b].to(fresh.device)].detach()
+            fresh = teacher(batch.select(missing)).detach()
+            mine = scored[missing].to(fresh.device)
+            rows = fresh[:, :-1][mine].split(mine.sum(1).tolist())
+            self.kept.update((keys[b], r) for b, r in zip(missing, rows))
             self.computed += len(missing)
-        some = self.kept[self.key(batch, 0)]
-        out = some.new_zeros(len(batch), batch.input_ids.shape[1], some.shape[-1])
-        for b in range(len(batch)):
-            out[b, : scored.shape[1]][scored[b].to(out.device)] = self.kept[self.key(batch, b)]
+        kept = torch.cat([self.kept[key] for key in keys])
+        out = kept.new_zeros(len(batch), batch.input_ids.shape[1], kept.shape[-1])
+        out[:, :-1][scored.to(out.device)] = kept
         return out
-
 
 __all__ = ["AnswerLogits"]
