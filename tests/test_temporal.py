@@ -387,6 +387,43 @@ def test_the_temporal_cell_starts_from_video_upper_and_reads_more_questions_per_
         study(tmp_path, temporal_questions=-1)
 
 
+def test_the_temporal_cell_starts_from_the_merge_of_video_upper_and_the_image_voco_model(finished, tmp_path,
+                                                                                        monkeypatch):
+    """`temporal_init = "merged"` (`--temporal-init merged --temporal-merge S`): the temporal cell starts from
+    video-upper + S x (voco-image - the scene model), is keyed by the share and trained anew; every other model
+    is read back."""
+    from vocolab.models.merging import task_arithmetic
+
+    out, body = finished
+    shutil.copytree(out / "cells", tmp_path / "cells")
+    fit, starts = TemporalStudy._fit, []
+
+    def recording(self, name, data, mask, init, *args, **kwargs):
+        merge = task_arithmetic(self.model("video-upper"), self.model("voco-image"), self.upper, 0.25)
+        starts.append((name, all(torch.equal(v, merge.state_dict()[k]) for k, v in init.state_dict().items())))
+        return fit(self, name, data, mask, init, *args, **kwargs)
+
+    monkeypatch.setattr(TemporalStudy, "_fit", recording)
+    saved = runs_dir(study_config("nano", 0, STUDY, QUICK)) / "temporal" / "models" / "temporal"
+    shutil.copytree(saved, tmp_path / "saved")  # the study's model, which other tests read
+    try:
+        other = study(tmp_path, temporal_init="merged", temporal_merge=0.25)
+    finally:
+        shutil.rmtree(saved)
+        shutil.copytree(tmp_path / "saved", saved)
+    assert starts == [("temporal", True)]
+    assert other["temporal"]["temporal_init"] == "merged" and other["temporal"]["temporal_merge"] == 0.25
+    old, new = ({r["name"]: r for r in b["runs"]} for b in (body, other))
+    assert new["temporal"]["cell_key"] != old["temporal"]["cell_key"]
+    assert all(new[name]["cell_key"] == old[name]["cell_key"] for name in set(CELLS) - {"temporal"})
+    assert "from merged (video-upper + 0.25 x the image VoCo model's change)" in (tmp_path / "table.md").read_text()
+    keys = {s: CellSettings(temporal_init="merged", temporal_merge=s).temporal_key() for s in (0.25, 0.5)}
+    assert keys[0.25] != keys[0.5]
+    assert CellSettings(temporal_init="video-upper", temporal_merge=0.25).temporal_key() == {"init": "video-upper"}
+    with pytest.raises(ValueError, match="temporal_merge must be > 0"):
+        study(tmp_path, temporal_init="merged", temporal_merge=0.0)
+
+
 def test_video_upper_trains_its_own_steps_on_its_own_clips_and_its_student_follows(finished, tmp_path,
                                                                                    monkeypatch):
     """`upper_steps` / `upper_clips` (`--upper-steps`, `--upper-clips`): video-upper is keyed and
@@ -501,10 +538,12 @@ def test_cli_temporal(monkeypatch, capsys):
                      "--limit", "5", "--train-clips", "40", "--off-lattice-steps", "6", "--set", "data.frames=3",
                      "--temporal-steps", "2", "--upper-steps", "7", "--upper-clips", "80",
                      "--temporal-objective", "logits", "--temporal-init", "video-upper",
-                     "--temporal-questions", "10", "--temporal-teacher-cache"]) == 0
+                     "--temporal-questions", "10", "--temporal-teacher-cache",
+                     "--temporal-merge", "0.3"]) == 0
     assert seen["args"] == ("nano", "x")
     own = CellSettings(temporal_steps=2, temporal_objective="logits", temporal_init="video-upper",
-                       temporal_questions=10, temporal_teacher_cache=True, upper_steps=7, upper_clips=80)
+                       temporal_merge=0.3, temporal_questions=10, temporal_teacher_cache=True, upper_steps=7,
+                       upper_clips=80)
     assert seen["kwargs"] | {"command": None} == {"seed": 1, "k": 4, "steps": 3, "limit": 5, "train_clips": 40,
                                                    "overrides": {"data.frames": 3}, "command": None,
                                                    "off_lattice_steps": 6, "settings": own}

@@ -18,11 +18,12 @@ that model under the `video` mask), the retention and the seconds per step to
 
 `--saved` scores a saved temporal model (the committed study's cell, on validation) instead of
 training one; `--upper` another saved video upper bound for the retention; `--init` another
-start than the study's voco-image model; `--set` overrides the cell's config (say,
-`train.voco_objective=logits`, or `voco.tokens=8`: another K per frame, scored at that K with
-its own lower bound). Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`, the trained model
-in its `model` folder (a later run's `--init`: a curriculum over K is two runs). Run one at a
-time: two training processes on two cores slow each other down.
+start than the study's voco-image model; `--merge S` starts from the study's video-upper plus S x
+(voco-image - the scene model both started from, `RUNS/off-lattice-550`; `models.merging`); `--set`
+overrides the cell's config (say, `train.voco_objective=logits`, or `voco.tokens=8`: another K per
+frame, scored at that K with its own lower bound). Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`,
+the trained model in its `model` folder (a later run's `--init`: a curriculum over K is two runs). Run
+one at a time: two training processes on two cores slow each other down.
 """
 
 import argparse
@@ -44,6 +45,7 @@ def main(argv=None) -> int:
     from vocolab.evaluation.clips import clip_run
     from vocolab.evaluation.heldout import Questions, add_retention
     from vocolab.models.checkpoint import load_checkpoint, save_checkpoint
+    from vocolab.models.merging import task_arithmetic
     from vocolab.reporting.provenance import provenance
     from vocolab.studies.common import QUICK, runs_dir, study_config
     from vocolab.studies.temporal import K
@@ -55,12 +57,16 @@ def main(argv=None) -> int:
     ap.add_argument("--train-clips", type=int, default=None, help="training clips (default data.train_clips)")
     ap.add_argument("--saved", default=None, help="score this saved temporal model folder instead of training")
     ap.add_argument("--init", default=None, help="the start (default: the study's saved voco-image model)")
+    ap.add_argument("--merge", type=float, default=None, metavar="SHARE",
+                    help="start from video-upper + SHARE x (voco-image - the off-lattice scene model)")
     ap.add_argument("--teacher", default=None, help="distil from this saved clip model (default: no teacher)")
     ap.add_argument("--upper", default=None, help="the video upper bound (default: the study's saved video-upper)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the temporal cell")
     args = ap.parse_args(argv)
-    if args.saved and (args.teacher or args.init or args.set):
-        ap.error("--saved scores a trained model: not with --teacher, --init or --set")
+    if args.saved and (args.teacher or args.init or args.set or args.merge):
+        ap.error("--saved scores a trained model: not with --teacher, --init, --merge or --set")
+    if args.init and args.merge:
+        ap.error("--init or --merge: one start")
     overrides = _parse_overrides(args.set)
     start = time.perf_counter()
     cfg = study_config("nano", args.seed, None, QUICK)  # the study's config
@@ -78,7 +84,9 @@ def main(argv=None) -> int:
         model, _, meta = load_checkpoint(args.saved)
         args.steps, train_s = meta.get("steps", 0), meta.get("train_s", 0.0)
     else:
-        init = load_checkpoint(args.init or models / "voco-image")[0]
+        init = load_checkpoint(args.init or models / "voco-image")[0] if not args.merge else task_arithmetic(
+            *(load_checkpoint(f)[0] for f in (models / "video-upper", models / "voco-image",
+                                              runs_dir(cfg) / "off-lattice-550")), args.merge)
         teacher = load_checkpoint(args.teacher)[0] if args.teacher else None
         folder = cache_root() / "runs" / "experiments" / args.name
         model = train_temporal(cell, clips, init, args.steps, folder, teacher=teacher)
@@ -96,7 +104,8 @@ def main(argv=None) -> int:
     command = "python tools/temporal_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
     body = {"name": args.name, "split": "val", "questions": len(qs), "k": per_frame, "steps": args.steps,
             "train_clips": n_train, "objective": cell.train.voco_objective if args.teacher else "implicit",
-            "init": args.init or "voco-image", "teacher": args.teacher, "upper": args.upper or "video-upper",
+            "init": args.init or (f"video-upper + {args.merge} x (voco-image - off-lattice-550)" if args.merge
+                                  else "voco-image"), "teacher": args.teacher, "upper": args.upper or "video-upper",
             **({"saved": args.saved} if args.saved else {}),
             "overrides": overrides, "train_s": train_s, "s_per_step": round(train_s / max(1, args.steps), 3),
             "runs": {r["name"]: _brief(r) | {"retention": r.get("retention"),

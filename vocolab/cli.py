@@ -110,7 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     from vocolab.studies.temporal_settings import TEMPORAL_STARTS  # light: the core config only
 
     temporal.add_argument("--temporal-init", default="voco-image", choices=TEMPORAL_STARTS,
-                          help="the temporal cell's start: the image VoCo model (default) or the video upper bound")
+                          help="the temporal cell's start: the image VoCo model (default), the video upper bound, "
+                               "or that plus --temporal-merge x the image VoCo model's change (merged)")
+    temporal.add_argument("--temporal-merge", type=float, default=1.0, metavar="SHARE",
+                          help="with --temporal-init merged: the share of the image VoCo model's change from the "
+                               "scene model added to the video upper bound (default 1)")
     temporal.add_argument("--temporal-questions", type=int, default=0, metavar="N",
                           help="questions per training clip for the temporal cell (default 0: the data's; the "
                                "held-out clips keep theirs)")
@@ -199,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vocolab.studies.temporal_settings import CellSettings
 
             own = CellSettings(temporal_steps=args.temporal_steps, temporal_objective=args.temporal_objective,
-                               temporal_init=args.temporal_init, temporal_questions=args.temporal_questions,
+                               temporal_init=args.temporal_init, temporal_merge=args.temporal_merge,
+                               temporal_questions=args.temporal_questions,
                                temporal_teacher_cache=args.temporal_teacher_cache, upper_steps=args.upper_steps,
                                upper_clips=args.upper_clips)
             run_temporal_study(args.preset, args.out, seed=args.seed, k=args.k, steps=args.steps,

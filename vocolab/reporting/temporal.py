@@ -39,6 +39,8 @@ def temporal_markdown(body: dict) -> str:
     objective = f" with the {t['temporal_objective']} objective" if t.get("temporal_objective") else ""
     if t.get("temporal_init", "voco-image") != "voco-image":  # files before --temporal-init have none
         objective += f" from {t['temporal_init']}"
+    if t.get("temporal_init") == "merged":
+        objective += f" (video-upper + {t['temporal_merge']} x the image VoCo model's change)"
     if t.get("temporal_questions"):
         objective += f", {t['temporal_questions']} questions per training clip"
     if t.get("temporal_teacher_cache"):

@@ -11,7 +11,7 @@ held-out clips (T frames):
                   distilled from the base model as in `training.recipe`), evaluated on clips
                   under the `video` mask without any video training (each frame's K VoCo
                   tokens see only that frame; the question sees every frame's VoCo tokens)
-    temporal      that model (or video-upper) continued on clip QA under the `video` mask,
+    temporal      that model (or video-upper, or their merge) continued on clip QA under the `video` mask,
                   distilled from video-upper (what the image VoCo model learns from the scene
                   model, the video one learns from the clip upper bound)
     avgpool       average pooling of each frame to K tokens (zoo compressor) from the
@@ -187,7 +187,7 @@ class TemporalStudy:
         if name == "voco-image":  # scene QA, voco mask, distilled from the base model like the recipe's voco stage
             model = self._fit(name, self.scenes, "voco", self.upper, teacher=self.upper)
         elif name == "temporal":  # the image VoCo model (or video-upper), on clips under the video mask, distilled
-            start = self.model(self.settings.temporal_init)
+            start = self.settings.temporal_start(self.model, self.upper)
             model = self._fit(name, self.temporal_clips, "video", start, teacher=self.model("video-upper"))
         elif name == "middle-frame":  # clip QA, causal, from the base model, one frame per clip
             model = self._fit(name, self.middle_clips(), "causal", self.upper)
@@ -231,8 +231,7 @@ class TemporalStudy:
         return model.to(device()).eval()
 
     def run_cell(self, name: str) -> dict:
-        t0 = time.perf_counter()
-        v = self.cfg.data.image_tokens
+        t0, v = time.perf_counter(), self.cfg.data.image_tokens
         clips, extra = self.heldout.images, {}
         if name == "lower":
             model, mask, k, tokens, method = self.model("video-upper"), "video", self.k, self.k, "voco"
@@ -379,7 +378,8 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     details = {"k": k, "steps": steps, "temporal_steps": study.temporal_steps, "clips": study.sizes,
                "upper_steps": study.upper_steps, "upper_clips": study.upper_sizes["train"],
                "off_lattice_steps": off_lattice_steps, **{name: getattr(study.settings, name) for name in (
-                   "temporal_objective", "temporal_init", "temporal_questions", "temporal_teacher_cache")},
+                   "temporal_objective", "temporal_init", "temporal_merge", "temporal_questions",
+                   "temporal_teacher_cache")},
                "middle_frame": study.middle, "failed": failed,
                "upper": "video-upper", "lower": "lower", "single_frame": single_detail,
                "frame_perception": perception, "example": example,

@@ -2,7 +2,7 @@
 
 Every cell of `vocolab temporal` trains for the study's steps from the shared scene model, except
 the `temporal` cell (distilled from `video-upper`, it may take its own steps and objective, start from
-`video-upper` instead of the image VoCo model, read more questions per training clip and keep its
+`video-upper` or a merge of the two instead of the image VoCo model, read more questions per training clip and keep its
 teacher's answers) and `video-upper` (the reference, it may take more steps on more clips). One object holds those
 settings so that the study checks them before any data or training, keys only the cells they touch
 and records them in results.json.
@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 from vocolab.core.config import VOCO_OBJECTIVES
 
-TEMPORAL_STARTS = ("voco-image", "video-upper")  # the models the temporal cell may start from
+# the models the temporal cell may start from; "merged": video-upper plus `temporal_merge` x the image VoCo
+# model's move from the scene model both started from (`models.merging.task_arithmetic`)
+TEMPORAL_STARTS = ("voco-image", "video-upper", "merged")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,9 @@ class CellSettings:
     # the temporal cell's start: the image VoCo model (the paper's order) or the video upper bound (already
     # reads clips; seed 0 validation 0.617 -> 0.652 at 850 steps, RESULTS.md)
     temporal_init: str = "voco-image"
+    # with temporal_init "merged": the share of the image VoCo model's move (seed 0 validation at 850 steps: 0.703
+    # at 0.5, 0.728 at 1, 0.721 at 1.5; RESULTS.md)
+    temporal_merge: float = 1.0
     # > 0: questions per training clip for the temporal cell (more answers per clip through the same K tokens);
     # the held-out clips keep theirs
     temporal_questions: int = 0
@@ -46,6 +51,8 @@ class CellSettings:
                              f"{VOCO_OBJECTIVES}")
         if self.temporal_init not in TEMPORAL_STARTS:
             raise ValueError(f"temporal: temporal_init {self.temporal_init!r} is not one of {TEMPORAL_STARTS}")
+        if self.temporal_init == "merged" and not self.temporal_merge > 0:
+            raise ValueError(f"temporal: temporal_merge must be > 0, got {self.temporal_merge}")
         if self.temporal_teacher_cache and self.temporal_objective != "logits":
             raise ValueError(f"temporal: temporal_teacher_cache keeps the teacher's answer logits: it needs "
                              f"temporal_objective 'logits', got {self.temporal_objective!r}")
@@ -60,8 +67,18 @@ class CellSettings:
 
     def temporal_key(self) -> dict:
         """What the temporal model's key holds beyond its config: the start, only when it is not the
-        default (so models trained before the setting existed keep their keys)."""
-        return {"init": self.temporal_init} if self.temporal_init != "voco-image" else {}
+        default (so models trained before the setting existed keep their keys), and the merge's share."""
+        merge = {"merge": self.temporal_merge} if self.temporal_init == "merged" else {}
+        return ({"init": self.temporal_init} if self.temporal_init != "voco-image" else {}) | merge
+
+    def temporal_start(self, model_of, scene_model):
+        """The temporal cell's start: `model_of(name)` (the study's trained model) or, for "merged",
+        video-upper plus `temporal_merge` x (voco-image - `scene_model`), the model both started from."""
+        if self.temporal_init != "merged":
+            return model_of(self.temporal_init)
+        from vocolab.models.merging import task_arithmetic
+
+        return task_arithmetic(model_of("video-upper"), model_of("voco-image"), scene_model, self.temporal_merge)
 
 
 __all__ = ["TEMPORAL_STARTS", "CellSettings"]
