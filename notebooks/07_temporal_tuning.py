@@ -194,13 +194,15 @@ assert worst < 1e-4
 # `off_lattice_steps` the scene model is first tuned on scenes half drawn as clip frames, so that what it
 # sees carries over to clips. `make temporal` gives the temporal cell 1,150 steps of the others' 1,600 on
 # 8,000 clips, distilled through the answer logits only (kept per clip after the first epoch: the teacher is
-# frozen), started from `video-upper` and asked 10 questions per training clip (the held-out clips keep their
-# 5), after 550 such scene steps:
+# frozen), started from `video-upper` plus the weight change that made `voco-image` from the scene model
+# (task arithmetic: `vocolab.models.merging.task_arithmetic`, `--temporal-init merged`; both models started from
+# that scene model, so the start already knows clips *and* a little of squeezing a frame into K tokens) and
+# asked 10 questions per training clip (the held-out clips keep their 5), after 550 such scene steps:
 #
 # | run | what it is | tokens per frame the answer sees |
 # |---|---|---|
 # | `voco-image` | the image VoCo model (scene QA, `voco` mask, distilled from the scene model like the recipe's voco stage), evaluated on clips under the `video` mask, never trained on video | K VoCo |
-# | `temporal` | a VoCo model trained on clip QA under the `video` mask, distilled from `video-upper` (its answer logits; the recipe's objective adds its hidden states), from `voco-image` by default, from `video-upper` in `make temporal`: **temporal tuning** | K VoCo |
+# | `temporal` | a VoCo model trained on clip QA under the `video` mask, distilled from `video-upper` (its answer logits; the recipe's objective adds its hidden states), from `voco-image` by default, from the merge of `video-upper` and `voco-image` in `make temporal`: **temporal tuning** | K VoCo |
 # | `avgpool` | average pooling of each frame to K tokens, trained on clip QA | K pooled |
 # | `video-upper` | all V tokens of every frame, causal, trained on clip QA: the upper bound | V (+ its VoCo slot) |
 # | `lower` | `video-upper` evaluated under the `video` mask with K VoCo tokens per frame: the lower bound | K VoCo |
@@ -330,11 +332,11 @@ else:
 # The repository ships the `temporal` model of `vocolab temporal` (`trained/nano/video`). Here
 # it streams the first held-out clip and answers each of its questions after every frame
 # (`predict_frames`: one growing cache, each frame compressed once): read down a column to see
-# which answers need the whole clip. It is the temporal model of `make temporal` at `ff3e5c1` (1,150
-# steps from the video upper bound, distilled through its answer logits, 10 questions per training clip,
-# every clip model started from the scene model tuned on clip-frame scenes): 68.9 % on all 1,500 held-out
-# questions and 0.633 on its check (the first 150; blind 0.25), best on `direction` (0.86), so expect wrong
-# answers, more of them after one or two frames.
+# which answers need the whole clip. It is the temporal model of `make temporal` at `d87e894` (1,150
+# steps from the video upper bound plus the image VoCo model's weight change, distilled through the upper
+# bound's answer logits, 10 questions per training clip, every clip model started from the scene model tuned
+# on clip-frame scenes): 76.7 % on all 1,500 held-out questions and 0.693 on its check (the first 150; blind
+# 0.25), best on `direction` (0.86), so expect wrong answers, more of them after one or two frames.
 # What the streaming *mechanics* show holds for any weights.
 
 # %%
