@@ -374,6 +374,7 @@ def test_the_temporal_cell_starts_from_video_upper_and_reads_more_questions_per_
     assert theirs <= 5 < own <= 8  # the study's clips ask up to 5 questions each; a clip may hold fewer
     assert other["temporal"]["failed"] == [] and other["eval"]["examples"] == body["eval"]["examples"]
     assert other["temporal"]["temporal_init"] == "video-upper" and other["temporal"]["temporal_questions"] == 8
+    assert "temporal_merge" not in other["temporal"]  # recorded for a merged start only
     assert other["temporal"]["temporal_teacher_cache"] is True and body["temporal"]["temporal_teacher_cache"] is False
     old, new = ({r["name"]: r for r in b["runs"]} for b in (body, other))
     assert new["temporal"]["cell_key"] != old["temporal"]["cell_key"]

@@ -63,9 +63,9 @@ def main(argv=None) -> int:
     ap.add_argument("--upper", default=None, help="the video upper bound (default: the study's saved video-upper)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the temporal cell")
     args = ap.parse_args(argv)
-    if args.saved and (args.teacher or args.init or args.set or args.merge):
+    if args.saved and (args.teacher or args.init or args.set or args.merge is not None):
         ap.error("--saved scores a trained model: not with --teacher, --init, --merge or --set")
-    if args.init and args.merge:
+    if args.init and args.merge is not None:
         ap.error("--init or --merge: one start")
     overrides = _parse_overrides(args.set)
     start = time.perf_counter()
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         model, _, meta = load_checkpoint(args.saved)
         args.steps, train_s = meta.get("steps", 0), meta.get("train_s", 0.0)
     else:
-        init = load_checkpoint(args.init or models / "voco-image")[0] if not args.merge else task_arithmetic(
+        init = load_checkpoint(args.init or models / "voco-image")[0] if args.merge is None else task_arithmetic(
             *(load_checkpoint(f)[0] for f in (models / "video-upper", models / "voco-image",
                                               runs_dir(cfg) / "off-lattice-550")), args.merge)
         teacher = load_checkpoint(args.teacher)[0] if args.teacher else None
@@ -104,8 +104,9 @@ def main(argv=None) -> int:
     command = "python tools/temporal_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
     body = {"name": args.name, "split": "val", "questions": len(qs), "k": per_frame, "steps": args.steps,
             "train_clips": n_train, "objective": cell.train.voco_objective if args.teacher else "implicit",
-            "init": args.init or (f"video-upper + {args.merge} x (voco-image - off-lattice-550)" if args.merge
-                                  else "voco-image"), "teacher": args.teacher, "upper": args.upper or "video-upper",
+            "init": args.init or (f"video-upper + {args.merge} x (voco-image - off-lattice-550)"
+                                  if args.merge is not None else "voco-image"),
+            "teacher": args.teacher, "upper": args.upper or "video-upper",
             **({"saved": args.saved} if args.saved else {}),
             "overrides": overrides, "train_s": train_s, "s_per_step": round(train_s / max(1, args.steps), 3),
             "runs": {r["name"]: _brief(r) | {"retention": r.get("retention"),

@@ -186,7 +186,7 @@ class TemporalStudy:
         t0 = time.perf_counter()
         if name == "voco-image":  # scene QA, voco mask, distilled from the base model like the recipe's voco stage
             model = self._fit(name, self.scenes, "voco", self.upper, teacher=self.upper)
-        elif name == "temporal":  # the image VoCo model (or video-upper), on clips under the video mask, distilled
+        elif name == "temporal":  # voco-image (video-upper, their merge) on clips under the video mask, distilled
             start = self.settings.temporal_start(self.model, self.upper)
             model = self._fit(name, self.temporal_clips, "video", start, teacher=self.model("video-upper"))
         elif name == "middle-frame":  # clip QA, causal, from the base model, one frame per clip
@@ -377,9 +377,7 @@ def run_temporal_study(preset_name: str = "nano", out: str | Path = "figures/tem
     example = study.streaming_example() if "temporal" in names else None
     details = {"k": k, "steps": steps, "temporal_steps": study.temporal_steps, "clips": study.sizes,
                "upper_steps": study.upper_steps, "upper_clips": study.upper_sizes["train"],
-               "off_lattice_steps": off_lattice_steps, **{name: getattr(study.settings, name) for name in (
-                   "temporal_objective", "temporal_init", "temporal_merge", "temporal_questions",
-                   "temporal_teacher_cache")},
+               "off_lattice_steps": off_lattice_steps, **study.settings.record(),
                "middle_frame": study.middle, "failed": failed,
                "upper": "video-upper", "lower": "lower", "single_frame": single_detail,
                "frame_perception": perception, "example": example,

@@ -2,8 +2,8 @@
 
 Every cell of `vocolab temporal` trains for the study's steps from the shared scene model, except
 the `temporal` cell (distilled from `video-upper`, it may take its own steps and objective, start from
-`video-upper` or a merge of the two instead of the image VoCo model, read more questions per training clip and keep its
-teacher's answers) and `video-upper` (the reference, it may take more steps on more clips). One object holds those
+`video-upper` or a merge of the two instead of the image VoCo model, read more questions per training clip and keep
+its teacher's answers) and `video-upper` (the reference, it may take more steps on more clips). One object holds those
 settings so that the study checks them before any data or training, keys only the cells they touch
 and records them in results.json.
 """
@@ -70,6 +70,12 @@ class CellSettings:
         default (so models trained before the setting existed keep their keys), and the merge's share."""
         merge = {"merge": self.temporal_merge} if self.temporal_init == "merged" else {}
         return ({"init": self.temporal_init} if self.temporal_init != "voco-image" else {}) | merge
+
+    def record(self) -> dict:
+        """The temporal cell's settings as results.json records them (the merge's share only for a merge)."""
+        names = ("temporal_objective", "temporal_init", "temporal_questions", "temporal_teacher_cache")
+        merge = {"temporal_merge": self.temporal_merge} if self.temporal_init == "merged" else {}
+        return {name: getattr(self, name) for name in names} | merge
 
     def temporal_start(self, model_of, scene_model):
         """The temporal cell's start: `model_of(name)` (the study's trained model) or, for "merged",
