@@ -84,9 +84,12 @@ def main(argv=None) -> int:
         model, _, meta = load_checkpoint(args.saved)
         args.steps, train_s = meta.get("steps", 0), meta.get("train_s", 0.0)
     else:
-        init = load_checkpoint(args.init or models / "voco-image")[0] if args.merge is None else task_arithmetic(
-            *(load_checkpoint(f)[0] for f in (models / "video-upper", models / "voco-image",
-                                              runs_dir(cfg) / "off-lattice-550")), args.merge)
+        if args.merge is None:
+            init = load_checkpoint(args.init or models / "voco-image")[0]
+        else:  # the study's video-upper (already loaded unless --upper named another) + its share of the move
+            target = upper if args.upper is None else load_checkpoint(models / "video-upper")[0]
+            donor, base = (load_checkpoint(f)[0] for f in (models / "voco-image", runs_dir(cfg) / "off-lattice-550"))
+            init = task_arithmetic(target, donor, base, args.merge)
         teacher = load_checkpoint(args.teacher)[0] if args.teacher else None
         folder = cache_root() / "runs" / "experiments" / args.name
         model = train_temporal(cell, clips, init, args.steps, folder, teacher=teacher)

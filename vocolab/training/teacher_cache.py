@@ -55,4 +55,5 @@ class AnswerLogits:
         out[:, :-1][scored.to(out.device)] = kept
         return out
 
+
 __all__ = ["AnswerLogits"]
