@@ -347,9 +347,10 @@ def test_the_temporal_cell_distils_with_its_own_objective_and_the_others_are_reu
 
 def test_the_temporal_cell_starts_from_video_upper_and_reads_more_questions_per_clip(finished, tmp_path,
                                                                                    monkeypatch):
-    """`temporal_init` / `temporal_questions` (`--temporal-init`, `--temporal-questions`): only the temporal
-    cell is keyed and trained anew, from video-upper's weights, on the study's training clips asked more
-    questions each (the held-out clips and questions unchanged); every other model is read back."""
+    """`temporal_init` / `temporal_questions` / `temporal_batch` (`--temporal-init`, `--temporal-questions`,
+    `--temporal-batch`): only the temporal cell is keyed and trained anew, from video-upper's weights, on the
+    study's training clips asked more questions each, in its own batches (the held-out clips and questions
+    unchanged); every other model is read back."""
     out, body = finished
     shutil.copytree(out / "cells", tmp_path / "cells")
     fit, trained = TemporalStudy._fit, []
@@ -357,7 +358,8 @@ def test_the_temporal_cell_starts_from_video_upper_and_reads_more_questions_per_
     def recording(self, name, data, mask, init, *args, **kwargs):
         asked = [max(len(q) for q in d.splits["train"].questions) for d in (self.clips, data)]
         trained.append((name, init is self.model("video-upper"), *asked, len(data.splits["train"].images),
-                        data.splits["heldout"].questions == self.clips.splits["heldout"].questions))
+                        data.splits["heldout"].questions == self.clips.splits["heldout"].questions,
+                        self.cell_cfg(name).train.batch_size))
         return fit(self, name, data, mask, init, *args, **kwargs)
 
     monkeypatch.setattr(TemporalStudy, "_fit", recording)
@@ -365,27 +367,31 @@ def test_the_temporal_cell_starts_from_video_upper_and_reads_more_questions_per_
     shutil.copytree(saved, tmp_path / "saved")  # the study's model, which other tests read
     try:
         other = study(tmp_path, temporal_init="video-upper", temporal_questions=8, temporal_teacher_cache=True,
-                      temporal_objective="logits")
+                      temporal_objective="logits", temporal_batch=4)
     finally:
         shutil.rmtree(saved)
         shutil.copytree(tmp_path / "saved", saved)
-    [(name, from_upper, theirs, own, clips, same_heldout)] = trained
+    [(name, from_upper, theirs, own, clips, same_heldout, batch)] = trained
     assert name == "temporal" and from_upper and clips == 16 and same_heldout
+    assert batch == 4  # its own batch (quick mode gives the clip models 8)
     assert theirs <= 5 < own <= 8  # the study's clips ask up to 5 questions each; a clip may hold fewer
     assert other["temporal"]["failed"] == [] and other["eval"]["examples"] == body["eval"]["examples"]
     assert other["temporal"]["temporal_init"] == "video-upper" and other["temporal"]["temporal_questions"] == 8
     assert "temporal_merge" not in other["temporal"]  # recorded for a merged start only
     assert other["temporal"]["temporal_teacher_cache"] is True and body["temporal"]["temporal_teacher_cache"] is False
+    assert other["temporal"]["temporal_batch"] == 4 and body["temporal"]["temporal_batch"] == 0
     old, new = ({r["name"]: r for r in b["runs"]} for b in (body, other))
     assert new["temporal"]["cell_key"] != old["temporal"]["cell_key"]
     for name in set(CELLS) - {"temporal"}:
         assert new[name]["cell_key"] == old[name]["cell_key"]
     assert ("(2 for temporal with the logits objective from video-upper, 8 questions per training clip, the "
-            "teacher's answers kept per clip)" in (tmp_path / "table.md").read_text())
+            "teacher's answers kept per clip, batches of 4 clips)" in (tmp_path / "table.md").read_text())
     with pytest.raises(ValueError, match="temporal_init 'nope'"):
         study(tmp_path, temporal_init="nope")
     with pytest.raises(ValueError, match="temporal_questions must be >= 0"):
         study(tmp_path, temporal_questions=-1)
+    with pytest.raises(ValueError, match="temporal_batch must be >= 0"):
+        study(tmp_path, temporal_batch=-1)
 
 
 def test_the_temporal_cell_starts_from_the_merge_of_video_upper_and_the_image_voco_model(finished, tmp_path,
@@ -540,11 +546,11 @@ def test_cli_temporal(monkeypatch, capsys):
                      "--temporal-steps", "2", "--upper-steps", "7", "--upper-clips", "80",
                      "--temporal-objective", "logits", "--temporal-init", "video-upper",
                      "--temporal-questions", "10", "--temporal-teacher-cache",
-                     "--temporal-merge", "0.3"]) == 0
+                     "--temporal-merge", "0.3", "--temporal-batch", "16"]) == 0
     assert seen["args"] == ("nano", "x")
     own = CellSettings(temporal_steps=2, temporal_objective="logits", temporal_init="video-upper",
-                       temporal_merge=0.3, temporal_questions=10, temporal_teacher_cache=True, upper_steps=7,
-                       upper_clips=80)
+                       temporal_merge=0.3, temporal_questions=10, temporal_teacher_cache=True, temporal_batch=16,
+                       upper_steps=7, upper_clips=80)
     assert seen["kwargs"] | {"command": None} == {"seed": 1, "k": 4, "steps": 3, "limit": 5, "train_clips": 40,
                                                    "overrides": {"data.frames": 3}, "command": None,
                                                    "off_lattice_steps": 6, "settings": own}

@@ -164,7 +164,7 @@ class TemporalStudy:
         if name not in settings:
             raise ValueError(f"temporal: no model called {name!r}")
         if quick_mode() and name != "voco-image":
-            batch = min(self.cfg.train.batch_size, QUICK_CLIPS["batch_size"])
+            batch = min(settings[name].get("train.batch_size", self.cfg.train.batch_size), QUICK_CLIPS["batch_size"])
             settings[name]["train.batch_size"] = batch
         return self.cfg.override(**settings[name])
 

@@ -2,10 +2,10 @@
 
 Every cell of `vocolab temporal` trains for the study's steps from the shared scene model, except
 the `temporal` cell (distilled from `video-upper`, it may take its own steps and objective, start from
-`video-upper` or a merge of the two instead of the image VoCo model, read more questions per training clip and keep
-its teacher's answers) and `video-upper` (the reference, it may take more steps on more clips). One object holds those
-settings so that the study checks them before any data or training, keys only the cells they touch
-and records them in results.json.
+`video-upper` or a merge of the two instead of the image VoCo model, read more questions per training clip, keep
+its teacher's answers and take its own batch) and `video-upper` (the reference, it may take more steps on more
+clips). One object holds those settings so that the study checks them before any data or training, keys only the
+cells they touch and records them in results.json.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ class CellSettings:
     # True: the teacher's answer logits are kept per training clip (`train.teacher_cache`): the same losses, a
     # step about a fifth cheaper on a CPU from the second epoch on
     temporal_teacher_cache: bool = False
+    # > 0: the temporal cell's training batch (clips; 0: train.batch_size); on a CPU a batch of 16 costs under half
+    # a step of 32, so the same minutes hold more steps (seed 0 validation, merged start: 0.783 -> 0.813; RESULTS.md)
+    temporal_batch: int = 0
     upper_steps: int | None = None
     upper_clips: int | None = None
 
@@ -56,14 +59,16 @@ class CellSettings:
         if self.temporal_teacher_cache and self.temporal_objective != "logits":
             raise ValueError(f"temporal: temporal_teacher_cache keeps the teacher's answer logits: it needs "
                              f"temporal_objective 'logits', got {self.temporal_objective!r}")
-        if self.temporal_questions < 0:
-            raise ValueError(f"temporal: temporal_questions must be >= 0, got {self.temporal_questions}")
+        for name in ("temporal_questions", "temporal_batch"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"temporal: {name} must be >= 0, got {getattr(self, name)}")
 
     def temporal_overrides(self) -> dict:
         """The temporal cell's config overrides beyond K and the mask."""
         return ({"train.voco_objective": self.temporal_objective} if self.temporal_objective else {}) | (
             {"data.train_questions_per_scene": self.temporal_questions} if self.temporal_questions else {}) | (
-            {"train.teacher_cache": True} if self.temporal_teacher_cache else {})
+            {"train.teacher_cache": True} if self.temporal_teacher_cache else {}) | (
+            {"train.batch_size": self.temporal_batch} if self.temporal_batch else {})
 
     def temporal_key(self) -> dict:
         """What the temporal model's key holds beyond its config: the start, only when it is not the
@@ -73,7 +78,8 @@ class CellSettings:
 
     def record(self) -> dict:
         """The temporal cell's settings as results.json records them (the merge's share only for a merge)."""
-        names = ("temporal_objective", "temporal_init", "temporal_questions", "temporal_teacher_cache")
+        names = ("temporal_objective", "temporal_init", "temporal_questions", "temporal_teacher_cache",
+                 "temporal_batch")
         merge = {"temporal_merge": self.temporal_merge} if self.temporal_init == "merged" else {}
         return {name: getattr(self, name) for name in names} | merge
 
