@@ -13,7 +13,8 @@ SEED   ?= 0
 # clips from that upper bound plus the image VoCo model's change from the scene model (task arithmetic; validation
 # 0.728 at 850 steps of 32 against 0.672 from the upper bound alone and 0.617 from the image VoCo model), with 10
 # questions per training clip, the teacher's answers kept per clip after the first epoch (on a 2-core CPU 2,300
-# steps of 16 take 17.9 min, 1,150 of 32 18.5: validation 0.813 against 0.783; 4,600 of 8 0.792 in 19.9 min);
+# steps of 16 took 17.9 min, 1,150 of 32 18.5: validation 0.813 against 0.783; 4,600 of 8 0.792 in 19.9 min;
+# held-out 0.787, the cell 19.1 and 22.6 min in two runs);
 # every clip model of both studies from the scene model tuned 550 steps on scenes half drawn as clip frames (video
 # upper bound 0.693 on validation against 0.551 from the untuned one)
 CLIPS    ?= --steps 1600 --train-clips 8000 --off-lattice-steps 550
