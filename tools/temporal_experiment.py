@@ -45,10 +45,10 @@ def main(argv=None) -> int:
     from vocolab.evaluation.clips import clip_run
     from vocolab.evaluation.heldout import Questions, add_retention
     from vocolab.models.checkpoint import load_checkpoint, save_checkpoint
-    from vocolab.models.merging import task_arithmetic
     from vocolab.reporting.provenance import provenance
     from vocolab.studies.common import QUICK, runs_dir, study_config
     from vocolab.studies.temporal import K
+    from vocolab.studies.temporal_settings import CellSettings
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("name")
@@ -86,10 +86,12 @@ def main(argv=None) -> int:
     else:
         if args.merge is None:
             init = load_checkpoint(args.init or models / "voco-image")[0]
-        else:  # the study's video-upper (already loaded unless --upper named another) + its share of the move
-            target = upper if args.upper is None else load_checkpoint(models / "video-upper")[0]
-            donor, base = (load_checkpoint(f)[0] for f in (models / "voco-image", runs_dir(cfg) / "off-lattice-550"))
-            init = task_arithmetic(target, donor, base, args.merge)
+        else:  # the study's merged start; its video-upper is already loaded unless --upper named another
+            def saved(name):
+                return upper if name == "video-upper" and args.upper is None else load_checkpoint(models / name)[0]
+
+            merged = CellSettings(temporal_init="merged", temporal_merge=args.merge)
+            init = merged.temporal_start(saved, load_checkpoint(runs_dir(cfg) / "off-lattice-550")[0])
         teacher = load_checkpoint(args.teacher)[0] if args.teacher else None
         folder = cache_root() / "runs" / "experiments" / args.name
         model = train_temporal(cell, clips, init, args.steps, folder, teacher=teacher)
