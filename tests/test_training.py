@@ -353,3 +353,42 @@ def test_frame_embeddings_train_on_clips_and_stay_frozen_on_images(cache):
             in_optimiser = any(p is frames for g in trainer.optimizers[0].param_groups for p in g["params"])
             assert frames.requires_grad is frames_learn and in_optimiser is frames_learn
             assert (not torch.equal(frames.detach(), before)) is frames_learn
+
+
+@pytest.mark.parametrize("distilled", [False, True])
+def test_ema_decay_ends_training_on_the_moving_average_of_the_weights(cache, distilled):
+    """`train.ema_decay`: the weights a stage ends with are the exponential moving average of
+    those after each optimiser step (the first step's taken whole), not the last step's; a
+    distilled module (its teacher outside the parameters, the teacher's answers kept) too."""
+    from lightning.pytorch.callbacks import Callback
+
+    from vocolab.training.distill import DistillModule
+
+    decay = 0.5
+    cfg = preset("nano", **TINY, **{"train.ema_decay": decay, "train.teacher_cache": distilled})
+    data = VoCoDataModule(cfg, train_n=16, heldout_n=8, turns=True, progress=False)
+    torch.manual_seed(0)
+    if distilled:
+        module = DistillModule(cfg, objective="logits", steps=4)
+        teacher = VLMModule(cfg).model
+        teacher.vision.load_state_dict(module.model.vision.state_dict())  # both read the student's CLIP features
+        module.set_teacher(teacher.eval())
+    else:
+        module = VLMModule(cfg, mask="voco", steps=4)
+    seen = []
+
+    class Record(Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            seen.append({k: v.detach().clone() for k, v in pl_module.model.named_parameters()})
+
+    make_trainer(cfg, cache, "run", 4, progress=False, limit_val_batches=0, callbacks=[Record()]).fit(module, data)
+    assert len(seen) == 4
+    expected = dict(seen[0])
+    for step in seen[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * step[k] for k in expected}
+    final = dict(module.model.named_parameters())
+    moved = [k for k in expected if not torch.equal(seen[-1][k], seen[-2][k])]
+    assert moved  # the last step changed weights, and the module does not hold them
+    for k in expected:
+        torch.testing.assert_close(final[k].detach(), expected[k], atol=1e-6, rtol=0)
+    assert any(not torch.allclose(final[k].detach(), seen[-1][k]) for k in moved)

@@ -178,6 +178,9 @@ class TrainConfig:
     # True: a frozen teacher's answer logits (the `logits` objective) computed once per training item and read
     # back in later epochs (`training.teacher_cache`)
     teacher_cache: bool = False
+    # > 0: the weights a stage ends with (and that validation reads) are an exponential moving average of the
+    # trajectory with this decay per optimiser step (Lightning's `EMAWeightAveraging`); 0: the last step's
+    ema_decay: float = 0.0
     precision: str = "auto"  # "auto": bf16-mixed on GPU, 32 on CPU
     # data parallelism through Lightning: `batch_size` stays the global batch, split over the
     # devices; strategy "auto" is DDP when devices > 1
@@ -187,7 +190,8 @@ class TrainConfig:
 
 # Fields added after trained models were cached under keys of `Config.to_dict()`: left out of it at their
 # default, so those keys (and every cached model, cell and shipped config) stay valid; set, they are in it.
-LEFT_OUT_AT_DEFAULT: dict[str, dict[str, Any]] = {"data": {"train_clip_frames": 0.0}, "train": {"teacher_cache": False}}
+LEFT_OUT_AT_DEFAULT: dict[str, dict[str, Any]] = {"data": {"train_clip_frames": 0.0},
+                                                  "train": {"teacher_cache": False, "ema_decay": 0.0}}
 
 
 @dataclass
@@ -309,6 +313,8 @@ def validate(cfg: Config) -> None:
     for stage in ("instruct", "voco"):
         if not 0 <= getattr(t, f"{stage}_retry_below") <= 1 or getattr(t, f"{stage}_retry") < 0:
             raise ValueError(f"train.{stage}_retry_below/{stage}_retry: need a figure in 0..1 and a fraction >= 0")
+    if not 0 <= t.ema_decay < 1:
+        raise ValueError(f"train.ema_decay: {t.ema_decay}; need 0 (off) <= decay < 1")
     if t.voco_objective not in VOCO_OBJECTIVES:
         raise ValueError(f"train.voco_objective: {t.voco_objective!r} is not one of {VOCO_OBJECTIVES}")
 

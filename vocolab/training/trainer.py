@@ -10,7 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from vocolab.core.config import Config
@@ -53,7 +53,9 @@ def make_trainer(cfg: Config, out: str | Path, name: str, steps: int, val_every:
                  progress: bool = True, checkpoint: bool = True, callbacks=(), **kwargs) -> L.Trainer:
     """The Trainer of every stage and cell: `steps` optimiser steps, CSV logs (and checkpoints
     every quarter, unless `checkpoint=False`) under `out/<name>/`, gradient clipping and
-    precision from `cfg.train`; `callbacks` are added to the checkpointing one."""
+    precision from `cfg.train`; `callbacks` are added to the checkpointing one. With
+    `train.ema_decay`, Lightning's EMA callback keeps a moving average of the weights: validation
+    reads it, checkpoints store it, and the module ends training holding it."""
     quiet_lightning()  # banners and tips are noise in notebooks and the CLI's output
     out = Path(out)
     callbacks = list(callbacks)
@@ -61,6 +63,8 @@ def make_trainer(cfg: Config, out: str | Path, name: str, steps: int, val_every:
         callbacks.append(ModelCheckpoint(dirpath=out / name / "checkpoints", save_last=True,
                                          every_n_train_steps=max(1, steps // 4), save_top_k=-1,
                                          filename="step{step}", auto_insert_metric_name=False))
+    if cfg.train.ema_decay:  # parameters only: the models' buffers are constants (rotary frequencies)
+        callbacks.append(EMAWeightAveraging(decay=cfg.train.ema_decay, use_buffers=False))
     if progress and torch.cuda.is_available():  # reading the loss for the bar waits for the GPU: not every step
         from lightning.pytorch.callbacks import TQDMProgressBar
 
