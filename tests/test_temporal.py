@@ -647,6 +647,13 @@ def test_the_temporal_experiment_tool_trains_the_studys_temporal_cell(finished, 
     plain = tool.train_temporal(cell, clips, load_checkpoint(models / "voco-image")[0], 2, tmp_path / "b",
                                 progress=False)
     assert not all(torch.equal(ref[k], v) for k, v in plain.state_dict().items())
+    # `--train-seed`: the same clips in another order, another model
+    reordered = VoCoDataModule(cell, kind="clips", turns=cfg.train.turns, train_n=cfg.data.train_clips,
+                               progress=False, tokenizer=scenes.tokenizer, seed=1)
+    other = tool.train_temporal(cell, reordered, load_checkpoint(models / "voco-image")[0], 2, tmp_path / "c",
+                                teacher=teacher, progress=False, seed=1)
+    assert not all(torch.equal(ref[k], v) for k, v in other.state_dict().items())
+    assert reordered.split("train").questions == clips.split("train").questions
 
 
 def test_the_video_experiments_perception_questions_are_true_in_every_visible_frame(cache):

@@ -21,7 +21,8 @@ training one; `--upper` another saved video upper bound for the retention; `--in
 start than the study's voco-image model; `--merge S` starts from the study's video-upper plus S x
 (voco-image - the scene model both started from, `RUNS/off-lattice-550`; `models.merging`); `--set`
 overrides the cell's config (say, `train.voco_objective=logits`, or `voco.tokens=8`: another K per
-frame, scored at that K with its own lower bound). Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`,
+frame, scored at that K with its own lower bound); `--train-seed S` trains the same cell on the same clips in
+another order (how far two training runs of one recipe part). Runs go under `$VOCOLAB_CACHE/runs/experiments/<name>`,
 the trained model in its `model` folder (a later run's `--init`: a curriculum over K is two runs). Run
 one at a time: two training processes on two cores slow each other down.
 """
@@ -53,6 +54,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("name")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-seed", type=int, default=None,
+                    help="the cell's training order and random draws (default --seed); the clips, the saved models "
+                         "and the validation questions stay --seed's: a second training run of the same cell")
     ap.add_argument("--steps", type=int, default=1600, help="clip-QA training steps (the study's: 1600)")
     ap.add_argument("--train-clips", type=int, default=None, help="training clips (default data.train_clips)")
     ap.add_argument("--saved", default=None, help="score this saved temporal model folder instead of training")
@@ -76,7 +80,9 @@ def main(argv=None) -> int:
     scenes.setup()
     tok = scenes.tokenizer
     n_train = args.train_clips or cfg.data.train_clips
-    clips = VoCoDataModule(cell, kind="clips", turns=cell.train.turns, train_n=n_train, progress=False, tokenizer=tok)
+    train_seed = cfg.seed if args.train_seed is None else args.train_seed  # the data module's order only
+    clips = VoCoDataModule(cell, kind="clips", turns=cell.train.turns, train_n=n_train, progress=False, tokenizer=tok,
+                           seed=train_seed)
     clips.setup()
     upper = load_checkpoint(args.upper or models / "video-upper")[0].eval()
     t = time.perf_counter()
@@ -94,7 +100,7 @@ def main(argv=None) -> int:
             init = merged.temporal_start(saved, load_checkpoint(runs_dir(cfg) / "off-lattice-550")[0])
         teacher = load_checkpoint(args.teacher)[0] if args.teacher else None
         folder = cache_root() / "runs" / "experiments" / args.name
-        model = train_temporal(cell, clips, init, args.steps, folder, teacher=teacher)
+        model = train_temporal(cell, clips, init, args.steps, folder, teacher=teacher, seed=train_seed)
         train_s = round(time.perf_counter() - t, 1)
         save_checkpoint(model, cell, folder / "model", {"steps": args.steps, "train_s": train_s})  # a later --init
     val = clips.split("val")
@@ -108,7 +114,8 @@ def main(argv=None) -> int:
     runs = add_retention(runs, upper="video-upper", lower="lower")
     command = "python tools/temporal_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv)
     body = {"name": args.name, "split": "val", "questions": len(qs), "k": per_frame, "steps": args.steps,
-            "train_clips": n_train, "objective": cell.train.voco_objective if args.teacher else "implicit",
+            "train_clips": n_train, **({"train_seed": train_seed} if train_seed != cfg.seed else {}),
+            "objective": cell.train.voco_objective if args.teacher else "implicit",
             "init": args.init or (f"video-upper + {args.merge} x (voco-image - off-lattice-550)"
                                   if args.merge is not None else "voco-image"),
             "teacher": args.teacher, "upper": args.upper or "video-upper",
@@ -123,15 +130,17 @@ def main(argv=None) -> int:
     return 0
 
 
-def train_temporal(cell, clips, init, steps: int, out: Path, teacher=None, progress: bool = True):
+def train_temporal(cell, clips, init, steps: int, out: Path, teacher=None, progress: bool = True,
+                   seed: int | None = None):
     """The study's `temporal` cell (`TemporalStudy.model`): clip QA under the `video` mask from the
-    image VoCo model `init`, seeded as the study seeds it; with a `teacher` (a clip model), a
-    `DistillModule` trained with `cell.train.voco_objective` against it."""
+    image VoCo model `init`, seeded as the study seeds it (or with `seed`, as `clips` orders its
+    batches); with a `teacher` (a clip model), a `DistillModule` trained with `cell.train.voco_objective`
+    against it."""
     from lightning import seed_everything
 
     from vocolab.training.recipe import fine_tune, stage_module
 
-    seed_everything(cell.seed, verbose=False)
+    seed_everything(cell.seed if seed is None else seed, verbose=False)
     module = stage_module(cell, "temporal", "video", steps, teacher, tokenizer=clips.tokenizer)
     return fine_tune(module, clips, cell, out, "temporal", steps, init=init, progress=progress)
 
