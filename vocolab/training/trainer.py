@@ -10,7 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from vocolab.core.config import Config
@@ -64,6 +64,8 @@ def make_trainer(cfg: Config, out: str | Path, name: str, steps: int, val_every:
                                          every_n_train_steps=max(1, steps // 4), save_top_k=-1,
                                          filename="step{step}", auto_insert_metric_name=False))
     if cfg.train.ema_decay:  # parameters only: the models' buffers are constants (rotary frequencies)
+        from lightning.pytorch.callbacks import EMAWeightAveraging  # imported only where a stage asks for it
+
         callbacks.append(EMAWeightAveraging(decay=cfg.train.ema_decay, use_buffers=False))
     if progress and torch.cuda.is_available():  # reading the loss for the bar waits for the GPU: not every step
         from lightning.pytorch.callbacks import TQDMProgressBar
