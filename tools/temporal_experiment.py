@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     scenes.setup()
     tok = scenes.tokenizer
     n_train = args.train_clips or cfg.data.train_clips
-    train_seed = cfg.seed if args.train_seed is None else args.train_seed  # the data module's order only
+    train_seed = cfg.seed if args.train_seed is None else args.train_seed  # the order; the clips stay --seed's
     clips = VoCoDataModule(cell, kind="clips", turns=cell.train.turns, train_n=n_train, progress=False, tokenizer=tok,
                            seed=train_seed)
     clips.setup()
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
             init = merged.temporal_start(saved, load_checkpoint(runs_dir(cfg) / "off-lattice-550")[0])
         teacher = load_checkpoint(args.teacher)[0] if args.teacher else None
         folder = cache_root() / "runs" / "experiments" / args.name
-        model = train_temporal(cell, clips, init, args.steps, folder, teacher=teacher, seed=train_seed)
+        model = train_temporal(cell, clips, init, args.steps, folder, teacher=teacher)
         train_s = round(time.perf_counter() - t, 1)
         save_checkpoint(model, cell, folder / "model", {"steps": args.steps, "train_s": train_s})  # a later --init
     val = clips.split("val")
@@ -130,17 +130,16 @@ def main(argv=None) -> int:
     return 0
 
 
-def train_temporal(cell, clips, init, steps: int, out: Path, teacher=None, progress: bool = True,
-                   seed: int | None = None):
+def train_temporal(cell, clips, init, steps: int, out: Path, teacher=None, progress: bool = True):
     """The study's `temporal` cell (`TemporalStudy.model`): clip QA under the `video` mask from the
-    image VoCo model `init`, seeded as the study seeds it (or with `seed`, as `clips` orders its
-    batches); with a `teacher` (a clip model), a `DistillModule` trained with `cell.train.voco_objective`
-    against it."""
+    image VoCo model `init`, seeded with the seed `clips` orders its batches by (the study's, unless
+    the data module was given another); with a `teacher` (a clip model), a `DistillModule` trained
+    with `cell.train.voco_objective` against it."""
     from lightning import seed_everything
 
     from vocolab.training.recipe import fine_tune, stage_module
 
-    seed_everything(cell.seed if seed is None else seed, verbose=False)
+    seed_everything(clips.seed, verbose=False)
     module = stage_module(cell, "temporal", "video", steps, teacher, tokenizer=clips.tokenizer)
     return fine_tune(module, clips, cell, out, "temporal", steps, init=init, progress=progress)
 
