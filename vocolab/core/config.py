@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 MASK_MODES = ("causal", "voco", "video")
-ATTN_BACKENDS = ("sdpa", "eager", "flex_attention")
+ATTN_BACKENDS = ("sdpa", "eager", "flex_attention", "sdpa_frames")
 
 # how the VoCo model learns from the upper bound (`vocolab.training.distill`)
 VOCO_OBJECTIVES = ("implicit", "logits", "attention", "logits+attention")
@@ -116,6 +116,8 @@ class LLMConfig:
     # "where" is in the values from the first step (nano held-out 0.925 / 0.976 at seeds 0 / 1), or "zeros"
     image_positions_init: str = "sincos"
     frame_positions_rms: float = 0.32  # frame embeddings' start: `sincos_frames` at this RMS, the tokens' (0: zeros)
+    # or "eager", "flex_attention" (GPU), "sdpa_frames": SDPA over the `video` mask's non-empty blocks only
+    # (`models.frame_attention`: the same numbers, a temporal training step on the CPU cheaper)
     attn_implementation: str = "sdpa"
 
 

@@ -4,7 +4,8 @@
 never sees that tensor directly: `for_backend` converts it into what the chosen
 attention implementation actually honours, because the backends disagree:
 
-* SDPA honours a bool mask;
+* SDPA honours a bool mask (so does `sdpa_frames`, SDPA over the `video` mask's blocks only:
+  `models.frame_attention`);
 * eager *adds* the mask to the scores, so a bool mask would add 0/1 and mask
   nothing: it gets an additive float mask (0 / dtype min) instead;
 * FlexAttention needs a `BlockMask`;
@@ -121,7 +122,7 @@ def to_block_mask(mask: torch.Tensor, block_size: int = 128):
 
 def for_backend(mask: torch.Tensor, backend: str, dtype: torch.dtype = torch.float32):
     """Convert a bool mask to the form `backend` honours; refuse backends that ignore it."""
-    if backend == "sdpa":
+    if backend in ("sdpa", "sdpa_frames"):
         return mask
     if backend == "eager":
         return to_additive(mask, dtype)

@@ -17,6 +17,8 @@ import torch
 from vocolab.core.config import check_backend
 from vocolab.core.layout import position_ids as layout_position_ids
 from vocolab.core.masks import build_mask, for_backend
+from vocolab.models.frame_attention import NAME as SDPA_FRAMES
+from vocolab.models.frame_attention import FrameBlocks, frame_blocks
 
 
 class Prepared(NamedTuple):
@@ -25,7 +27,9 @@ class Prepared(NamedTuple):
     `inputs_embeds` `[B, L, D]`; `bool_mask` `[B, 1, L, past + L]` (True = may attend);
     `attention_mask`: `bool_mask` in the form `backend` reads; `position_ids` `[B, L]`;
     `rope`: the LLM's RoPE (cos, sin) `[B, L, head_dim]` at those positions (None unless
-    `prepare` was asked for it); `backend`: the attention backend the mask was converted for.
+    `prepare` was asked for it); `backend`: the attention backend the mask was converted for;
+    `frame_blocks`: for the `sdpa_frames` backend under the `video` mask, where that mask is non-empty
+    (`models.frame_attention`; None: the backend runs on the whole mask).
     """
 
     inputs_embeds: torch.Tensor
@@ -34,6 +38,7 @@ class Prepared(NamedTuple):
     position_ids: torch.Tensor
     rope: tuple[torch.Tensor, torch.Tensor] | None
     backend: str
+    frame_blocks: FrameBlocks | None = None
 
     def layer_kwargs(self) -> dict:
         """What each decoder layer is called with besides the hidden states (every token)."""
@@ -96,6 +101,8 @@ def prepare(vlm, who: str, input_ids: torch.Tensor | None = None, layouts=None, 
         position_ids=position_ids,
         rope=vlm.llm.model.rotary_emb(inputs_embeds, position_ids) if rope else None,
         backend=backend,
+        frame_blocks=frame_blocks(bool_mask, layouts) if backend == SDPA_FRAMES and isinstance(mask, str)
+        and mask == "video" and not past else None,
     )
 
 

@@ -1,7 +1,8 @@
 """The language model: a mini LLaMA built from a `LlamaConfig` (nothing downloaded).
 
 The attention backend is fixed here from `cfg.llm.attn_implementation`; `VoCoVLM`
-refuses any backend that would ignore its custom masks. Input and output embeddings
+refuses any backend that would ignore its custom masks; `sdpa_frames` (`models.frame_attention`) is
+registered with `transformers` on import. Input and output embeddings
 are tied, which at this scale saves a noticeable share of the parameters.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from vocolab.core.config import Config
+from vocolab.models import frame_attention  # noqa: F401  (registers the `sdpa_frames` backend)
 from vocolab.core.layout import SpecialIds
 
 

@@ -326,6 +326,7 @@ class VoCoVLM(nn.Module):
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            **({"frame_blocks": call.frame_blocks} if call.frame_blocks is not None else {}),
         )
 
     # -- bookkeeping ----------------------------------------------------------------------
