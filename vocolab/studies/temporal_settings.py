@@ -1,18 +1,18 @@
 """How the temporal study's two special cells train where they differ from the others.
 
-Every cell of `vocolab temporal` trains for the study's steps from the shared scene model, except
-the `temporal` cell (distilled from `video-upper`, it may take its own steps and objective, start from
-`video-upper` or a merge of the two instead of the image VoCo model, read more questions per training clip, keep
-its teacher's answers and take its own batch) and `video-upper` (the reference, it may take more steps on more
-clips). One object holds those settings so that the study checks them before any data or training, keys only the
-cells they touch and records them in results.json.
+Every cell of `vocolab temporal` trains for the study's steps from the shared scene model, except the `temporal`
+cell (distilled from `video-upper`, it may take its own steps and objective, start from `video-upper` or a merge of
+the two instead of the image VoCo model, read more questions per training clip, keep its teacher's answers, take
+its own batch and attention backend) and `video-upper` (the reference, it may take more steps on more clips). One
+object holds those settings so that the study checks them before any data or training, keys only the cells they
+touch and records them in results.json.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vocolab.core.config import VOCO_OBJECTIVES
+from vocolab.core.config import VOCO_OBJECTIVES, check_backend
 
 # the models the temporal cell may start from; "merged": video-upper plus `temporal_merge` x the image VoCo
 # model's move from the scene model both started from (`models.merging.task_arithmetic`)
@@ -40,6 +40,9 @@ class CellSettings:
     # > 0: the temporal cell's training batch (clips; 0: train.batch_size); on a CPU a batch of 16 costs under half
     # a step of 32, so the same minutes hold more steps (seed 0 validation, merged start: 0.783 -> 0.813; RESULTS.md)
     temporal_batch: int = 0
+    # the temporal cell's attention backend (None: the study's `llm.attn_implementation`); "sdpa_frames" computes
+    # only the `video` mask's blocks (`models.frame_attention`): the same numbers, a step ~13% cheaper on a CPU
+    temporal_attention: str | None = None
     upper_steps: int | None = None
     upper_clips: int | None = None
 
@@ -59,6 +62,8 @@ class CellSettings:
         if self.temporal_teacher_cache and self.temporal_objective != "logits":
             raise ValueError(f"temporal: temporal_teacher_cache keeps the teacher's answer logits: it needs "
                              f"temporal_objective 'logits', got {self.temporal_objective!r}")
+        if self.temporal_attention is not None:
+            check_backend(self.temporal_attention, "temporal: temporal_attention")
         for name in ("temporal_questions", "temporal_batch"):
             if getattr(self, name) < 0:
                 raise ValueError(f"temporal: {name} must be >= 0, got {getattr(self, name)}")
@@ -68,7 +73,8 @@ class CellSettings:
         return ({"train.voco_objective": self.temporal_objective} if self.temporal_objective else {}) | (
             {"data.train_questions_per_scene": self.temporal_questions} if self.temporal_questions else {}) | (
             {"train.teacher_cache": True} if self.temporal_teacher_cache else {}) | (
-            {"train.batch_size": self.temporal_batch} if self.temporal_batch else {})
+            {"train.batch_size": self.temporal_batch} if self.temporal_batch else {}) | (
+            {"llm.attn_implementation": self.temporal_attention} if self.temporal_attention else {})
 
     def temporal_key(self) -> dict:
         """What the temporal model's key holds beyond its config: the start, only when it is not the
@@ -79,7 +85,7 @@ class CellSettings:
     def record(self) -> dict:
         """The temporal cell's settings as results.json records them (the merge's share only for a merge)."""
         names = ("temporal_objective", "temporal_init", "temporal_questions", "temporal_teacher_cache",
-                 "temporal_batch")
+                 "temporal_batch", "temporal_attention")
         merge = {"temporal_merge": self.temporal_merge} if self.temporal_init == "merged" else {}
         return {name: getattr(self, name) for name in names} | merge
 
