@@ -95,7 +95,7 @@ def test_a_field_added_later_is_left_out_of_keys_at_its_default():
         for name, default in fields.items():
             assert getattr(getattr(cfg, section), name) == default and name not in cfg.to_dict()[section]
             other = {"data.train_clip_frames": 0.5, "train.teacher_cache": True,
-                     "train.ema_decay": 0.99}[f"{section}.{name}"]
+                     "train.ema_decay": 0.99, "train.distill_temperature": 1.0}[f"{section}.{name}"]
             changed = cfg.override(**{f"{section}.{name}": other})
             assert changed.to_dict()[section][name] == other and Config.from_dict(changed.to_dict()) == changed
     assert Config.from_dict(cfg.to_dict()) == cfg

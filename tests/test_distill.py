@@ -239,6 +239,26 @@ def test_fit_command_runs_the_distill_yaml(cache, tmp_path, monkeypatch):
     assert model.cfg.llm.layers == 2 and model.cfg.data.image_size == 16
 
 
+def test_the_kl_temperature_comes_from_the_config_unless_given(batch):
+    """`train.distill_temperature` (default 2) sets the `logits` term's T; the module's own argument wins; the
+    KL the module computes is `answer_kl` at that T."""
+    teacher = upper()
+    assert DistillModule(CFG, objective="logits").temperature == 2.0
+    cold = DistillModule(CFG.override(**{"train.distill_temperature": 1.0}), objective="logits").set_teacher(teacher)
+    assert cold.temperature == 1.0 and cold.hparams["temperature"] == 1.0
+    assert DistillModule(CFG.override(**{"train.distill_temperature": 1.0}), temperature=4.0).temperature == 4.0
+    losses = cold.distill_losses(batch)
+    with torch.no_grad():
+        student = cold.model(batch.input_ids, batch.layouts, pixels=batch.pixels, features=batch.features,
+                             mask="voco").logits
+        ref = teacher(batch.input_ids, batch.layouts, pixels=batch.pixels, features=batch.features,
+                      mask="causal").logits
+    for t in (1.0, 2.0):
+        assert torch.allclose(answer_kl(student, ref, batch.labels, t), losses["kl"]) == (t == 1.0)
+    with pytest.raises(ValueError, match="train.distill_temperature"):
+        CFG.override(**{"train.distill_temperature": 0.0})
+
+
 def test_bad_objective_mask_or_teacher_raise(cache, batch, tmp_path):
     with pytest.raises(ValueError, match="logits\\+attention"):
         DistillModule(CFG, objective="feelings")

@@ -184,6 +184,8 @@ class TrainConfig:
     # trajectory with this decay per optimiser step (Lightning's `EMAWeightAveraging`); 0: the last step's (the
     # temporal cell, still learning at its end, kept 0.792 on validation at 0.998 against 0.813; RESULTS.md)
     ema_decay: float = 0.0
+    # the temperature T of the `logits` objective's KL (both answer distributions softened by T, the KL times T^2)
+    distill_temperature: float = 2.0
     precision: str = "auto"  # "auto": bf16-mixed on GPU, 32 on CPU
     # data parallelism through Lightning: `batch_size` stays the global batch, split over the
     # devices; strategy "auto" is DDP when devices > 1
@@ -194,7 +196,8 @@ class TrainConfig:
 # Fields added after trained models were cached under keys of `Config.to_dict()`: left out of it at their
 # default, so those keys (and every cached model, cell and shipped config) stay valid; set, they are in it.
 LEFT_OUT_AT_DEFAULT: dict[str, dict[str, Any]] = {"data": {"train_clip_frames": 0.0},
-                                                  "train": {"teacher_cache": False, "ema_decay": 0.0}}
+                                                  "train": {"teacher_cache": False, "ema_decay": 0.0,
+                                                            "distill_temperature": 2.0}}
 
 
 @dataclass
@@ -316,6 +319,8 @@ def validate(cfg: Config) -> None:
     for stage in ("instruct", "voco"):
         if not 0 <= getattr(t, f"{stage}_retry_below") <= 1 or getattr(t, f"{stage}_retry") < 0:
             raise ValueError(f"train.{stage}_retry_below/{stage}_retry: need a figure in 0..1 and a fraction >= 0")
+    if not t.distill_temperature > 0:
+        raise ValueError(f"train.distill_temperature: {t.distill_temperature}; need > 0")
     if not 0 <= t.ema_decay < 1:
         raise ValueError(f"train.ema_decay: {t.ema_decay}; need 0 (off) <= decay < 1")
     if t.voco_objective not in VOCO_OBJECTIVES:

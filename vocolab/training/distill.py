@@ -135,7 +135,7 @@ class DistillModule(VLMModule):
     """
 
     def __init__(self, cfg=None, preset: str = "nano", overrides: dict | None = None,
-                 objective: str = "implicit", teacher_from: str | None = None, temperature: float = 2.0,
+                 objective: str = "implicit", teacher_from: str | None = None, temperature: float | None = None,
                  kl_weight: float = 1.0, hidden_weight: float = 1.0, hidden_layers: list[int] | None = None,
                  mask: str = "voco", stage: str = "distill", steps: int | None = None, lr: float | None = None,
                  train_vision: bool | None = None, init_from: str | None = None, tokenizer=None):
@@ -144,7 +144,7 @@ class DistillModule(VLMModule):
         if mask not in STUDENT_MASKS:
             raise ValueError(f"distill: the student's mask must be one of {STUDENT_MASKS} (the teacher "
                              f"runs under 'causal'), got {mask!r}")
-        if not temperature > 0:
+        if temperature is not None and not temperature > 0:
             raise ValueError(f"distill: temperature must be > 0, got {temperature}")
         if kl_weight < 0 or hidden_weight < 0:
             raise ValueError(f"distill: weights must be >= 0, got kl_weight={kl_weight}, "
@@ -152,7 +152,9 @@ class DistillModule(VLMModule):
         super().__init__(cfg, preset, overrides, mask=mask, stage=stage, steps=steps, lr=lr,
                          train_vision=train_vision, init_from=init_from, tokenizer=tokenizer)
         self.objective, self.teacher_from = objective, teacher_from
-        self.temperature, self.kl_weight = float(temperature), float(kl_weight)
+        # None: the config's `train.distill_temperature`
+        self.temperature = float(self.cfg.train.distill_temperature if temperature is None else temperature)
+        self.kl_weight = float(kl_weight)
         self.hidden_weight = float(hidden_weight)
         self.hidden_layers = None if hidden_layers is None else [int(i) for i in hidden_layers]
         if self.hidden_layers is not None:
