@@ -359,7 +359,8 @@ def test_the_temporal_cell_starts_from_video_upper_and_reads_more_questions_per_
         asked = [max(len(q) for q in d.splits["train"].questions) for d in (self.clips, data)]
         trained.append((name, init is self.model("video-upper"), *asked, len(data.splits["train"].images),
                         data.splits["heldout"].questions == self.clips.splits["heldout"].questions,
-                        self.cell_cfg(name).train.batch_size, self.cell_cfg(name).llm.attn_implementation))
+                        self.cell_cfg(name).train.batch_size, self.cell_cfg(name).llm.attn_implementation,
+                        self.cell_cfg(name).train.distill_temperature))
         return fit(self, name, data, mask, init, *args, **kwargs)
 
     monkeypatch.setattr(TemporalStudy, "_fit", recording)
@@ -367,13 +368,15 @@ def test_the_temporal_cell_starts_from_video_upper_and_reads_more_questions_per_
     shutil.copytree(saved, tmp_path / "saved")  # the study's model, which other tests read
     try:
         other = study(tmp_path, temporal_init="video-upper", temporal_questions=8, temporal_teacher_cache=True,
-                      temporal_objective="logits", temporal_batch=4, temporal_attention="sdpa_frames")
+                      temporal_objective="logits", temporal_batch=4, temporal_attention="sdpa_frames",
+                      temporal_temperature=1.0)
     finally:
         shutil.rmtree(saved)
         shutil.copytree(tmp_path / "saved", saved)
-    [(name, from_upper, theirs, own, clips, same_heldout, batch, backend)] = trained
+    [(name, from_upper, theirs, own, clips, same_heldout, batch, backend, temperature)] = trained
     assert name == "temporal" and from_upper and clips == 16 and same_heldout
     assert batch == 4 and backend == "sdpa_frames"  # its own batch (quick mode gives the clip models 8), backend
+    assert temperature == 1.0  # and KL temperature (the others: 2)
     assert theirs <= 5 < own <= 8  # the study's clips ask up to 5 questions each; a clip may hold fewer
     assert other["temporal"]["failed"] == [] and other["eval"]["examples"] == body["eval"]["examples"]
     assert other["temporal"]["temporal_init"] == "video-upper" and other["temporal"]["temporal_questions"] == 8
@@ -381,12 +384,13 @@ def test_the_temporal_cell_starts_from_video_upper_and_reads_more_questions_per_
     assert other["temporal"]["temporal_teacher_cache"] is True and body["temporal"]["temporal_teacher_cache"] is False
     assert other["temporal"]["temporal_batch"] == 4 and body["temporal"]["temporal_batch"] == 0
     assert other["temporal"]["temporal_attention"] == "sdpa_frames" and body["temporal"]["temporal_attention"] is None
+    assert other["temporal"]["temporal_temperature"] == 1.0 and body["temporal"]["temporal_temperature"] is None
     old, new = ({r["name"]: r for r in b["runs"]} for b in (body, other))
     assert new["temporal"]["cell_key"] != old["temporal"]["cell_key"]
     for name in set(CELLS) - {"temporal"}:
         assert new[name]["cell_key"] == old[name]["cell_key"]
     assert ("(2 for temporal with the logits objective from video-upper, 8 questions per training clip, the "
-            "teacher's answers kept per clip, batches of 4 clips, attention sdpa_frames)" in
+            "teacher's answers kept per clip, batches of 4 clips, attention sdpa_frames, KL temperature 1)" in
             (tmp_path / "table.md").read_text())
     with pytest.raises(ValueError, match="temporal_init 'nope'"):
         study(tmp_path, temporal_init="nope")
@@ -396,6 +400,8 @@ def test_the_temporal_cell_starts_from_video_upper_and_reads_more_questions_per_
         study(tmp_path, temporal_batch=-1)
     with pytest.raises(ValueError, match="temporal: temporal_attention: attention backend 'flash_attention_2'"):
         study(tmp_path, temporal_attention="flash_attention_2")
+    with pytest.raises(ValueError, match="temporal_temperature must be > 0"):
+        study(tmp_path, temporal_temperature=-1.0)
 
 
 def test_the_temporal_cell_starts_from_the_merge_of_video_upper_and_the_image_voco_model(finished, tmp_path,
@@ -551,11 +557,11 @@ def test_cli_temporal(monkeypatch, capsys):
                      "--temporal-objective", "logits", "--temporal-init", "video-upper",
                      "--temporal-questions", "10", "--temporal-teacher-cache",
                      "--temporal-merge", "0.3", "--temporal-batch", "16",
-                     "--temporal-attention", "sdpa_frames"]) == 0
+                     "--temporal-attention", "sdpa_frames", "--temporal-temperature", "1"]) == 0
     assert seen["args"] == ("nano", "x")
     own = CellSettings(temporal_steps=2, temporal_objective="logits", temporal_init="video-upper",
                        temporal_merge=0.3, temporal_questions=10, temporal_teacher_cache=True, temporal_batch=16,
-                       temporal_attention="sdpa_frames", upper_steps=7, upper_clips=80)
+                       temporal_attention="sdpa_frames", temporal_temperature=1.0, upper_steps=7, upper_clips=80)
     assert seen["kwargs"] | {"command": None} == {"seed": 1, "k": 4, "steps": 3, "limit": 5, "train_clips": 40,
                                                    "overrides": {"data.frames": 3}, "command": None,
                                                    "off_lattice_steps": 6, "settings": own}

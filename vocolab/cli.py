@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     temporal.add_argument("--temporal-attention", default=None, metavar="BACKEND",
                           help="the temporal cell's attention backend (default: llm.attn_implementation); "
                                "sdpa_frames computes only the video mask's blocks: the same numbers, cheaper")
+    temporal.add_argument("--temporal-temperature", type=float, default=None, metavar="T",
+                          help="the temporal cell's KL temperature (default: train.distill_temperature)")
     temporal.add_argument("--upper-steps", type=int, default=None,
                           help="training steps of the video upper bound (default --steps)")
     temporal.add_argument("--upper-clips", type=int, default=None,
@@ -212,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                temporal_questions=args.temporal_questions,
                                temporal_teacher_cache=args.temporal_teacher_cache,
                                temporal_batch=args.temporal_batch, temporal_attention=args.temporal_attention,
-                               upper_steps=args.upper_steps,
+                               temporal_temperature=args.temporal_temperature, upper_steps=args.upper_steps,
                                upper_clips=args.upper_clips)
             run_temporal_study(args.preset, args.out, seed=args.seed, k=args.k, steps=args.steps,
                                limit=args.limit, train_clips=args.train_clips, overrides=_overrides(args),

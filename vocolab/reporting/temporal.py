@@ -49,6 +49,8 @@ def temporal_markdown(body: dict) -> str:
         objective += f", batches of {t['temporal_batch']} clips"
     if t.get("temporal_attention"):
         objective += f", attention {t['temporal_attention']}"
+    if t.get("temporal_temperature"):
+        objective += f", KL temperature {t['temporal_temperature']:g}"
     apart = ([f"{own} for temporal{objective}"] if own != t["steps"] or objective else []) + (
         [f"{upper} on {upper_clips:,} training clips for video-upper"]
         if (upper, upper_clips) != (t["steps"], t["clips"]["train"]) else [])

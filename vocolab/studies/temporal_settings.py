@@ -43,6 +43,9 @@ class CellSettings:
     # the temporal cell's attention backend (None: the study's `llm.attn_implementation`); "sdpa_frames" computes
     # only the `video` mask's blocks (`models.frame_attention`): the same numbers, a step ~13% cheaper on a CPU
     temporal_attention: str | None = None
+    # the temporal cell's KL temperature (None: `train.distill_temperature`, 2); seed 0 validation at 2,600 steps:
+    # 0.831 at 1 against 0.823 at 2 (RESULTS.md)
+    temporal_temperature: float | None = None
     upper_steps: int | None = None
     upper_clips: int | None = None
 
@@ -62,6 +65,8 @@ class CellSettings:
         if self.temporal_teacher_cache and self.temporal_objective != "logits":
             raise ValueError(f"temporal: temporal_teacher_cache keeps the teacher's answer logits: it needs "
                              f"temporal_objective 'logits', got {self.temporal_objective!r}")
+        if self.temporal_temperature is not None and not self.temporal_temperature > 0:
+            raise ValueError(f"temporal: temporal_temperature must be > 0, got {self.temporal_temperature}")
         if self.temporal_attention is not None:
             check_backend(self.temporal_attention, "temporal: temporal_attention")
         for name in ("temporal_questions", "temporal_batch"):
@@ -74,7 +79,8 @@ class CellSettings:
             {"data.train_questions_per_scene": self.temporal_questions} if self.temporal_questions else {}) | (
             {"train.teacher_cache": True} if self.temporal_teacher_cache else {}) | (
             {"train.batch_size": self.temporal_batch} if self.temporal_batch else {}) | (
-            {"llm.attn_implementation": self.temporal_attention} if self.temporal_attention else {})
+            {"llm.attn_implementation": self.temporal_attention} if self.temporal_attention else {}) | (
+            {"train.distill_temperature": self.temporal_temperature} if self.temporal_temperature else {})
 
     def temporal_key(self) -> dict:
         """What the temporal model's key holds beyond its config: the start, only when it is not the
@@ -85,7 +91,7 @@ class CellSettings:
     def record(self) -> dict:
         """The temporal cell's settings as results.json records them (the merge's share only for a merge)."""
         names = ("temporal_objective", "temporal_init", "temporal_questions", "temporal_teacher_cache",
-                 "temporal_batch", "temporal_attention")
+                 "temporal_batch", "temporal_attention", "temporal_temperature")
         merge = {"temporal_merge": self.temporal_merge} if self.temporal_init == "merged" else {}
         return {name: getattr(self, name) for name in names} | merge
 
