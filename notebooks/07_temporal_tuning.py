@@ -193,7 +193,8 @@ assert worst < 1e-4
 # of `vocolab.studies.temporal_settings`, the `--temporal-*` and `--upper-*` options of the command). With
 # `off_lattice_steps` the scene model is first tuned on scenes half drawn as clip frames, so that what it
 # sees carries over to clips. `make temporal` gives the temporal cell 2,600 steps of 16 clips (the others: 1,600 of
-# 32) on 8,000 clips, under `sdpa_frames` (attention over the `video` mask's blocks only: the same numbers, cheaper), distilled through the answer logits only (kept per clip after the first epoch: the teacher is
+# 32) on 8,000 clips, under `sdpa_frames` (attention over the `video` mask's blocks only: the same numbers,
+# cheaper), distilled through the answer logits only at temperature 1 (kept per clip after the first epoch: the teacher is
 # frozen), started from `video-upper` plus the weight change that made `voco-image` from the scene model
 # (task arithmetic: `vocolab.models.merging.task_arithmetic`, `--temporal-init merged`; both models started from
 # that scene model, so the start already knows clips *and* a little of squeezing a frame into K tokens) and
@@ -332,11 +333,11 @@ else:
 # The repository ships the `temporal` model of `vocolab temporal` (`trained/nano/video`). Here
 # it streams the first held-out clip and answers each of its questions after every frame
 # (`predict_frames`: one growing cache, each frame compressed once): read down a column to see
-# which answers need the whole clip. It is the temporal model of `make temporal` at `263aeb8` (2,600
+# which answers need the whole clip. It is the temporal model of `make temporal` at `d2d7895` (2,600
 # steps of 16 clips from the video upper bound plus the image VoCo model's weight change, distilled through the
-# upper bound's answer logits, 10 questions per training clip, every clip model started from the scene model tuned
-# on clip-frame scenes): 79.0 % on all 1,500 held-out questions and 0.767 on its check (the first 150; blind
-# 0.25), best on `direction` (87.9 %), so expect wrong answers, more of them after one or two frames.
+# upper bound's answer logits at temperature 1, 10 questions per training clip, every clip model started from the scene model tuned
+# on clip-frame scenes): 80.5 % on all 1,500 held-out questions and 0.780 on its check (the first 150; blind
+# 0.25), best on `direction` (88.1 %), so expect wrong answers, more of them after one or two frames.
 # What the streaming *mechanics* show holds for any weights.
 
 # %%
