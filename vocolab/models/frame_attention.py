@@ -1,12 +1,12 @@
 """`sdpa_frames`: SDPA that computes only the blocks the `video` mask leaves open.
 
-Under the `video` mask (`core.masks`) frame t's image and VoCo tokens see BOS and frame t only, and the text
-sees the VoCo tokens and the text. Over a nano clip (BOS, 4 frames of 64 patches + 2 VoCo tokens, ~100 text
-tokens: 372 in all) about 70% of the dense score matrix is masked out, yet dense SDPA computes it, forward and
-backward: attention was 22% of a temporal training step on the CPU (RESULTS.md, "Temporal tuning"). Here each
-frame attends as its own short sequence (BOS + the frame), the text rows only over the VoCo and text keys, and
-BOS over itself: the same outputs and gradients (to float rounding; `tests/test_frame_attention.py`) at a
-fraction of the attention work.
+Under the `video` mask (`core.masks`) frame t's image and VoCo tokens see BOS and frame t only, and the text sees
+the VoCo tokens and the text. Over a nano clip (BOS, 4 frames of 64 patches + 2 VoCo tokens, ~100 text tokens: 372
+in all) about 89% of the score matrix is masked out (the blocks below cover 22% of it), yet dense SDPA computes all
+of it, forward and backward: attention was 22% of a temporal training step on the CPU (RESULTS.md, "Temporal
+tuning"). Here each frame attends as its own short sequence (BOS + the frame), the text rows only over the VoCo and
+text keys, and BOS over itself: the same outputs and gradients (to float rounding; `tests/test_frame_attention.py`)
+at a fraction of the attention work.
 
 It is an attention backend registered with `transformers`' public `AttentionInterface` under `NAME`, chosen like
 any other through `llm.attn_implementation`. The block structure (`FrameBlocks`) is worked out once per forward

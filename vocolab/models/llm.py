@@ -1,9 +1,9 @@
 """The language model: a mini LLaMA built from a `LlamaConfig` (nothing downloaded).
 
-The attention backend is fixed here from `cfg.llm.attn_implementation`; `VoCoVLM`
-refuses any backend that would ignore its custom masks; `sdpa_frames` (`models.frame_attention`) is
-registered with `transformers` on import. Input and output embeddings
-are tied, which at this scale saves a noticeable share of the parameters.
+The attention backend is fixed here from `cfg.llm.attn_implementation`; `VoCoVLM` refuses any backend that
+would ignore its custom masks; `sdpa_frames` (`models.frame_attention`) is registered with `transformers` when
+this module is imported. Input and output embeddings are tied, which at this scale saves a noticeable share of
+the parameters.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from vocolab.core.config import Config
-from vocolab.models import frame_attention  # noqa: F401  (registers the `sdpa_frames` backend)
 from vocolab.core.layout import SpecialIds
+from vocolab.models import frame_attention  # noqa: F401  (registers the `sdpa_frames` backend)
 
 
 def llama_config(cfg: Config, vocab_size: int, special: SpecialIds) -> LlamaConfig:

@@ -3,9 +3,9 @@
 Every cell of `vocolab temporal` trains for the study's steps from the shared scene model, except the `temporal`
 cell (distilled from `video-upper`, it may take its own steps and objective, start from `video-upper` or a merge of
 the two instead of the image VoCo model, read more questions per training clip, keep its teacher's answers, take
-its own batch and attention backend) and `video-upper` (the reference, it may take more steps on more clips). One
-object holds those settings so that the study checks them before any data or training, keys only the cells they
-touch and records them in results.json.
+its own batch, attention backend and KL temperature) and `video-upper` (the reference, it may take more steps on
+more clips). One object holds those settings so that the study checks them before any data or training, keys only
+the cells they touch and records them in results.json.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ class CellSettings:
     # the temporal cell's attention backend (None: the study's `llm.attn_implementation`); "sdpa_frames" computes
     # only the `video` mask's blocks (`models.frame_attention`): the same numbers, a step ~13% cheaper on a CPU
     temporal_attention: str | None = None
-    # the temporal cell's KL temperature (None: `train.distill_temperature`, 2); seed 0 validation at 2,600 steps:
-    # 0.831 at 1 against 0.823 at 2 (RESULTS.md)
+    # the temporal cell's KL temperature (None: `train.distill_temperature`, 2); seed 0 at 2,600 steps: validation
+    # 0.831 at 1 against 0.823 at 2, held-out 0.805 (retention 0.81) against 0.790 (0.79; RESULTS.md)
     temporal_temperature: float | None = None
     upper_steps: int | None = None
     upper_clips: int | None = None
