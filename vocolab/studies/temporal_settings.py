@@ -75,12 +75,13 @@ class CellSettings:
 
     def temporal_overrides(self) -> dict:
         """The temporal cell's config overrides beyond K and the mask."""
-        return ({"train.voco_objective": self.temporal_objective} if self.temporal_objective else {}) | (
-            {"data.train_questions_per_scene": self.temporal_questions} if self.temporal_questions else {}) | (
-            {"train.teacher_cache": True} if self.temporal_teacher_cache else {}) | (
-            {"train.batch_size": self.temporal_batch} if self.temporal_batch else {}) | (
-            {"llm.attn_implementation": self.temporal_attention} if self.temporal_attention else {}) | (
-            {"train.distill_temperature": self.temporal_temperature} if self.temporal_temperature else {})
+        own = {"train.voco_objective": self.temporal_objective,
+               "data.train_questions_per_scene": self.temporal_questions,
+               "train.teacher_cache": self.temporal_teacher_cache,
+               "train.batch_size": self.temporal_batch,
+               "llm.attn_implementation": self.temporal_attention,
+               "train.distill_temperature": self.temporal_temperature}
+        return {name: value for name, value in own.items() if value}  # unset (None, 0, False): the study's
 
     def temporal_key(self) -> dict:
         """What the temporal model's key holds beyond its config: the start, only when it is not the
